@@ -1,0 +1,23 @@
+"""Pure image features ``image [H, W, C] -> vector [m]`` (see :class:`Feature`)."""
+
+from .closed_form import Feature as Feature
+from .closed_form import blur as blur
+from .closed_form import compose as compose
+from .closed_form import fourier_band as fourier_band
+from .closed_form import grayscale as grayscale
+from .closed_form import highpass as highpass
+from .closed_form import lowpass as lowpass
+from .closed_form import pixels as pixels
+from .closed_form import region as region
+
+__all__ = [
+    "Feature",
+    "blur",
+    "compose",
+    "fourier_band",
+    "grayscale",
+    "highpass",
+    "lowpass",
+    "pixels",
+    "region",
+]

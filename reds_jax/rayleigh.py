@@ -1,0 +1,276 @@
+"""Eigen-solves behind REDs and its baselines, on Gram matrices of one latent.
+
+All solvers take symmetric positive semi-definite Grams and return the *full* sorted system
+``(values [d], vectors [d, d])`` (rows are unit-norm directions, best first) so callers can take the
+top ``k`` or build a projection span; :func:`solve_rayleigh` is the public top-``k`` form.
+
+Forms:
+  * :func:`rayleigh_system` — REDs, Rayleigh form: maximise ``vᵀAv / vᵀ(B + ridge·I)v`` by Cholesky
+    whitening (``B + ridge·I = L Lᵀ``, ``C = L⁻¹ A L⁻ᵀ``, ``V = L⁻ᵀ U``).
+  * :func:`nullspace_system` — REDs, the reference code's null-space form (``beta_fix``/``beta_vary``).
+  * :func:`maxc_system`, :func:`minf_system`, :func:`random_system` — the reference's baselines.
+
+Numerical fallbacks (documented, tested): the ridge is raised to at least ``10·d·eps·max(diag B)``
+so the Cholesky factor exists in the working precision; a solve that still produces non-finite
+numbers falls back to the eigenvectors of ``A`` alone (``maxc``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import cho_solve, solve_triangular
+
+Array = jax.Array
+
+
+def symmetrize(a: Array) -> Array:
+    """``(A + Aᵀ) / 2`` over the last two axes."""
+    return 0.5 * (a + jnp.swapaxes(a, -1, -2))
+
+
+def fix_signs(vectors: Array) -> Array:
+    """Flip each row so that its largest-magnitude entry is positive (deterministic signs).
+
+    Args:
+      vectors: ``[n, d]`` rows.
+
+    Returns:
+      ``[n, d]`` rows with deterministic signs.
+    """
+    idx = jnp.argmax(jnp.abs(vectors), axis=-1)
+    pivot = jnp.take_along_axis(vectors, idx[:, None], axis=-1)
+    return vectors * jnp.where(pivot < 0, -1.0, 1.0).astype(vectors.dtype)
+
+
+def unit_rows(vectors: Array) -> Array:
+    """Rows rescaled to unit length (zero rows stay zero)."""
+    norm = jnp.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / jnp.where(norm > 0, norm, jnp.ones_like(norm))
+
+
+def top_eigh(a: Array) -> tuple[Array, Array]:
+    """Eigen-decomposition of a symmetric matrix, largest first.
+
+    Args:
+      a: ``[d, d]`` (symmetrised before ``eigh``).
+
+    Returns:
+      ``values [d]`` descending and ``vectors [d, d]`` (row ``i`` is the ``i``-th eigenvector).
+    """
+    values, vectors = jnp.linalg.eigh(symmetrize(a))
+    return values[::-1], fix_signs(vectors[:, ::-1].T)
+
+
+def normalize_gram(a: Array) -> Array:
+    """Divide a Gram by its Frobenius norm (a zero Gram stays zero)."""
+    norm = jnp.linalg.norm(a)
+    return a / jnp.where(norm > 0, norm, jnp.ones_like(norm))
+
+
+def _safe_ridge(b: Array, ridge: float) -> Array:
+    d = b.shape[-1]
+    floor = 10.0 * d * jnp.finfo(b.dtype).eps * jnp.max(jnp.abs(jnp.diagonal(b)))
+    return jnp.maximum(jnp.asarray(ridge, b.dtype), floor)
+
+
+def rayleigh_system(a: Array, b: Array, *, ridge: float = 1e-6) -> tuple[Array, Array]:
+    """All generalised eigenpairs of ``A v = μ (B + ridge·I) v``, largest ``μ`` first.
+
+    Args:
+      a: ``[d, d]`` symmetric PSD (what should change).
+      b: ``[d, d]`` symmetric PSD (what should stay fixed).
+      ridge: ``λ > 0`` added to ``B``'s diagonal (raised to the precision floor if smaller).
+
+    Returns:
+      ``values [d]`` (Rayleigh quotients, descending) and ``vectors [d, d]`` (unit rows).
+    """
+    a, b = symmetrize(a), symmetrize(b)
+    d = a.shape[-1]
+    eye = jnp.eye(d, dtype=a.dtype)
+    lam = _safe_ridge(b, ridge)
+    chol = jnp.linalg.cholesky(b + lam * eye)
+    half = solve_triangular(chol, a, lower=True)  # L⁻¹ A
+    whitened = solve_triangular(chol, half.T, lower=True)  # L⁻¹ A L⁻ᵀ
+    mu, u = jnp.linalg.eigh(symmetrize(whitened))
+    v = solve_triangular(chol, u[:, ::-1], lower=True, trans=1)  # L⁻ᵀ U
+    vectors = fix_signs(unit_rows(v.T))
+    values = mu[::-1]
+    ok = jnp.all(jnp.isfinite(vectors)) & jnp.all(jnp.isfinite(values))
+    fb_values, fb_vectors = top_eigh(jnp.where(jnp.isfinite(a), a, 0.0))
+    return jnp.where(ok, values, fb_values), jnp.where(ok, vectors, fb_vectors)
+
+
+def solve_rayleigh(a: Array, b: Array, *, k: int, ridge: float = 1e-6) -> tuple[Array, Array]:
+    """Top-``k`` maximisers of the Rayleigh quotient ``vᵀAv / vᵀ(B + ridge·I)v``.
+
+    Closed form by Cholesky whitening (jit-able; ``jax.scipy.linalg.eigh`` has no usable ``b``).
+
+    Args:
+      a: ``[d, d]`` symmetric PSD.
+      b: ``[d, d]`` symmetric PSD.
+      k: number of directions, ``1 <= k <= d``.
+      ridge: ``λ > 0`` added to ``B``.
+
+    Returns:
+      ``values [k]`` descending generalised eigenvalues and ``vectors [k, d]`` unit rows.
+
+    >>> import jax.numpy as jnp
+    >>> vals, vecs = solve_rayleigh(jnp.diag(jnp.array([1.0, 4.0])), jnp.eye(2), k=1, ridge=0.0)
+    >>> round(float(vals[0]), 3), vecs[0].tolist()
+    (4.0, [0.0, 1.0])
+    """
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or b.shape != a.shape:
+        raise ValueError(
+            f"a and b must be square [d, d] matrices of the same shape; got {a.shape} and {b.shape}."
+        )
+    if not isinstance(k, int) or not 1 <= k <= a.shape[0]:
+        raise ValueError(f"k must be an int in [1, d={a.shape[0]}]; got {k!r}.")
+    if not ridge >= 0:
+        raise ValueError(f"ridge must be >= 0; got {ridge!r}.")
+    values, vectors = rayleigh_system(a, b, ridge=ridge)
+    return values[:k], vectors[:k]
+
+
+def maxc_system(a_vary: Array) -> tuple[Array, Array]:
+    """``maxc``: eigenvectors of the varied Gram alone, largest first."""
+    return top_eigh(a_vary)
+
+
+def explained_rank(values: Array, beta: float | Array) -> Array:
+    """Smallest ``r >= 1`` whose leading squared eigenvalues explain a fraction ``beta``.
+
+    Uses the reference code's rule ``r = min(n, #{cumsum(e²/Σe²) <= beta} + 1)``.
+
+    Args:
+      values: ``[n]`` eigenvalues, descending.
+      beta: fraction in ``(0, 1]``.
+
+    Returns:
+      Scalar int array ``r``.
+    """
+    sq = values**2
+    total = jnp.sum(sq)
+    frac = jnp.cumsum(sq) / jnp.where(total > 0, total, jnp.ones_like(total))
+    return jnp.minimum(values.shape[0], jnp.sum(frac <= beta) + 1)
+
+
+def fixed_space(a_fix: Array, beta_fix: Array) -> tuple[Array, Array]:
+    """Orthonormal basis of the column space kept by ``beta_fix`` for each fixed Gram.
+
+    Args:
+      a_fix: ``[K, d, d]`` fixed Grams.
+      beta_fix: ``[K]`` explained fractions.
+
+    Returns:
+      ``basis [d, d]`` (rows, orthonormal) and ``in_fixed [d]`` (1.0 for rows spanning the fixed
+      space, 0.0 for the approximate null space), fixed-space rows first.
+    """
+    d = a_fix.shape[-1]
+
+    def projector(a, beta):
+        values, vectors = top_eigh(a)
+        keep = (jnp.arange(d) < explained_rank(values, beta)).astype(a.dtype)
+        return (vectors.T * keep[None, :]) @ vectors
+
+    total = jnp.sum(jax.vmap(projector)(a_fix, beta_fix), axis=0)
+    values, basis = top_eigh(total)
+    # Rank decision as numpy/scipy `orth`: singular values of the stacked basis are sqrt(values).
+    sing = jnp.sqrt(jnp.clip(values, 0.0, None))
+    tol = jnp.finfo(a_fix.dtype).eps * d * a_fix.shape[0] * jnp.max(sing)
+    return basis, (sing > jnp.maximum(tol, 1e-6)).astype(a_fix.dtype)
+
+
+def nullspace_system(
+    a_vary: Array, a_fix: Array, *, beta_fix: Array, beta_vary: float | None = None
+) -> tuple[Array, Array, Array]:
+    """The reference code's REDs: leading varied directions inside the fixed features' null space.
+
+    Each fixed Gram keeps the eigenvectors explaining ``beta_fix`` of its squared spectrum; their
+    span is the fixed space and its orthogonal complement ``N`` the approximate null space. The
+    varied Gram projected into ``N`` gives the directions. Fallback when ``N`` has fewer than ``d``
+    dimensions than asked: remaining rows are fixed-space directions, least-fixed first, with value 0.
+
+    Args:
+      a_vary: ``[d, d]`` varied Gram.
+      a_fix: ``[K, d, d]`` fixed Grams (``K >= 1``).
+      beta_fix: ``[K]`` fractions in ``(0, 1]``.
+      beta_vary: optional fraction; rows past the rank it selects are marked out of the span.
+
+    Returns:
+      ``values [d]``, ``vectors [d, d]`` and ``span [d]`` (1.0 for rows inside the traversal span:
+      all rows inside ``N``, or the first ``r(beta_vary)`` of them).
+    """
+    basis, in_fixed = fixed_space(a_fix, beta_fix)
+    null = 1.0 - in_fixed
+    projected = basis @ symmetrize(a_vary) @ basis.T
+    projected = projected * null[:, None] * null[None, :]
+    # Fixed-space coordinates get negative values so they rank after every null-space direction;
+    # basis rows are most-fixed first, so later rows get the smaller penalty (least-fixed first).
+    d = a_vary.shape[-1]
+    penalty = jnp.diag(-in_fixed * (1.0 + d - jnp.arange(d, dtype=a_vary.dtype)))
+    values, u = top_eigh(projected + penalty)
+    vectors = fix_signs(unit_rows(u @ basis))
+    values = jnp.clip(values, 0.0, None)
+    n_null = jnp.sum(null)
+    idx = jnp.arange(values.shape[0])
+    span = (idx < n_null).astype(a_vary.dtype)
+    if beta_vary is not None:
+        span = span * (idx < explained_rank(values, beta_vary))
+    return values, vectors, span
+
+
+def minf_system(a_fix: Array, weights: Array) -> tuple[Array, Array]:
+    """``minf``: the fixed features' null space alone, most-null first.
+
+    Eigenvectors of ``Σ w_k A_k`` with the smallest eigenvalues first; values are the negated
+    eigenvalues (so larger is better, like the other solvers).
+
+    Args:
+      a_fix: ``[K, d, d]``.
+      weights: ``[K]``.
+
+    Returns:
+      ``values [d]`` and ``vectors [d, d]``.
+    """
+    total = jnp.einsum("k,kij->ij", weights, a_fix)
+    values, vectors = jnp.linalg.eigh(symmetrize(total))
+    return -values, fix_signs(vectors.T)
+
+
+def random_system(key: Array, d: int, dtype) -> tuple[Array, Array]:
+    """``random``: ``d`` orthonormal random directions (uniform on the orthogonal group).
+
+    Args:
+      key: PRNG key.
+      d: latent size.
+      dtype: floating dtype.
+
+    Returns:
+      ``values [d]`` (zeros) and ``vectors [d, d]``.
+    """
+    q, r = jnp.linalg.qr(jax.random.normal(key, (d, d), dtype))
+    q = q * jnp.sign(jnp.diagonal(r))[None, :]
+    return jnp.zeros((d,), dtype), q.T
+
+
+def project_onto_span(v: Array, vectors: Array, span: Array) -> Array:
+    """Orthogonal projection of ``v`` onto the span of the rows of ``vectors`` selected by ``span``.
+
+    The rows need not be orthogonal (REDs vectors are ``B``-orthogonal): solves the masked normal
+    equations ``(V Vᵀ + diag(1 - span)) c = span · (V v)``.
+
+    Args:
+      v: ``[d]``.
+      vectors: ``[s, d]`` rows.
+      span: ``[s]`` 0/1 mask.
+
+    Returns:
+      ``[d]`` projection.
+    """
+    masked = vectors * span[:, None]
+    gram = masked @ masked.T + jnp.diag(1.0 - span)
+    gram = gram + jnp.eye(gram.shape[0], dtype=gram.dtype) * (jnp.finfo(v.dtype).eps * 16)
+    coef = cho_solve((jnp.linalg.cholesky(gram), True), masked @ v)
+    return coef @ masked
