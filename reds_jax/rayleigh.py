@@ -215,9 +215,9 @@ def nullspace_system(
     values = jnp.clip(values, 0.0, None)
     n_null = jnp.sum(null)
     idx = jnp.arange(values.shape[0])
-    span = (idx < n_null).astype(a_vary.dtype)
+    span = (idx.astype(a_vary.dtype) < n_null).astype(a_vary.dtype)
     if beta_vary is not None:
-        span = span * (idx < explained_rank(values, beta_vary))
+        span = span * (idx < explained_rank(values, beta_vary)).astype(a_vary.dtype)
     return values, vectors, span
 
 

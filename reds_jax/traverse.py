@@ -229,7 +229,7 @@ def _system(generator, vary, fix, cfg: _Config, z: Array, key: Array):
             a_vary, a_fix, beta_fix=jnp.asarray(cfg.beta_fix, z.dtype), beta_vary=cfg.beta_vary
         )
         if cfg.beta_vary is None:
-            span = span * (jnp.arange(d) < cfg.k)
+            span = span * (jnp.arange(d) < cfg.k).astype(z.dtype)
     else:
         b = jnp.einsum("k,kij->ij", weights, a_fix) if fix else jnp.zeros((d, d), z.dtype)
         values, vectors = rayleigh.rayleigh_system(a_vary, b, ridge=cfg.ridge)

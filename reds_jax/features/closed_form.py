@@ -165,30 +165,35 @@ def fourier_band(low: float, high: float) -> Feature:
         fy = np.fft.fftfreq(h)[:, None]
         fx = np.fft.fftfreq(w)[None, :]
         r = np.sqrt(fy**2 + fx**2)
-        mask = jnp.asarray(((r >= low) & (r < high))[:, :, None], image.dtype)
         spec = jnp.fft.fft2(image, axes=(0, 1))
+        mask = jnp.asarray(((r >= low) & (r < high))[:, :, None], spec.dtype)
         return jnp.real(jnp.fft.ifft2(spec * mask, axes=(0, 1))).astype(image.dtype)
 
     return Feature(fn, f"band:{low:g}-{high:g}")
 
 
-def _box_pixels(box: Sequence[float], h: int, w: int, units: str) -> tuple[int, int, int, int]:
+def _box_units(box: Sequence[float], units: str) -> str:
     if len(box) != 4:
         raise ValueError(f"box must be (top, left, height, width); got {box!r}.")
     if units == "auto":
         units = "pixels" if all(isinstance(b, int | np.integer) for b in box) else "relative"
+    if units not in ("relative", "pixels"):
+        raise ValueError(f"units={units!r}; pass 'auto', 'relative' or 'pixels'.")
+    if units == "relative" and not all(0.0 <= float(b) <= 1.0 for b in box):
+        raise ValueError(
+            f"relative box values must lie in [0, 1]; got {box!r}. Pass integers (or "
+            "units='pixels') for pixel coordinates."
+        )
+    return units
+
+
+def _box_pixels(box: Sequence[float], h: int, w: int, units: str) -> tuple[int, int, int, int]:
+    units = _box_units(box, units)
     if units == "relative":
-        if not all(0.0 <= float(b) <= 1.0 for b in box):
-            raise ValueError(
-                f"relative box values must lie in [0, 1]; got {box!r}. Pass integers (or "
-                "units='pixels') for pixel coordinates."
-            )
         top, left = int(round(box[0] * h)), int(round(box[1] * w))
         bh, bw = max(1, int(round(box[2] * h))), max(1, int(round(box[3] * w)))
-    elif units == "pixels":
-        top, left, bh, bw = (int(b) for b in box)
     else:
-        raise ValueError(f"units={units!r}; pass 'auto', 'relative' or 'pixels'.")
+        top, left, bh, bw = (int(b) for b in box)
     if top < 0 or left < 0 or bh < 1 or bw < 1 or top + bh > h or left + bw > w:
         raise ValueError(f"box {box!r} -> pixels {(top, left, bh, bw)} does not fit a {h}x{w} image.")
     return top, left, bh, bw
@@ -227,6 +232,7 @@ def region(
         raise ValueError("region needs exactly one of box=(top, left, height, width), mask=, mask_fn=.")
     if box is not None:
         box = tuple(box)
+        _box_units(box, units)
 
         def fn(image):
             h, w = image.shape[0], image.shape[1]
