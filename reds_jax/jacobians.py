@@ -82,7 +82,9 @@ def jacobian(
     """
     z = jnp.asarray(z)
     if z.ndim != 1:
-        raise ValueError(f"z must be one latent of shape [d]; got shape {z.shape}. vmap for batches.")
+        raise ValueError(
+            f"z must be one latent of shape [d]; got shape {z.shape}. vmap for batches."
+        )
     flat = _flat(fn)
     mode = resolve_mode(mode, output_size(flat, z), z.shape[0])
     if mode == "fwd":
@@ -156,7 +158,9 @@ def gram(
     """
     z = jnp.asarray(z)
     if z.ndim != 1:
-        raise ValueError(f"z must be one latent of shape [d]; got shape {z.shape}. vmap for batches.")
+        raise ValueError(
+            f"z must be one latent of shape [d]; got shape {z.shape}. vmap for batches."
+        )
     check_mode(mode)
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}.")

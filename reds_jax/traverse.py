@@ -107,7 +107,9 @@ def _as_features(x: Any, name: str, allow_empty: bool) -> tuple[Callable, ...]:
             f"{name} must be a feature callable (image -> array) or a sequence of them; got {x!r}."
         )
     if not feats and not allow_empty:
-        raise ValueError(f"{name} needs at least one feature, e.g. {name}=reds_jax.features.pixels().")
+        raise ValueError(
+            f"{name} needs at least one feature, e.g. {name}=reds_jax.features.pixels()."
+        )
     return feats
 
 

@@ -15,7 +15,9 @@ IMG = jnp.asarray(RNG.uniform(size=(16, 12, 3)))
 @pytest.mark.parametrize("sigma", [1.0, 2.0])
 def test_lowpass_matches_scipy_gaussian_filter(sigma):
     got = np.asarray(F.lowpass(sigma)(IMG)).reshape(IMG.shape)
-    ref = scipy.ndimage.gaussian_filter(np.asarray(IMG), sigma, mode="mirror", truncate=3.0, axes=(0, 1))
+    ref = scipy.ndimage.gaussian_filter(
+        np.asarray(IMG), sigma, mode="mirror", truncate=3.0, axes=(0, 1)
+    )
     np.testing.assert_allclose(got, ref, atol=1e-12)
 
 
@@ -53,7 +55,9 @@ def test_region_soft_mask_and_mask_fn():
         F.region(mask=mask, invert=True)(IMG), (np.asarray(IMG) - ref).ravel(), atol=1e-12
     )
     bright = F.region(mask_fn=lambda im: jnp.mean(im, axis=-1))
-    np.testing.assert_allclose(bright(IMG), (np.asarray(IMG) * np.asarray(IMG).mean(-1, keepdims=True)).ravel())
+    np.testing.assert_allclose(
+        bright(IMG), (np.asarray(IMG) * np.asarray(IMG).mean(-1, keepdims=True)).ravel()
+    )
 
 
 def test_compose_filter_then_region():

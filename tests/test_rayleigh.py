@@ -37,7 +37,9 @@ def test_solve_rayleigh_matches_scipy_generalised_eigh(seed):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-12)
     # The values are the Rayleigh quotients of the returned vectors.
     v = np.asarray(vectors)
-    quotient = np.einsum("kd,de,ke->k", v, a, v) / np.einsum("kd,de,ke->k", v, b + ridge * np.eye(d), v)
+    quotient = np.einsum("kd,de,ke->k", v, a, v) / np.einsum(
+        "kd,de,ke->k", v, b + ridge * np.eye(d), v
+    )
     np.testing.assert_allclose(values, quotient, rtol=1e-8)
 
 
@@ -129,7 +131,9 @@ def test_nullspace_beta_vary_cuts_the_span():
     f = rng.standard_normal((1, d))
     a_fix = jnp.asarray((f.T @ f)[None])
     a_vary = jnp.diag(jnp.array([100.0, 1.0, 0.01, 0.001, 0.0001, 0.0]))
-    _, _, span = rayleigh.nullspace_system(a_vary, a_fix, beta_fix=jnp.ones(1) * 0.99, beta_vary=0.99)
+    _, _, span = rayleigh.nullspace_system(
+        a_vary, a_fix, beta_fix=jnp.ones(1) * 0.99, beta_vary=0.99
+    )
     assert float(jnp.sum(span)) == 1
 
 

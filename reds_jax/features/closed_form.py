@@ -195,7 +195,9 @@ def _box_pixels(box: Sequence[float], h: int, w: int, units: str) -> tuple[int, 
     else:
         top, left, bh, bw = (int(b) for b in box)
     if top < 0 or left < 0 or bh < 1 or bw < 1 or top + bh > h or left + bw > w:
-        raise ValueError(f"box {box!r} -> pixels {(top, left, bh, bw)} does not fit a {h}x{w} image.")
+        raise ValueError(
+            f"box {box!r} -> pixels {(top, left, bh, bw)} does not fit a {h}x{w} image."
+        )
     return top, left, bh, bw
 
 
@@ -229,7 +231,9 @@ def region(
     """
     given = sum(x is not None for x in (box, mask, mask_fn))
     if given != 1:
-        raise ValueError("region needs exactly one of box=(top, left, height, width), mask=, mask_fn=.")
+        raise ValueError(
+            "region needs exactly one of box=(top, left, height, width), mask=, mask_fn=."
+        )
     if box is not None:
         box = tuple(box)
         _box_units(box, units)
