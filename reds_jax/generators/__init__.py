@@ -4,6 +4,20 @@ from .dcgan import DCGANGenerator as DCGANGenerator
 from .dcgan import FaceDCGAN as FaceDCGAN
 from .dcgan import convert_dcgan_state_dict as convert_dcgan_state_dict
 from .dcgan import face_dcgan as face_dcgan
+from .rooms import FACTOR_NAMES as FACTOR_NAMES
+from .rooms import FACTOR_RANGES as FACTOR_RANGES
+from .rooms import MASK_NAMES as MASK_NAMES
+from .rooms import NUM_FACTORS as NUM_FACTORS
+from .rooms import RoomScene as RoomScene
+from .rooms import factors_to_unit as factors_to_unit
+from .rooms import render as render
+from .rooms import render_masks as render_masks
+from .rooms import render_scene as render_scene
+from .rooms import sample_dataset as sample_dataset
+from .rooms import unit_to_factors as unit_to_factors
+from .rooms_oracle import OracleParams as OracleParams
+from .rooms_oracle import RoomsOracle as RoomsOracle
+from .rooms_oracle import rooms_oracle as rooms_oracle
 from .torch_zip import load_torch_zip as load_torch_zip
 
 __all__: list[str] = []
@@ -13,4 +27,20 @@ __all__ += [
     "convert_dcgan_state_dict",
     "face_dcgan",
     "load_torch_zip",
+]
+__all__ += [
+    "FACTOR_NAMES",
+    "FACTOR_RANGES",
+    "MASK_NAMES",
+    "NUM_FACTORS",
+    "OracleParams",
+    "RoomScene",
+    "RoomsOracle",
+    "factors_to_unit",
+    "render",
+    "render_masks",
+    "render_scene",
+    "rooms_oracle",
+    "sample_dataset",
+    "unit_to_factors",
 ]

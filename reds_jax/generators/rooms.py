@@ -1,10 +1,10 @@
 """Procedural living rooms: a differentiable renderer with exact ground-truth factors.
 
-A room is a back wall (vertically striped wallpaper) with a window, a wooden floor, a floor lamp and a
-sofa, lit by an ambient term, the lamp and the window. It is described by a factor vector of
+A room is a back wall (vertically striped wallpaper) with a window, a wooden floor, a floor lamp
+and a sofa, lit by an ambient term, the lamp and the window. It is described by a factor vector of
 ``NUM_FACTORS = 15`` entries, ordered as :data:`FACTOR_NAMES`, with plausible ranges in
-:data:`FACTOR_RANGES` (``[F, 2]``, columns ``low, high``). Positions and sizes are fractions of the image
-width / height (``x`` runs left to right, ``y`` top to bottom):
+:data:`FACTOR_RANGES` (``[F, 2]``, columns ``low, high``). Positions and sizes are fractions of the
+image width / height (``x`` runs left to right, ``y`` top to bottom):
 
 =====  ==================  ============  ===================================================
 index  name                range         meaning
@@ -22,11 +22,12 @@ index  name                range         meaning
 14     stripe_phase        0.00 - 1.00   wallpaper stripe phase, in periods
 =====  ==================  ============  ===================================================
 
-Every edge is a sigmoid whose 10-90 % rise spans a few pixels (``softness``), so :func:`render` is smooth in every factor and can
-be differentiated with ``jax.jacfwd`` / ``jax.jacrev``. Values outside the ranges still render (no clipping)
-but are out of distribution. The image is exactly ``albedo * shading`` with ``albedo`` the mask-weighted
-object colours, so where an object's mask is ~1 the pixel equals that object's colour times the shading
-(see :func:`render_scene`). All functions are pure JAX, for one sample; ``jax.vmap`` them for batches.
+Every edge is a sigmoid whose 10-90 % rise spans a few pixels (``softness``), so :func:`render` is
+smooth in every factor and can be differentiated with ``jax.jacfwd`` / ``jax.jacrev``. Values
+outside the ranges still render (no clipping) but are out of distribution. The image is exactly
+``albedo * shading`` with ``albedo`` the mask-weighted object colours, so where an object's mask is
+~1 the pixel equals that object's colour times the shading (see :func:`render_scene`). All
+functions are pure JAX, for one sample; ``jax.vmap`` them for batches.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def unit_to_factors(unit: jax.Array) -> jax.Array:
     """Maps unit-cube coordinates onto factor values, ``low + unit * (high - low)`` per factor.
 
     Args:
-        unit: ``[..., F]`` coordinates, [0, 1] covering each factor's range in :data:`FACTOR_RANGES`.
+        unit: ``[..., F]`` coordinates; [0, 1] covers each factor's range in
+            :data:`FACTOR_RANGES`.
 
     Returns:
         ``[..., F]`` factor values (same dtype as ``unit`` when floating).
@@ -228,25 +230,32 @@ def render_scene(factors: jax.Array, *, size: int = 64, softness: float = 2.5) -
 
     freq = jnp.asarray(_GRAIN_FREQ, dtype)  # [K, 2]
     phase = jnp.asarray(_GRAIN_PHASE, dtype).reshape(1, 1, -1)  # [1, 1, K]
-    arg = 2.0 * jnp.pi * (uu[:, :, None] * freq[None, None, :, 0] + vv[:, :, None] * freq[None, None, :, 1])
-    grain = 1.0 + 0.08 * jnp.mean(jnp.sin(arg + phase), axis=-1)  # [S, S] in [0.92, 1.08]
+    cycles = uu[:, :, None] * freq[None, None, :, 0] + vv[:, :, None] * freq[None, None, :, 1]
+    grain = 1.0 + 0.08 * jnp.mean(jnp.sin(2.0 * jnp.pi * cycles + phase), axis=-1)  # [S, S]
     floor_alb = (grain * g["floor_brightness"])[:, :, None] * _rgb(_FLOOR_TINT, dtype)
     floor = (ones * jax.nn.sigmoid((vv - _HORIZON) / soft), floor_alb)
 
     lx, lb = g["lamp_x"], g["lamp_brightness"]
     sw, st, sb = _SHADE
     pw, pb = _POLE
-    pole = (_box(u, v, lx - pw, lx + pw, sb - 0.01, pb, soft), ones[:, :, None] * _rgb(_POLE_RGB, dtype))
+    pole = (
+        _box(u, v, lx - pw, lx + pw, sb - 0.01, pb, soft),
+        ones[:, :, None] * _rgb(_POLE_RGB, dtype),
+    )
     shade_alb = ones[:, :, None] * _rgb(_SHADE_RGB, dtype) * (0.55 + 0.45 * lb)
     shade = (_box(u, v, lx - sw, lx + sw, st, sb, soft), shade_alb)
 
     sx, hw, sh = g["sofa_x"], 0.5 * g["sofa_width"], g["sofa_height"]
-    seat_top = _SOFA_BOTTOM - sh
+    seat_top, back_top, arm_top = (
+        _SOFA_BOTTOM - sh,
+        _SOFA_BOTTOM - 1.45 * sh,
+        _SOFA_BOTTOM - 1.15 * sh,
+    )
     sofa_mask = _union(
         _box(u, v, sx - hw, sx + hw, seat_top, _SOFA_BOTTOM, soft),  # seat
-        _box(u, v, sx - 0.9 * hw, sx + 0.9 * hw, seat_top - 0.45 * sh, seat_top + 0.02, soft),  # back
-        _box(u, v, sx - hw, sx - 0.8 * hw, seat_top - 0.15 * sh, _SOFA_BOTTOM, soft),  # left arm
-        _box(u, v, sx + 0.8 * hw, sx + hw, seat_top - 0.15 * sh, _SOFA_BOTTOM, soft),  # right arm
+        _box(u, v, sx - 0.9 * hw, sx + 0.9 * hw, back_top, seat_top + 0.02, soft),  # backrest
+        _box(u, v, sx - hw, sx - 0.8 * hw, arm_top, _SOFA_BOTTOM, soft),  # left arm
+        _box(u, v, sx + 0.8 * hw, sx + hw, arm_top, _SOFA_BOTTOM, soft),  # right arm
     )
     sofa_rgb = jnp.stack([g["sofa_r"], g["sofa_g"], g["sofa_b"]]).reshape(1, 1, 3)
     sofa = (sofa_mask, ones[:, :, None] * sofa_rgb)
@@ -263,7 +272,9 @@ def render_scene(factors: jax.Array, *, size: int = 64, softness: float = 2.5) -
     d2_lamp = (uu - lx) ** 2 + (vv - 0.5 * (st + sb)) ** 2
     d2_window = (uu - wx) ** 2 + (vv - 0.5 * (wt + wb)) ** 2
     shading = g["global_light"] * (
-        0.6 + 0.25 * lb * jnp.exp(-d2_lamp / (2 * 0.22**2)) + 0.15 * jnp.exp(-d2_window / (2 * 0.3**2))
+        0.6
+        + 0.25 * lb * jnp.exp(-d2_lamp / (2 * 0.22**2))
+        + 0.15 * jnp.exp(-d2_window / (2 * 0.3**2))
     )
     masks = {
         "wall": visible[0],
@@ -330,7 +341,8 @@ def sample_dataset(
         key: PRNG key (``jax.random.key`` or ``jax.random.PRNGKey``).
         n: number of images.
         size: image height and width ``S`` in pixels.
-        noise: standard deviation of additive Gaussian pixel noise (the result is clipped to [0, 1]).
+        noise: standard deviation of additive Gaussian pixel noise (the result is clipped to
+            [0, 1]).
 
     Returns:
         ``(images [n, S, S, 3], factors [n, F])`` in the default float dtype.

@@ -1,12 +1,12 @@
 """The rooms oracle: a fixed, seeded, entangling latent -> factor map in front of the room renderer.
 
-``z [d] -> R z -> tanh MLP (+ linear skip) -> per-factor affine -> sigmoid -> unit cube -> factor ranges
--> render``. ``R`` is a random orthogonal rotation and the MLP weights are dense, so every factor depends on
-many latent coordinates and no latent axis aligns with a factor. The per-factor affine is calibrated once,
-at construction, on a seeded sample of ``z ~ N(0, I)`` so that each factor's pre-sigmoid value has mean 0
-and standard deviation ``_TARGET_STD``: standard normal latents then cover each factor's range well without
-saturating. The whole map is smooth, so the exact ground truth ``factors(z)`` and its Jacobian are
-available alongside ``generator(z)``.
+``z [d] -> R z -> tanh MLP (+ linear skip) -> per-factor affine -> sigmoid -> unit cube -> factor
+ranges -> render``. ``R`` is a random orthogonal rotation and the MLP weights are dense, so every
+factor depends on many latent coordinates and no latent axis aligns with a factor. The per-factor
+affine is calibrated once, at construction, on a seeded sample of ``z ~ N(0, I)`` so that each
+factor's pre-sigmoid value has mean 0 and standard deviation ``_TARGET_STD``: normal latents
+then cover each factor's range well without saturating. The whole map is smooth, so the exact ground
+truth ``factors(z)`` and its Jacobian are available alongside ``generator(z)``.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class RoomsOracle:
         return jax.nn.sigmoid(_preactivation(p, z, jnp) * p.scale + p.shift)
 
     def factors(self, z: jax.Array) -> jax.Array:
-        """Exact ground-truth factor vector ``[F]`` (ordered as ``FACTOR_NAMES``) for latent ``z [d]``.
+        """Exact ground-truth factors ``[F]`` (ordered as ``FACTOR_NAMES``) for latent ``z [d]``.
 
         >>> rooms_oracle(latent_dim=4, size=16).factors(jnp.zeros(4)).shape
         (15,)
@@ -132,8 +132,8 @@ class RoomsOracle:
 def rooms_oracle(*, latent_dim: int = 16, seed: int = 0, size: int = 64) -> RoomsOracle:
     """Builds the seeded rooms oracle: ``generator(z)``, exact ``factors(z)`` and ``masks(z)``.
 
-    The same ``(latent_dim, seed)`` always gives the same map; ``z ~ N(0, I)`` spreads every factor over
-    its range (unit-cube standard deviation about 0.25) without saturating.
+    The same ``(latent_dim, seed)`` always gives the same map; ``z ~ N(0, I)`` spreads every factor
+    over its range (unit-cube standard deviation about 0.26) without saturating.
 
     Args:
         latent_dim: ``d``, the latent size (any positive int; below ``F = 15`` the factors lie on a
