@@ -238,3 +238,19 @@ def test_sharded_batch_matches_single_device():
         os.remove(out)
     assert outs[0].shape == (11, 4, 4, 6)
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-10)
+
+
+def test_public_functions_run_inside_user_jit_and_vmap():
+    z0 = jax.random.normal(jax.random.key(2), (2, D))
+    kw = dict(vary=BOTTOM, fix=[TOP], k=1, steps=3, step_size=0.2)
+    eager = reds_jax.traverse(linear_gen, z0, **kw).latents
+    jitted = jax.jit(lambda z: reds_jax.traverse(linear_gen, z, **kw).latents)(z0)
+    np.testing.assert_allclose(jitted, eager, atol=1e-10)
+    per = jax.vmap(
+        lambda z: reds_jax.directions(linear_gen, z, vary=BOTTOM, fix=[TOP], k=2).vectors
+    )
+    np.testing.assert_allclose(
+        per(z0),
+        reds_jax.directions(linear_gen, z0, vary=BOTTOM, fix=[TOP], k=2).vectors,
+        atol=1e-10,
+    )
