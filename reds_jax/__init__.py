@@ -6,6 +6,8 @@ Public API: :func:`jacobian`, :func:`gram`, :func:`solve_rayleigh`, :func:`direc
 
 from . import features as features
 from . import generators as generators
+from .invert import Inversion as Inversion
+from .invert import invert as invert
 from .jacobians import gram as gram
 from .jacobians import jacobian as jacobian
 from .rayleigh import solve_rayleigh as solve_rayleigh
@@ -18,11 +20,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Directions",
+    "Inversion",
     "Trajectories",
     "directions",
     "features",
     "generators",
     "gram",
+    "invert",
     "jacobian",
     "solve_rayleigh",
     "traverse",
