@@ -6,21 +6,31 @@ tensors from those storages. :func:`load_torch_zip` runs the pickle through a re
 that resolves only those names (to numpy re-implementations) plus ``collections.OrderedDict``; any
 other global -- ``os.system``, ``builtins.eval``, a model class -- raises
 :class:`pickle.UnpicklingError` before it can run.
+
+:func:`load_torch_pickle` reads a *plain* pickle holding tensors (e.g. a stylegan2-ada-pytorch
+network pickle written with ``pickle.dump``). There every storage is pickled by torch as
+``torch.storage._load_from_bytes(b)``, ``b`` a small legacy (pre-zip) ``torch.save`` stream
+(three header pickles, the storage record, its key list, then ``int64 numel`` + little-endian bytes
+per storage), which is parsed here without torch; numpy scalars (``numpy.dtype`` +
+``numpy.core.multiarray.scalar``, numeric dtypes only) are allowed as well. Callers may allow a few
+more names with inert stand-ins (``extra_globals``); nothing from the file is ever imported.
 """
 
 from __future__ import annotations
 
 import collections
+import io
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 
-__all__ = ["load_torch_zip"]
+__all__ = ["load_torch_pickle", "load_torch_zip"]
 
 
 @dataclass(frozen=True)
@@ -137,8 +147,16 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the globals in ``_ALLOWED``; storages come from the zip archive."""
 
-    def __init__(self, file: Any, archive: zipfile.ZipFile, prefix: str, byteorder: str):
+    def __init__(
+        self,
+        file: Any,
+        archive: zipfile.ZipFile,
+        prefix: str,
+        byteorder: str,
+        extra_globals: Mapping[tuple[str, str], Any] | None = None,
+    ):
         super().__init__(file)
+        self._allowed = {**_ALLOWED, **(extra_globals or {})}
         self._archive = archive
         self._prefix = prefix
         self._byteorder = "<" if byteorder == "little" else ">"
@@ -146,7 +164,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _ALLOWED[(module, name)]
+            return self._allowed[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(
                 f"Refusing to load global {module}.{name}: a torch state-dict checkpoint only "
@@ -188,10 +206,16 @@ def _to_plain(obj: Any) -> Any:
         return tuple(_to_plain(v) for v in obj)
     if isinstance(obj, _Storage):
         return np.array(obj.array, dtype=obj.array.dtype.newbyteorder("="))
+    if isinstance(obj, _NumpyDType):
+        return obj.dtype
     return obj
 
 
-def load_torch_zip(path: str | os.PathLike[str]) -> Any:
+def load_torch_zip(
+    path: str | os.PathLike[str],
+    *,
+    extra_globals: Mapping[tuple[str, str], Any] | None = None,
+) -> Any:
     """Loads a ``torch.save`` zip checkpoint of tensors and dicts into numpy, without torch.
 
     Only ``collections.OrderedDict``, ``torch._utils._rebuild_tensor_v2``,
@@ -202,6 +226,8 @@ def load_torch_zip(path: str | os.PathLike[str]) -> Any:
 
     Args:
         path: a file written by ``torch.save`` (the zip format, the default since PyTorch 1.6).
+        extra_globals: more ``(module, name) -> stand-in`` entries to resolve, e.g. an inert
+            record class for ``argparse.Namespace``. Stand-ins must not execute anything.
 
     Returns:
         The saved object with tensors as ``np.ndarray``, e.g. ``{"netG_state_dict":
@@ -237,5 +263,239 @@ def load_torch_zip(path: str | os.PathLike[str]) -> Any:
         if byteorder not in ("little", "big"):
             raise ValueError(f"Unknown byteorder record {byteorder!r} in {os.fspath(path)!r}.")
         with archive.open(pkls[0]) as f:
-            obj = _RestrictedUnpickler(f, archive, prefix, byteorder).load()
+            obj = _RestrictedUnpickler(f, archive, prefix, byteorder, extra_globals).load()
+    return _to_plain(obj)
+
+
+# --- plain pickles (pickle.dump of objects holding tensors) --------------------------------------
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
+_LEGACY_PROTOCOL = 1001  # torch.serialization.PROTOCOL_VERSION
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Plain data only (numbers, strings, bytes, containers): every global is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(
+            f"Refusing to load global {module}.{name} in a legacy torch storage header."
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError(f"Unexpected persistent id {pid!r} in a storage header.")
+
+
+class _StorageRecordUnpickler(_DataUnpickler):
+    """The record pickle of a legacy ``torch.save(storage)``: storage types and one storage id."""
+
+    def __init__(self, file: Any):
+        super().__init__(file)
+        self.records: dict[str, tuple[_StorageType, int]] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _ALLOWED.get((module, name))
+        if isinstance(found, _StorageType):
+            return found
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"Unsupported persistent id {pid!r} in a storage record.")
+        _, storage_type, key, _location, numel, view = pid
+        if not isinstance(storage_type, _StorageType):
+            raise pickle.UnpicklingError(f"Unsupported storage type {storage_type!r}.")
+        if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
+            raise pickle.UnpicklingError(f"Bad storage record {pid!r}.")
+        if view is not None and not (
+            isinstance(view, tuple)
+            and len(view) == 3
+            and all(isinstance(v, int) and v >= 0 for v in view[1:])
+        ):
+            raise pickle.UnpicklingError(f"Bad storage view record {view!r}.")
+        self.records[key] = (storage_type, numel)
+        return ("ref", key, view)
+
+
+def _load_from_bytes(data: Any) -> _Storage:
+    """numpy version of ``torch.storage._load_from_bytes``: one storage in the legacy format."""
+    if not isinstance(data, bytes):
+        raise pickle.UnpicklingError("torch.storage._load_from_bytes expects bytes.")
+    f = io.BytesIO(data)
+    try:
+        magic = _DataUnpickler(f).load()
+        protocol = _DataUnpickler(f).load()
+        sys_info = _DataUnpickler(f).load()
+        if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL or not isinstance(sys_info, dict):
+            raise pickle.UnpicklingError(
+                "Not a legacy torch.save storage stream (bad magic number or protocol)."
+            )
+        records = _StorageRecordUnpickler(f)
+        ref = records.load()
+        keys = _DataUnpickler(f).load()
+    except (EOFError, ValueError, TypeError) as err:
+        raise pickle.UnpicklingError(f"Truncated or malformed legacy storage: {err}") from err
+    if not (isinstance(ref, tuple) and len(ref) == 3 and ref[0] == "ref"):
+        raise pickle.UnpicklingError("A legacy storage stream must hold exactly one storage.")
+    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+        raise pickle.UnpicklingError(f"Bad storage key list {keys!r}.")
+    arrays: dict[str, np.ndarray] = {}
+    for key in keys:
+        if key not in records.records:
+            raise pickle.UnpicklingError(f"Storage {key!r} has no record.")
+        storage_type, numel = records.records[key]
+        head = f.read(8)
+        if len(head) != 8:
+            raise pickle.UnpicklingError(f"Storage {key!r} is truncated.")
+        stored = int.from_bytes(head, "little", signed=True)
+        dtype = storage_type.dtype.newbyteorder("<")
+        raw = f.read(stored * dtype.itemsize) if stored >= 0 else b""
+        if stored != numel or len(raw) != numel * dtype.itemsize:
+            raise pickle.UnpicklingError(
+                f"Storage {key!r} should hold {numel} x {dtype} but holds {len(raw)} bytes."
+            )
+        arrays[key] = np.frombuffer(raw, dtype=dtype, count=numel)
+    _, key, view = ref
+    if key not in arrays:
+        raise pickle.UnpicklingError(f"Storage {key!r} is missing from the stream.")
+    array = arrays[key]
+    if view is not None:
+        _, offset, size = view
+        if offset + size > array.size:
+            raise pickle.UnpicklingError(f"Storage view {view!r} reads past its storage.")
+        array = array[offset : offset + size]
+    return _Storage(array)
+
+
+def _rebuild_parameter_with_state(
+    data: Any, requires_grad: Any = False, backward_hooks: Any = None, state: Any = None
+) -> Any:
+    """numpy version of ``torch._utils._rebuild_parameter_with_state``: the data (state dropped)."""
+    del requires_grad, backward_hooks, state
+    return data
+
+
+class _NumpyDType:
+    """Stand-in for ``numpy.dtype(name, align, copy)`` in a pickle; numeric dtypes only."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, name: Any, align: Any = False, copy: Any = True):
+        del align, copy
+        if not (isinstance(name, str) and len(name) <= 4 and name.isalnum()):
+            raise pickle.UnpicklingError(f"Refusing numpy dtype {name!r}.")
+        dtype = np.dtype(name)
+        if dtype.kind not in "biufc":
+            raise pickle.UnpicklingError(f"Refusing non-numeric numpy dtype {name!r}.")
+        self.dtype = dtype
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) >= 2 and state[1] in "<>|="):
+            raise pickle.UnpicklingError(f"Bad numpy dtype state {state!r}.")
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
+    """numpy version of ``numpy.core.multiarray.scalar`` for numeric dtypes."""
+    if not isinstance(dtype, _NumpyDType) or not isinstance(data, bytes):
+        raise pickle.UnpicklingError("numpy scalar expects a numeric dtype and its bytes.")
+    if len(data) != dtype.dtype.itemsize:
+        raise pickle.UnpicklingError(f"numpy scalar of {dtype.dtype} has {len(data)} bytes.")
+    return np.frombuffer(data, dtype.dtype, count=1).astype(dtype.dtype.newbyteorder("="))[0]
+
+
+def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes: ``str`` in latin-1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("Refusing _codecs.encode other than str -> latin1 bytes.")
+    return text.encode("latin1")
+
+
+def _plain_set(items: Any = ()) -> set:
+    if not isinstance(items, list | tuple):
+        raise pickle.UnpicklingError("Refusing builtins.set of anything but a list.")
+    return set(items)
+
+
+_PLAIN_ALLOWED: dict[tuple[str, str], Any] = {
+    **_ALLOWED,
+    ("torch.storage", "_load_from_bytes"): _Rebuild(
+        "torch.storage._load_from_bytes", _load_from_bytes
+    ),
+    ("torch._utils", "_rebuild_parameter_with_state"): _Rebuild(
+        "torch._utils._rebuild_parameter_with_state", _rebuild_parameter_with_state
+    ),
+    ("numpy", "dtype"): _NumpyDType,
+    ("numpy.core.multiarray", "scalar"): _Rebuild("numpy.core.multiarray.scalar", _numpy_scalar),
+    ("numpy._core.multiarray", "scalar"): _Rebuild("numpy._core.multiarray.scalar", _numpy_scalar),
+    ("_codecs", "encode"): _Rebuild("_codecs.encode", _codecs_encode),
+    ("builtins", "set"): _Rebuild("builtins.set", _plain_set),
+    ("__builtin__", "set"): _Rebuild("builtins.set", _plain_set),  # protocol <= 2 spelling
+}
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Resolves ``_PLAIN_ALLOWED`` plus the caller's stand-ins; no persistent ids."""
+
+    def __init__(self, file: Any, extra_globals: Mapping[tuple[str, str], Any] | None):
+        super().__init__(file)
+        self._allowed = {**_PLAIN_ALLOWED, **(extra_globals or {})}
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"Refusing to load global {module}.{name}: only torch tensors, storages, "
+                "numpy scalars and builtin containers are read from this pickle (nothing in it "
+                "is imported or executed)."
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError(
+            f"Unexpected persistent id {pid!r}: this is not a plain pickle (a torch.save zip? "
+            "use load_torch_zip)."
+        )
+
+
+def load_torch_pickle(
+    path: str | os.PathLike[str],
+    *,
+    extra_globals: Mapping[tuple[str, str], Any] | None = None,
+) -> Any:
+    """Loads a plain pickle of tensors (``pickle.dump``, not ``torch.save``) without torch.
+
+    Tensors and parameters come back as numpy arrays (their storages parsed from torch's legacy
+    per-storage streams); numpy scalars of numeric dtypes, ``OrderedDict`` and ``set`` are
+    allowed. Any other global raises before anything runs unless ``extra_globals`` maps it to a
+    stand-in (e.g. :mod:`reds_jax.generators.stylegan2_convert` maps stylegan2-ada-pytorch's
+    ``torch_utils.persistence._reconstruct_persistent_obj`` to an inert record).
+
+    Args:
+        path: the pickle file.
+        extra_globals: more ``(module, name) -> stand-in`` entries. Stand-ins must not execute
+            anything from the file.
+
+    Returns:
+        The unpickled object, tensors as ``np.ndarray``, ``OrderedDict`` as ``dict``.
+
+    Raises:
+        pickle.UnpicklingError: a global outside the allow-list, a persistent id, or a malformed
+            storage (nothing from the file is executed).
+        ValueError: the file is a zip archive (use :func:`load_torch_zip`).
+
+    >>> data = load_torch_pickle("network-snapshot.pkl", extra_globals=...)  # doctest: +SKIP
+    """
+    if zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{os.fspath(path)!r} is a zip archive (a torch.save checkpoint); read it with "
+            "load_torch_zip."
+        )
+    with open(path, "rb") as f:
+        try:
+            obj = _PlainUnpickler(f, extra_globals).load()
+        except (EOFError, IndexError, KeyError, TypeError, ValueError) as err:
+            raise pickle.UnpicklingError(
+                f"{os.fspath(path)!r} is not a readable pickle: {err}"
+            ) from err
     return _to_plain(obj)
