@@ -1,0 +1,396 @@
+"""The ``reds-jax`` command line.
+
+Subcommands::
+
+  reds-jax demo      [--model faces|rooms] [--out PNG]          a traversal grid from a real generator
+  reds-jax traverse  --seeds 0 1 --vary lowpass:2 --fix highpass:2 ... --out DIR
+  reds-jax augment   --seeds 0:1000 --out DIR [--shard-size 64 --batch-size 16]   resumable dataset job
+  reds-jax evaluate  ...                                         quality suites (reds_jax.evaluate)
+  reds-jax bench     ...                                         benchmarks
+
+``traverse`` and ``augment`` also read a TOML file (``--config job.toml``) whose keys are the
+fields of :class:`reds_jax.augment.JobConfig` (plus ``out``); command-line flags override it.
+Feature specs: ``pixels``, ``region:top,left,h,w[,invert]``, ``lowpass:σ``, ``highpass:σ``,
+``band:low,high``, ``identity``, ``landmarks``, ``age``, ``gender``; join stages with ``@``
+(``highpass:2@region:0.1,0.2,0.5,0.6``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+PROG = "reds-jax"
+
+# argparse dest -> JobConfig field, for flags shared by traverse and augment
+_JOB_FLAGS = {
+    "model": "model",
+    "seeds": "seeds",
+    "latents": "latents",
+    "key": "key",
+    "vary": "vary",
+    "fix": "fix",
+    "method": "method",
+    "path": "path",
+    "k": "k",
+    "steps": "steps",
+    "step_size": "step_size",
+    "dtype": "dtype",
+    "shard_size": "shard_size",
+    "batch_size": "batch_size",
+    "compress": "compress",
+}
+
+
+class _UsageError(Exception):
+    """Bad arguments or configuration: printed without a traceback, exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``"size=16"`` -> ``("size", 16)``; the value is read as a TOML value, else kept as text."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. size=32); got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip(), parsed
+
+
+def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
+    p.add_argument("--config", type=pathlib.Path, help="TOML file with JobConfig fields (and out)")
+    p.add_argument("--model", help="generator name: faces, rooms, rooms_gan (default rooms)")
+    p.add_argument(
+        "--model-arg",
+        dest="model_args",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="loader argument, repeatable (rooms: latent_dim=16 size=64 seed=0)",
+    )
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        metavar="SEED",
+        help="start seeds: ints and/or START:STOP ranges" + (" (e.g. 0:1000)" if augment else ""),
+    )
+    p.add_argument("--latents", help="a .npy file of start latents [N, d] instead of --seeds")
+    p.add_argument("--key", type=int, help="base PRNG seed (default 0)")
+    p.add_argument(
+        "--vary", action="append", metavar="FEATURE", help="feature to change, repeatable"
+    )
+    p.add_argument("--fix", action="append", metavar="FEATURE", help="feature to hold, repeatable")
+    p.add_argument(
+        "--no-fix", action="store_true", help="no fixed features (instead of the model's default)"
+    )
+    p.add_argument("--method", help="reds (default), nullspace, maxc, minf, random")
+    p.add_argument("--path", help="local (default) or linear")
+    p.add_argument("-k", type=int, dest="k", help="directions per start latent (2k paths)")
+    p.add_argument("--steps", type=int, help="steps per path (default 8)")
+    p.add_argument("--step-size", type=float, help="latent step length (default: the model's)")
+    p.add_argument(
+        "--option",
+        dest="options",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="traverse option, repeatable (ridge=1e-4, beta_fix=0.99, mode=fwd, chunk_size=64)",
+    )
+    p.add_argument("--dtype", help="float32 (default) or float64 (needs JAX_ENABLE_X64=1)")
+    p.add_argument("--batch-size", type=int, help="start latents per compiled call (default 16)")
+    p.add_argument("--out", help="output folder")
+    if augment:
+        p.add_argument("--shard-size", type=int, help="start latents per shard file (default 64)")
+        p.add_argument(
+            "--no-compress", dest="compress", action="store_false", default=None,
+            help="store shards uncompressed",
+        )  # fmt: skip
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument(
+            "--no-verify", action="store_true", help="skip sha256 checks of finished shards"
+        )
+    else:
+        p.add_argument("--scale", type=int, default=None, help="PNG upscaling (default: auto)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog=PROG,
+        description="Rayleigh EigenDirections (REDs): nonlinear latent traversals in JAX.",
+        epilog="Run 'reds-jax COMMAND --help' for a command's options.",
+    )
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    d = sub.add_parser("demo", help="render a traversal grid PNG with a default experiment")
+    d.add_argument("--model", default="faces", help="faces (default; fetched once) or rooms")
+    d.add_argument("--out", help="PNG path (default ./reds_jax_demo_MODEL.png)")
+    d.add_argument("--seed", type=int, default=0, help="start seed (default 0)")
+    d.add_argument("-k", type=int, default=2, dest="k", help="directions (default 2: 4 rows)")
+    d.add_argument("--steps", type=int, default=8, help="steps per path (default 8)")
+    d.add_argument("--step-size", type=float, default=None, help="default: the model's")
+    d.add_argument(
+        "--model-arg", dest="model_args", action="append", type=_key_value, metavar="KEY=VALUE"
+    )
+
+    t = sub.add_parser(
+        "traverse", help="traverse from seeds with named features; writes PNG grids and .npz"
+    )
+    _add_job_flags(t, augment=False)
+    a = sub.add_parser("augment", help="resumable dataset augmentation into .npz shards")
+    _add_job_flags(a, augment=True)
+    for name, what in (("evaluate", "quality suites"), ("bench", "performance benchmarks")):
+        e = sub.add_parser(name, help=f"{what} (arguments are passed on)", add_help=False)
+        e.add_argument("args", nargs=argparse.REMAINDER)
+    return ap
+
+
+def _job_config(ns: argparse.Namespace, *, augment: bool):
+    """Merges ``--config`` TOML with the flags; returns ``(JobConfig, out or None)``."""
+    import tomllib
+
+    from .augment import ConfigError, JobConfig
+
+    data: dict[str, Any] = {}
+    where = "arguments"
+    if ns.config is not None:
+        where = str(ns.config)
+        try:
+            with open(ns.config, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise _UsageError(f"config file {ns.config} does not exist.") from None
+        except tomllib.TOMLDecodeError as err:
+            raise _UsageError(f"config file {ns.config} is not valid TOML: {err}.") from None
+    out = data.pop("out", None)
+    if out is not None and not isinstance(out, str):
+        raise _UsageError(f"{where}: field 'out' must be a folder path string; got {out!r}.")
+    if not augment:
+        for field in ("shard_size", "compress"):
+            if field in data:
+                raise _UsageError(
+                    f"{where}: field {field!r} only applies to 'reds-jax augment'; remove it."
+                )
+    for dest, field in _JOB_FLAGS.items():
+        value = getattr(ns, dest, None)
+        if value is not None:
+            data[field] = value
+    if ns.model_args:
+        data["model_args"] = {**data.get("model_args", {}), **dict(ns.model_args)}
+    if ns.options:
+        data["options"] = {**data.get("options", {}), **dict(ns.options)}
+    if ns.no_fix:
+        if ns.fix:
+            raise _UsageError("pass either --fix or --no-fix, not both.")
+        data["fix"] = []
+    if ns.out is not None:
+        out = ns.out
+    if ns.seeds is not None and ns.latents is not None:
+        raise _UsageError("pass either --seeds or --latents, not both.")
+    if ns.latents is not None:
+        data.pop("seeds", None)
+    if ns.seeds is not None:
+        data.pop("latents", None)
+    try:
+        return JobConfig.from_mapping(data, where=where), out
+    except ConfigError as err:
+        raise _UsageError(str(err)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def _auto_scale(size: int) -> int:
+    return max(1, 128 // max(size, 1))
+
+
+def _describe(result: dict[str, Any], vary: Sequence[str], fix: Sequence[str], i: int = 0) -> str:
+    lines = []
+    for name, key, specs in (("varied", "vary_distances", vary), ("fixed", "fix_distances", fix)):
+        for j, spec in enumerate(specs):
+            last = result[key][i, j, :, -1]
+            lines.append(f"  {name:6s} {spec:32s} mean distance at the last step {last.mean():.3g}")
+    return "\n".join(lines)
+
+
+def _cmd_demo(ns: argparse.Namespace) -> int:
+    from . import imageio
+    from .augment import ConfigError, Experiment, JobConfig
+
+    t0 = time.perf_counter()
+    try:
+        cfg = JobConfig.from_mapping(
+            {
+                "model": ns.model,
+                "model_args": dict(ns.model_args or ()),
+                "seeds": [ns.seed],
+                "k": ns.k,
+                "steps": ns.steps,
+                **({} if ns.step_size is None else {"step_size": ns.step_size}),
+            },
+            where="arguments",
+        )
+        print(f"{PROG} demo: loading model {cfg.model!r} ...", flush=True)
+        exp = Experiment(cfg)
+    except ConfigError as err:
+        raise _UsageError(str(err)) from None
+    print(
+        f"{PROG} demo: REDs local paths from seed {ns.seed}: vary {list(cfg.vary)}, "
+        f"fix {list(cfg.fix)}, k={cfg.k}, {cfg.steps} steps of {cfg.step_size:g} "
+        "(compiling; the first run takes a while) ...",
+        flush=True,
+    )
+    result = exp.run(seeds=[ns.seed])
+    out = pathlib.Path(ns.out or f"reds_jax_demo_{cfg.model}.png")
+    images = result["images"][0]  # [2k, T+1, H, W, 3]
+    imageio.save_grid(images, out, scale=_auto_scale(images.shape[2]))
+    print(_describe(result, cfg.vary, cfg.fix))
+    print(
+        f"{PROG} demo: wrote {out.resolve()} (rows: paths +v1, -v1, +v2, ...; columns: steps "
+        f"0..{cfg.steps}) in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def _cmd_traverse(ns: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import imageio
+    from .augment import ConfigError, Experiment, _atomic_write, _npz_bytes, parse_seeds
+
+    t0 = time.perf_counter()
+    cfg, out = _job_config(ns, augment=False)
+    if cfg.latents is not None:
+        try:
+            latents = np.load(cfg.latents, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise _UsageError(f"cannot read --latents {cfg.latents}: {err}") from None
+        if latents.ndim == 1:
+            latents = latents[None]
+        seeds = np.arange(len(latents))
+    else:
+        latents = None
+        seeds = parse_seeds(cfg.seeds if cfg.seeds is not None else [0])
+    try:
+        exp = Experiment(cfg)
+        result = exp.run(seeds=seeds, latents=latents)
+    except ConfigError as err:
+        raise _UsageError(str(err)) from None
+    except ValueError as err:
+        raise _UsageError(str(err)) from None
+    out = pathlib.Path(out or "reds_jax_traverse")
+    out.mkdir(parents=True, exist_ok=True)
+    scale = ns.scale or _auto_scale(result["images"].shape[3])
+    written = []
+    for i, seed in enumerate(seeds):
+        label = f"seed-{int(seed)}" if latents is None else f"latent-{int(seed)}"
+        written.append(imageio.save_grid(result["images"][i], out / f"{label}.png", scale=scale))
+    arrays = dict(result)
+    arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
+    arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
+    _atomic_write(out / "traversals.npz", _npz_bytes(arrays, compress=True))
+    for i, seed in enumerate(seeds[:4]):
+        print(f"seed {int(seed)}:\n{_describe(result, cfg.vary, cfg.fix, i)}")
+    print(
+        f"{PROG} traverse: wrote {len(written)} grid(s) ({written[0].name}, ...: rows = 2k paths, "
+        f"columns = steps) and traversals.npz (latents {list(result['latents'].shape)}, "
+        f"vary/fix distances, images) to {out.resolve()} in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def _cmd_augment(ns: argparse.Namespace) -> int:
+    from .augment import AugmentError, ConfigError, augment
+
+    t0 = time.perf_counter()
+    cfg, out = _job_config(ns, augment=True)
+    if out is None:
+        raise _UsageError(
+            "augment needs an output folder: pass --out DIR (or out = '...' in TOML)."
+        )
+    if cfg.seeds is None and cfg.latents is None:
+        raise _UsageError("augment needs start latents: pass --seeds 0:1000 or --latents FILE.npy.")
+    try:
+        res = augment(cfg, out, progress=not ns.no_progress, verify=not ns.no_verify)
+    except (ConfigError, AugmentError) as err:
+        raise _UsageError(str(err)) from None
+    print(
+        f"{PROG} augment: {res.n_shards} shard(s) of {res.n_items} start latents in "
+        f"{res.out.resolve()}: wrote {len(res.written)}, already complete {len(res.skipped)} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    return 0
+
+
+def _delegate(command: str, candidates: Sequence[str], args: Sequence[str]) -> int:
+    for name in candidates:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and name.startswith(err.name):
+                continue  # the module itself is missing; a missing dependency is re-raised
+            raise
+        entry = getattr(module, "main", None)
+        if callable(entry):
+            code = entry(list(args))
+            return code if isinstance(code, int) else 0
+    print(
+        f"{PROG} {command}: not available yet in this installation (looked for main() in "
+        f"{', '.join(candidates)}).",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``reds-jax`` console script.
+
+    Args:
+      argv: arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns:
+      Exit status: 0 on success, 2 for bad arguments / configuration (printed without a
+      traceback), 1 when an asset cannot be obtained.
+
+    >>> main(["bench", "--help"])  # doctest: +SKIP
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ns = _parser().parse_args(argv)
+    try:
+        if ns.command == "demo":
+            return _cmd_demo(ns)
+        if ns.command == "traverse":
+            return _cmd_traverse(ns)
+        if ns.command == "augment":
+            return _cmd_augment(ns)
+        if ns.command == "evaluate":
+            return _delegate("evaluate", ("reds_jax.evaluate",), ns.args)
+        return _delegate("bench", ("reds_jax.bench", "benchmarks.run", "benchmarks"), ns.args)
+    except _UsageError as err:
+        print(f"{PROG} {ns.command}: error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:  # reds_jax.assets.AssetError: says where to put the file
+        print(f"{PROG} {ns.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG} {ns.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
