@@ -9,6 +9,8 @@ from .closed_form import highpass as highpass
 from .closed_form import lowpass as lowpass
 from .closed_form import pixels as pixels
 from .closed_form import region as region
+from .rooms_nets import room_factors as room_factors
+from .rooms_nets import sofa_mask as sofa_mask
 from .faceapi import age_gender as age_gender
 from .faceapi import face_identity as face_identity
 from .faceapi import face_landmarks as face_landmarks
@@ -26,3 +28,4 @@ __all__ = [
     "region",
 ]
 __all__ += ["age_gender", "face_identity", "face_landmarks", "load_faceapi_net"]
+__all__ += ["room_factors", "sofa_mask"]

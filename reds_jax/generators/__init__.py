@@ -18,6 +18,9 @@ from .rooms import unit_to_factors as unit_to_factors
 from .rooms_oracle import OracleParams as OracleParams
 from .rooms_oracle import RoomsOracle as RoomsOracle
 from .rooms_oracle import rooms_oracle as rooms_oracle
+from .rooms_gan import RoomsGAN as RoomsGAN
+from .rooms_gan import RoomsGANGenerator as RoomsGANGenerator
+from .rooms_gan import rooms_gan as rooms_gan
 from .torch_zip import load_torch_zip as load_torch_zip
 
 __all__: list[str] = []
@@ -44,3 +47,4 @@ __all__ += [
     "sample_dataset",
     "unit_to_factors",
 ]
+__all__ += ["RoomsGAN", "RoomsGANGenerator", "rooms_gan"]
