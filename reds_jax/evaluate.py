@@ -1,0 +1,672 @@
+"""Quality evaluation: REDs against its linear peers, measured like the paper, with ground truth.
+
+``python -m reds_jax.evaluate --suite rooms_oracle --out DIR [--n-starts 32] [--quick]`` runs a
+named suite of experiments and writes, into ``DIR``: ``<suite>.json`` (all numbers), per experiment
+a drift-vs-change plot ``<experiment>_drift.png`` and an image grid ``<experiment>_grid.png``, and
+the Markdown table ``quality.md`` (or ``--table PATH``) built from every ``*.json`` in ``DIR``.
+
+Protocol (per experiment): start latents ``z ~ N(0, I)`` from two disjoint seeds — a *tuning* set on
+which each method's settings (step size, ridge, ``beta_fix``, conditioning) are chosen from a small
+grid, and a held-out *test* set that is reported. Every method walks ``2k`` paths of ``T`` steps
+per start. Distances to the start are normalised by each measure's median distance between random
+pairs (:func:`reds_jax.metrics.pair_scale`); the score of a path is its fixed-feature drift where
+its varied change first reaches ``δ`` (linear interpolation; never reaching it is a failure). The
+tuning criterion is the median score with failures ranked worst.
+
+Suites:
+  * ``rooms_oracle`` (procedural rooms, exact factors): ``sofa_pixels`` (fix the sofa's pixels, vary
+    all other pixels; the sofa mask is the oracle's exact soft mask at the *current* latent,
+    carried as a 4th image channel — a perfect segmenter, differentiated through);
+    ``sofa_position`` (fix sofa appearance / vary position through a pixel-statistics proxy: fix the
+    row means of the sofa band, which do not change when things slide sideways, and vary its
+    column means); ``frequency`` (fix high-pass / vary low-pass). Ground-truth factor groups are
+    measured along every path.
+  * ``faces`` (the pretrained face DCGAN): ``hair`` (vary the top-of-head box, fix the face box)
+    and ``frequency``. Identity / landmark features do not exist yet, so they are not fixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import baselines, metrics
+from .features import Feature, highpass, lowpass, region
+from .generators import rooms as rooms_lib
+from .traverse import directions, traverse
+
+Array = jax.Array
+
+__all__ = ["Config", "Experiment", "METHODS", "SUITES", "main", "render_table", "run_experiment"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Experiment:
+    """One vary/fix experiment on one generator.
+
+    Attributes:
+      name: short id (file names). title: one-line description.
+      generator: pure ``z [d] -> image [H, W, C]`` (``C`` may carry extra channels, see ``display``).
+      latent_dim: ``d``.
+      vary: features to change.  fix: features to hold.
+      truth: ground-truth measures ``(name, z [d] -> vector, want)``, ``want`` in ``"fix"``/``"vary"``.
+      display: ``image -> RGB [H, W, 3]`` for grids.
+      pca_fn: activation map ``z [d] -> array`` for GANSpace (None: PCA of the latents).
+      sefa_weight: ``[m, d]`` first-layer weight for SeFa (None: SeFa skipped).
+      truth_labels: optional ``z [d] -> (labels [k], condition [q])`` ground-truth labels for an
+        extra ``supervised-gt`` method.
+      delta: target normalised varied change.
+      notes: Markdown notes for the report.
+    """
+
+    name: str
+    title: str
+    generator: Callable[[Array], Array]
+    latent_dim: int
+    vary: tuple[Feature, ...]
+    fix: tuple[Feature, ...]
+    truth: tuple[tuple[str, Callable[[Array], Array], str], ...] = ()
+    display: Callable[[Array], Array] = lambda image: image
+    pca_fn: Callable[[Array], Array] | None = None
+    sefa_weight: np.ndarray | None = None
+    truth_labels: Callable[[Array], tuple[Array, Array]] | None = None
+    delta: float = 0.5
+    notes: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Run settings (the grids are searched on the tuning starts only).
+
+    Attributes:
+      n_test: held-out start latents.  n_tune: tuning start latents.  k: directions (2k paths).
+      steps: steps per path ``T``.  n_pairs: random pairs for the normalising scales.
+      n_samples: latents sampled for PCA / supervised labels.  seed: base seed.
+      step_sizes, ridges, betas, conditions: grids for step size, REDs ridge, nullspace
+        ``beta_fix``, and the number of fixed-feature principal components the supervised
+        direction is conditioned on.
+      methods: method names (keys of :data:`METHODS`).
+    """
+
+    n_test: int = 32
+    n_tune: int = 16
+    k: int = 2
+    steps: int = 12
+    n_pairs: int = 64
+    n_samples: int = 512
+    seed: int = 0
+    step_sizes: tuple[float, ...] = (0.15, 0.3)
+    ridges: tuple[float, ...] = (1e-4, 1e-2)
+    betas: tuple[float, ...] = (0.9, 0.99)
+    conditions: tuple[int, ...] = (0, 2)
+    methods: tuple[str, ...] = ()
+
+
+# name -> (kind, core method, path, tuned settings beyond step_size)
+METHODS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "reds-local": ("core", "reds", "local", ("ridge",)),
+    "reds-linear": ("core", "reds", "linear", ("ridge",)),
+    "nullspace-local": ("core", "nullspace", "local", ("beta_fix",)),
+    "maxc-local": ("core", "maxc", "local", ()),
+    "maxc-linear": ("core", "maxc", "linear", ()),
+    "minf-local": ("core", "minf", "local", ()),
+    "random": ("core", "random", "linear", ()),
+    "pca": ("pca", "", "linear", ()),
+    "sefa": ("sefa", "", "linear", ()),
+    "supervised": ("supervised", "", "linear", ("condition",)),
+    "supervised-gt": ("supervised-gt", "", "linear", ()),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Suites
+
+
+def _unit_group(oracle, names: Sequence[str]) -> Callable[[Array], Array]:
+    idx = np.asarray([rooms_lib.FACTOR_NAMES.index(n) for n in names])
+    return lambda z: oracle.unit(z)[idx]
+
+
+_SOFA_LOOK = ("sofa_width", "sofa_height", "sofa_r", "sofa_g", "sofa_b")
+_GEOMETRY = ("sofa_x", "sofa_width", "sofa_height", "lamp_x", "window_x", "stripe_phase")
+
+
+def rooms_oracle_suite(*, size: int = 64, latent_dim: int = 16, seed: int = 0):
+    """The rooms-oracle experiments (``sofa_pixels``, ``sofa_position``, ``frequency``).
+
+    Args:
+      size: image size (64 in the report; tests use 16). Filter widths scale with it.
+      latent_dim: oracle latent size ``d``.
+      seed: oracle seed.
+
+    Returns:
+      Tuple of :class:`Experiment`.
+    """
+    from .generators import rooms_oracle
+
+    oracle = rooms_oracle(latent_dim=latent_dim, seed=seed, size=size)
+    p = oracle.params
+    w1z = p.w1 @ p.rotation  # [H, d] first layer acting on z
+    hidden = lambda z: jnp.tanh(z @ jnp.asarray(w1z.T, z.dtype) + jnp.asarray(p.b1, z.dtype))  # noqa: E731
+    sefa = np.concatenate([w1z, p.skip @ p.rotation])  # [H + F, d]
+    sofa_idx = [rooms_lib.FACTOR_NAMES.index(n) for n in ("sofa_x", *_SOFA_LOOK)]
+    room = tuple(n for i, n in enumerate(rooms_lib.FACTOR_NAMES) if i not in sofa_idx)
+    common = dict(latent_dim=latent_dim, pca_fn=hidden, sefa_weight=sefa)
+
+    def with_mask(z):
+        scene = rooms_lib.render_scene(oracle.factors(z), size=size)
+        return jnp.concatenate([scene.image, scene.masks["sofa"][:, :, None]], axis=-1)
+
+    sofa_px = Feature(lambda im: im[:, :, :3] * im[:, :, 3:], "sofa pixels")
+    rest_px = Feature(lambda im: im[:, :, :3] * (1.0 - im[:, :, 3:]), "non-sofa pixels")
+    band = slice(int(round(0.55 * size)), int(round(0.95 * size)))
+    rows = Feature(lambda im: jnp.mean(im[band], axis=1), "sofa-band row means")
+    cols = Feature(lambda im: jnp.mean(im[band], axis=0), "sofa-band column means")
+    s = size / 64.0
+    pos = ("sofa position", _unit_group(oracle, ("sofa_x",)), "vary")
+    look = ("sofa look", _unit_group(oracle, _SOFA_LOOK), "fix")
+    return (
+        Experiment(
+            "sofa_pixels",
+            "rooms oracle: fix sofa pixels (exact soft mask) / vary all other pixels",
+            with_mask,
+            vary=(rest_px,),
+            fix=(sofa_px,),
+            truth=(
+                ("sofa factors", _unit_group(oracle, ("sofa_x", *_SOFA_LOOK)), "fix"),
+                ("room factors", _unit_group(oracle, room), "vary"),
+            ),
+            display=lambda im: im[:, :, :3],
+            notes="Mask = the oracle's exact visible sofa mask at the current latent (4th channel).",
+            **common,
+        ),
+        Experiment(
+            "sofa_position",
+            "rooms oracle: fix sofa appearance / vary position (pixel-statistics proxy)",
+            oracle.generator,
+            vary=(cols,),
+            fix=(rows,),
+            truth=(pos, look, ("lamp position", _unit_group(oracle, ("lamp_x",)), "vary")),
+            truth_labels=lambda z: (
+                oracle.unit(z)[np.asarray([4, 10])],
+                oracle.unit(z)[np.asarray([5, 6, 7, 8, 9])],
+            ),
+            notes=(
+                "Proxy: fixed = per-row colour means over the sofa band (rows 55-95 %), which "
+                "do not change when objects slide sideways; varied = per-column means of the band. "
+                "`supervised-gt` regresses the true sofa_x and lamp_x, conditioned on the true "
+                "sofa look factors."
+            ),
+            **common,
+        ),
+        Experiment(
+            "frequency",
+            f"rooms oracle: fix high-pass (σ={2 * s:g}) / vary low-pass (σ={4 * s:g})",
+            oracle.generator,
+            vary=(lowpass(4.0 * s),),
+            fix=(highpass(2.0 * s),),
+            truth=(
+                ("geometry", _unit_group(oracle, _GEOMETRY), "fix"),
+                (
+                    "colour & light",
+                    _unit_group(oracle, [n for n in rooms_lib.FACTOR_NAMES if n not in _GEOMETRY]),
+                    "vary",
+                ),
+            ),
+            **common,
+        ),
+    )
+
+
+def faces_suite():
+    """The face-DCGAN experiments (``hair``, ``frequency``); needs the cached face weights."""
+    from .generators import face_dcgan
+
+    gan = face_dcgan()
+    kernel = np.asarray(gan.params["params"]["ConvT_0"]["kernel"], np.float64)  # [4, 4, d, C]
+    bn = {
+        k: np.asarray(v, np.float64)
+        for k, v in {**gan.params["params"]["BN_0"], **gan.params["batch_stats"]["BN_0"]}.items()
+    }
+    mul = bn["scale"] / np.sqrt(bn["var"] + 1e-5)
+    add = bn["bias"] - bn["mean"] * mul
+
+    def first_layer(z):
+        pre = jnp.einsum("ijkc,k->ijc", jnp.asarray(kernel, z.dtype), z)
+        return jax.nn.relu(pre * jnp.asarray(mul, z.dtype) + jnp.asarray(add, z.dtype))
+
+    weight = kernel.transpose(0, 1, 3, 2).reshape(-1, kernel.shape[2])  # [16 C, d]
+    common = dict(latent_dim=gan.latent_dim, pca_fn=first_layer, sefa_weight=weight)
+    note = "Identity and landmark features do not exist yet: nothing but the box is fixed."
+    return (
+        Experiment(
+            "faces_hair",
+            "face DCGAN: fix face box / vary hair (top-of-head) box",
+            gan.generator,
+            vary=(region((0.0, 0.1, 0.25, 0.8)),),
+            fix=(region((0.35, 0.2, 0.55, 0.6)),),
+            notes=note,
+            **common,
+        ),
+        Experiment(
+            "faces_frequency",
+            "face DCGAN: fix high-pass (σ=2) / vary low-pass (σ=4)",
+            gan.generator,
+            vary=(lowpass(4.0),),
+            fix=(highpass(2.0),),
+            notes=note,
+            **common,
+        ),
+    )
+
+
+SUITES: dict[str, Callable[..., tuple[Experiment, ...]]] = {
+    "rooms_oracle": rooms_oracle_suite,
+    "faces": faces_suite,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def _grid(name: str, cfg: Config) -> list[dict[str, Any]]:
+    extra = {
+        "ridge": cfg.ridges,
+        "beta_fix": cfg.betas,
+        "condition": cfg.conditions,
+    }
+    keys = ("step_size", *METHODS[name][3])
+    values = [cfg.step_sizes, *(extra[k] for k in keys[1:])]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+class _Runner:
+    """Holds one experiment's measures, scales, samples and global baseline directions."""
+
+    def __init__(self, exp: Experiment, cfg: Config, log: Callable[[str], None]):
+        self.exp, self.cfg, self.log = exp, cfg, log
+        key = jax.random.key(cfg.seed)
+        keys = [jax.random.fold_in(key, i) for i in range(6)]
+        d = exp.latent_dim
+        self.z_tune = jax.random.normal(keys[1], (cfg.n_tune, d))
+        self.z_test = jax.random.normal(keys[2], (cfg.n_test, d))
+        self.samples = jax.random.normal(keys[4], (cfg.n_samples, d))
+        self.key_random = keys[5]
+        gen = exp.generator
+        self.vary = [(f.name, metrics.feature_measure(gen, f)) for f in exp.vary]
+        self.fix = [(f.name, metrics.feature_measure(gen, f)) for f in exp.fix]
+        self.truth = [(n, fn) for n, fn, _ in exp.truth]
+        self.scales = {
+            n: metrics.pair_scale(fn, keys[3], d, n_pairs=cfg.n_pairs)
+            for n, fn in self.vary + self.fix + self.truth
+        }
+        self._cache: dict[Any, Array] = {}
+
+    def _global(self, kind: str, condition: int = 0) -> Array:
+        k = self.cfg.k
+        if (kind, condition) in self._cache:
+            return self._cache[kind, condition]
+        if kind == "pca":
+            dirs = baselines.pca_directions(self.samples, k, activation_fn=self.exp.pca_fn)
+        elif kind == "sefa":
+            dirs = baselines.sefa_directions(jnp.asarray(self.exp.sefa_weight), k)
+        elif kind == "supervised-gt":
+            labels, cond = jax.vmap(self.exp.truth_labels)(self.samples)
+            dirs = baselines.supervised_directions(self.samples, labels, condition=cond)[:k]
+        else:  # supervised, labelled by the features' principal-component scores
+            values = [metrics.measure_paths(fn, self.samples) for _, fn in self.vary]
+            labels = baselines.principal_scores(jnp.concatenate(values, axis=-1), k)
+            cond = None
+            if condition:
+                cond = jnp.concatenate(
+                    [
+                        baselines.principal_scores(
+                            metrics.measure_paths(fn, self.samples), condition
+                        )
+                        for _, fn in self.fix
+                    ],
+                    axis=-1,
+                )
+            dirs = baselines.supervised_directions(self.samples, labels, condition=cond)
+        self._cache[kind, condition] = dirs
+        return dirs
+
+    def paths(self, name: str, settings: dict[str, Any], z0: Array) -> Array:
+        """``[N, 2k, T+1, d]`` latents of one method."""
+        kind, method, path, _ = METHODS[name]
+        cfg, exp = self.cfg, self.exp
+        step = settings["step_size"]
+        if kind != "core":
+            dirs = self._global(kind, settings.get("condition", 0))
+            return baselines.linear_paths(z0, dirs, steps=cfg.steps, step_size=step)
+        opts = {k: settings[k] for k in ("ridge", "beta_fix") if k in settings}
+        common = dict(vary=exp.vary, fix=exp.fix, method=method, k=cfg.k, key=self.key_random)
+        if path == "linear":
+            dirs = directions(exp.generator, z0, **common, **opts).vectors
+            return baselines.linear_paths(z0, dirs, steps=cfg.steps, step_size=step)
+        tr = traverse(
+            exp.generator, z0, **common, path="local", steps=cfg.steps, step_size=step, **opts
+        )
+        return tr.latents
+
+    def measure(self, latents: Array) -> dict[str, Any]:
+        """Normalised distances ``[N, 2k, T+1]``: varied change, fixed drift, truth groups."""
+
+        def norm(name, fn):
+            dist = metrics.distances_to_start(metrics.measure_paths(fn, latents))
+            return np.asarray(dist) / max(self.scales[name], 1e-12)
+
+        change = np.mean([norm(n, fn) for n, fn in self.vary], axis=0)
+        fixed = {n: norm(n, fn) for n, fn in self.fix}
+        return {
+            "change": change,
+            "fix": fixed,
+            "drift": np.mean(list(fixed.values()), axis=0),
+            "truth": {n: norm(n, fn) for n, fn in self.truth},
+        }
+
+    def score(self, m: dict[str, Any]) -> metrics.Summary:
+        at, ok = metrics.value_at_change(m["change"], m["drift"], self.exp.delta)
+        return metrics.summarize(at, ok)
+
+
+def _summary_dict(s: metrics.Summary) -> dict[str, float]:
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in dataclasses.asdict(s).items()
+    }
+
+
+def run_experiment(
+    exp: Experiment, cfg: Config, *, log: Callable[[str], None] = print, out_dir=None
+) -> dict[str, Any]:
+    """Tune every method on the tuning starts, evaluate on the test starts.
+
+    Args:
+      exp: the experiment.
+      cfg: run settings.
+      log: progress printer.
+      out_dir: optional folder for the plot and grid PNGs (None: no figures).
+
+    Returns:
+      JSON-able dict: experiment info and per method the chosen settings, test summaries (fixed
+      drift at ``δ``, area under the drift curve, truth groups at ``δ``), drift curves, timings.
+    """
+    runner = _Runner(exp, cfg, log)
+    names = [m for m in (cfg.methods or tuple(METHODS)) if _available(exp, m)]
+    levels = np.linspace(0.0, 2.0 * exp.delta, 21)
+    result: dict[str, Any] = {
+        "experiment": exp.name,
+        "title": exp.title,
+        "notes": exp.notes,
+        "delta": exp.delta,
+        "config": dataclasses.asdict(cfg),
+        "vary": [f.name for f in exp.vary],
+        "fix": [f.name for f in exp.fix],
+        "truth": {n: want for n, _, want in exp.truth},
+        "scales": runner.scales,
+        "levels": levels.tolist(),
+        "methods": {},
+    }
+    frames = {}
+    for name in names:
+        t0 = time.perf_counter()
+        grid = _grid(name, cfg)
+        tried = []
+        for settings in grid if len(grid) > 1 else []:
+            s = runner.score(runner.measure(runner.paths(name, settings, runner.z_tune)))
+            tried.append((s.median_all, -s.success, settings))
+        best = min(tried, key=lambda x: (x[0], x[1]))[2] if tried else grid[0]
+        t1 = time.perf_counter()
+        latents = runner.paths(name, best, runner.z_test)
+        m = runner.measure(latents)
+        at, ok = metrics.value_at_change(m["change"], m["drift"], exp.delta)
+        auc = metrics.area_under_drift(m["change"], m["drift"], exp.delta)
+        curve = np.asarray(metrics.drift_curve(m["change"], m["drift"], levels))
+        reach = np.mean(np.isfinite(curve), axis=(0, 1))
+        med = np.full(len(levels), np.nan)
+        for j in np.flatnonzero(reach > 0):
+            med[j] = np.median(curve[..., j][np.isfinite(curve[..., j])])
+        result["methods"][name] = {
+            "path": METHODS[name][2],
+            "settings": best,
+            "tuning": [{"settings": st, "median_all": ma, "success": -su} for ma, su, st in tried],
+            "drift": _summary_dict(metrics.summarize(at, ok)),
+            "fix": {
+                n: _summary_dict(
+                    metrics.summarize(metrics.value_at_change(m["change"], v, exp.delta)[0])
+                )
+                for n, v in m["fix"].items()
+            },
+            "auc": _summary_dict(metrics.summarize(auc)),
+            "truth": {
+                n: _summary_dict(
+                    metrics.summarize(metrics.value_at_change(m["change"], v, exp.delta)[0])
+                )
+                for n, v in m["truth"].items()
+            },
+            "max_change": float(np.median(np.max(m["change"], axis=-1))),
+            "curve": [None if not math.isfinite(v) else float(v) for v in med],
+            "reach": reach.tolist(),
+            "seconds_tune": t1 - t0,
+            "seconds_test": time.perf_counter() - t1,
+        }
+        frames[name] = [
+            np.asarray(metrics.point_at_change(m["change"][0, 0], latents[0, 0], lv)[0])
+            for lv in levels[::5]
+        ]
+        r = result["methods"][name]
+        log(
+            f"  {exp.name} {name:16s} {best} drift@δ {r['drift']['median']} "
+            f"success {r['drift']['success']:.2f} ({t1 - t0:.0f}s tune, "
+            f"{r['seconds_test']:.0f}s test)"
+        )
+    if out_dir is not None:
+        _plot(result, pathlib.Path(out_dir))
+        _image_grid(exp, frames, levels[::5], pathlib.Path(out_dir))
+    return result
+
+
+def _available(exp: Experiment, name: str) -> bool:
+    kind, method, _, _ = METHODS[name]
+    if kind == "sefa":
+        return exp.sefa_weight is not None
+    if kind == "supervised-gt":
+        return exp.truth_labels is not None
+    return not (method in ("nullspace", "minf") and not exp.fix)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures and table
+
+
+def _plot(result: dict[str, Any], out: pathlib.Path) -> None:
+    from matplotlib.figure import Figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(5.2, 3.6), dpi=90)
+    ax = fig.subplots()
+    levels = np.asarray(result["levels"])
+    for name, r in result["methods"].items():
+        y = [
+            np.nan if v is None or f < 0.5 else v
+            for v, f in zip(r["curve"], r["reach"], strict=True)
+        ]
+        ax.plot(levels, y, "-" if r["path"] == "local" else "--", label=name, linewidth=1.4)
+    ax.axvline(result["delta"], color="0.6", linewidth=0.8)
+    ax.set_xlabel("varied change (1 = two random samples)")
+    ax.set_ylabel("fixed drift, median over paths")
+    ax.set_title(result["experiment"], fontsize=10)
+    ax.set_ylim(bottom=0.0)
+    ax.legend(fontsize=6, ncol=2)
+    fig.savefig(out / f"{result['experiment']}_drift.png", bbox_inches="tight")
+
+
+def _image_grid(exp: Experiment, frames: dict[str, list], levels, out: pathlib.Path) -> None:
+    from matplotlib.figure import Figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    render = jax.jit(lambda z: exp.display(exp.generator(z)))
+    rows, cols = len(frames), len(levels)
+    fig = Figure(figsize=(1.2 + 0.8 * cols, 0.8 * rows + 0.3), dpi=80)
+    axes = np.reshape(fig.subplots(rows, cols, squeeze=False), (rows, cols))
+    for i, (name, zs) in enumerate(frames.items()):
+        for j, z in enumerate(zs):
+            ax = axes[i, j]
+            if np.all(np.isfinite(z)):
+                ax.imshow(np.clip(np.asarray(render(jnp.asarray(z))), 0.0, 1.0))
+            else:
+                ax.imshow(np.full((8, 8, 3), 0.85))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+            if i == 0:
+                ax.set_title(f"{levels[j]:.2g}", fontsize=7)
+    fig.suptitle(f"{exp.name}: path +v1 of test start 0 at matched varied change", fontsize=8)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    fig.savefig(out / f"{exp.name}_grid.png", bbox_inches="tight")
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _settings(s: dict[str, Any]) -> str:
+    short = {"step_size": "ε", "ridge": "λ", "beta_fix": "β", "condition": "q"}
+    return ", ".join(f"{short.get(k, k)}={v:g}" for k, v in s.items())
+
+
+def render_table(results: Sequence[dict[str, Any]], *, image_prefix: str = "") -> str:
+    """Markdown report for experiment results (as returned by :func:`run_experiment`).
+
+    Args:
+      results: experiment result dicts.
+      image_prefix: path prefix for the PNG links (relative to the Markdown file).
+
+    Returns:
+      Markdown text.
+    """
+    lines = []
+    for res in results:
+        cfg = res["config"]
+        lines += [
+            f"### {res['experiment']}: {res['title']}",
+            "",
+            f"Varied: {', '.join(res['vary'])}; fixed: {', '.join(res['fix'])}. δ = {res['delta']:g}; "
+            f"{cfg['n_test']} held-out starts × {2 * cfg['k']} paths × {cfg['steps']} steps "
+            f"(settings tuned on {cfg['n_tune']} other starts, seed {cfg['seed']}).",
+        ]
+        if res["notes"]:
+            lines += ["", res["notes"]]
+        truth = list(res["truth"].items())
+        head = "| method | settings | success | fixed drift @δ median [IQR] | AUC₀^δ |"
+        head += "".join(f" {n} {'↓' if w == 'fix' else '↑'} @δ |" for n, w in truth)
+        lines += ["", head, "|" + "---|" * (5 + len(truth))]
+        methods = res["methods"]
+        best = min((r["drift"]["median_all"] or math.inf) for r in methods.values())
+        for name, r in methods.items():
+            d = r["drift"]
+            cell = f"{_fmt(d['median'])} [{_fmt(d['q25'])}, {_fmt(d['q75'])}]"
+            if d["median_all"] is not None and d["median_all"] == best:
+                cell = f"**{cell}**"
+            row = f"| {name} | {_settings(r['settings'])} | {d['success']:.0%} | {cell} | {_fmt(r['auc']['median'])} |"
+            row += "".join(f" {_fmt(r['truth'][n]['median'])} |" for n, _ in truth)
+            lines.append(row)
+        name = res["experiment"]
+        lines += [
+            "",
+            f"![{name} drift]({image_prefix}{name}_drift.png) ![{name} grid]({image_prefix}{name}_grid.png)",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m reds_jax.evaluate", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--suite", action="append", choices=sorted(SUITES), required=True)
+    ap.add_argument("--out", required=True, help="output folder (JSON, PNGs, quality.md)")
+    ap.add_argument("--table", default=None, help="Markdown path (default OUT/quality.md)")
+    ap.add_argument("--n-starts", type=int, default=32, help="held-out start latents")
+    ap.add_argument("--n-tune", type=int, default=None, help="tuning start latents (default n/2)")
+    ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, default=64, help="rooms oracle image size")
+    ap.add_argument("--methods", default=None, help=f"comma list from {','.join(METHODS)}")
+    ap.add_argument("--experiments", default=None, help="comma list of experiment names")
+    ap.add_argument("--quick", action="store_true", help="8 starts, 8 steps, no tuning grid")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (see the module docstring)."""
+    a = _parse(argv)
+    methods = tuple(m for m in (a.methods or "").split(",") if m)
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
+    cfg = Config(
+        n_test=a.n_starts,
+        n_tune=a.n_tune or max(2, a.n_starts // 2),
+        k=a.k,
+        steps=a.steps,
+        seed=a.seed,
+        methods=methods,
+    )
+    if a.quick:
+        cfg = dataclasses.replace(
+            cfg,
+            n_test=min(cfg.n_test, 8),
+            n_tune=2,
+            steps=min(cfg.steps, 8),
+            step_sizes=cfg.step_sizes[-1:],
+            ridges=cfg.ridges[-1:],
+            betas=cfg.betas[-1:],
+            conditions=cfg.conditions[:1],
+        )
+    out = pathlib.Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = set((a.experiments or "").split(",")) - {""}
+    for suite in a.suite:
+        exps = SUITES[suite](size=a.size) if suite == "rooms_oracle" else SUITES[suite]()
+        results = []
+        t0 = time.perf_counter()
+        for exp in exps:
+            if wanted and exp.name not in wanted:
+                continue
+            print(f"[{suite}] {exp.name}: {exp.title}", flush=True)
+            results.append(
+                run_experiment(exp, cfg, out_dir=out, log=lambda s: print(s, flush=True))
+            )
+        payload = {"suite": suite, "seconds": time.perf_counter() - t0, "experiments": results}
+        (out / f"{suite}.json").write_text(json.dumps(payload, indent=1, default=float))
+    table = pathlib.Path(a.table) if a.table else out / "quality.md"
+    everything = []
+    for path in sorted(out.glob("*.json")):
+        everything += json.loads(path.read_text())["experiments"]
+    prefix = os.path.relpath(out, table.parent) + "/"
+    prefix = "" if prefix == "./" else prefix
+    table.write_text(render_table(everything, image_prefix=prefix))
+    print(f"wrote {table}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
