@@ -25,14 +25,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import rayleigh
+from . import matrix_free, rayleigh
 from .jacobians import check_mode, feature_grams
 
 Array = jax.Array
 
 METHODS = ("reds", "nullspace", "maxc", "minf", "random")
 PATHS = ("linear", "local")
-OPTIONS = (
+OPTIONS = matrix_free.OPTIONS + (
     "weights",
     "vary_weights",
     "normalize",
@@ -89,6 +89,8 @@ class _Config:
     mode: str
     chunk_size: int | None
     eps: float
+    solver: str = "dense"
+    mf: matrix_free.MFConfig | None = None  # matrix-free options (solver="matrix_free")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,12 +142,13 @@ def _feature_size(generator: Callable, feature: Callable, z: Array) -> int:
     return int(np.prod(out.shape))
 
 
-def _make_config(generator, z, vary, fix, method, k, options) -> _Config:
+def _make_config(generator, z, vary, fix, method, k, options, solver="dense") -> _Config:
     unknown = set(options) - set(OPTIONS)
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}; valid options are {OPTIONS}.")
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not a REDs method; pass one of {METHODS}.")
+    mf = matrix_free.check_solver(solver, method, options)
     d = z.shape[-1]
     try:
         image = jax.eval_shape(generator, z[0] if z.ndim == 2 else z)
@@ -198,6 +201,8 @@ def _make_config(generator, z, vary, fix, method, k, options) -> _Config:
         mode=mode,
         chunk_size=chunk,
         eps=float(options.get("eps", 1e-3)),
+        solver=solver,
+        mf=mf,
     )
 
 
@@ -255,11 +260,16 @@ def _traverse_one(generator, vary, fix, cfg, path, steps, step_size, z0, key):
     """Paths from one latent: ``latents [2k, T+1, d]``, distances, start values ``[k]``."""
     k = cfg.k
     key0, key_paths = jax.random.split(key)
-    values, vectors, _ = _system(generator, vary, fix, cfg, z0, key0)
+    if cfg.solver == "matrix_free":
+        values, vectors, ctx = matrix_free.start(generator, vary, fix, cfg, z0, key0)
+    else:
+        values, vectors, _ = _system(generator, vary, fix, cfg, z0, key0)
     signs = jnp.tile(jnp.asarray([1.0, -1.0], z0.dtype), k)
     v0 = jnp.repeat(vectors[:k], 2, axis=0) * signs[:, None]  # [2k, d]
     size = jnp.asarray(step_size, z0.dtype)
-    if path == "linear" or steps < 2:
+    if path == "local" and steps >= 2 and cfg.solver == "matrix_free":
+        latents = matrix_free.local_paths(generator, cfg, ctx, steps, size, z0, v0, vectors)
+    elif path == "linear" or steps < 2:
         t = jnp.arange(steps + 1, dtype=z0.dtype) * size
         latents = z0[None, None, :] + t[None, :, None] * v0[:, None, :]
     else:
@@ -305,7 +315,10 @@ def _shard_batch(x: Array) -> tuple[Array, int]:
 
 def _directions_batch(generator, vary, fix, cfg, z, keys):
     def one(zi, ki):
-        values, vectors, _ = _system(generator, vary, fix, cfg, zi, ki)
+        if cfg.solver == "matrix_free":
+            values, vectors, _ = matrix_free.start(generator, vary, fix, cfg, zi, ki)
+        else:
+            values, vectors, _ = _system(generator, vary, fix, cfg, zi, ki)
         return values[: cfg.k], vectors[: cfg.k]
 
     return jax.vmap(one)(z, keys)
@@ -341,6 +354,7 @@ def directions(
     method: str = "reds",
     k: int = 1,
     key: Array | None = None,
+    solver: str = "dense",
     **options: Any,
 ) -> Directions:
     """Top-``k`` REDs (or baseline) directions at one or many latents.
@@ -353,11 +367,21 @@ def directions(
       method: ``"reds"`` (Rayleigh form), ``"nullspace"`` (reference form), ``"maxc"``,
         ``"minf"`` or ``"random"`` (needs ``key``).
       k: number of directions.
-      key: PRNG key (``random`` only; per-latent keys are split from it).
+      key: PRNG key (``random``; ``solver="matrix_free"`` with ``cold_start="iterative"``;
+        per-latent keys are split from it).
+      solver: ``"dense"`` (exact Grams and a dense eigen-solve at every latent) or
+        ``"matrix_free"`` (``reds``/``maxc`` only: the same Rayleigh form from Gram-vector
+        products ``Jᵀ(Jv)`` and a warm-started block LOBPCG along ``local`` paths; see
+        :mod:`reds_jax.matrix_free`).
       **options: ``weights`` (per fixed feature, default 1), ``vary_weights``, ``normalize``
         (Frobenius-normalise each Gram, default True), ``ridge`` (default 1e-6), ``beta_fix``
         (default 0.99), ``beta_vary`` (default None: no cut), ``mode`` (Jacobian mode, default
-        ``"auto"``), ``chunk_size``, ``eps`` (``mode="fd"`` step).
+        ``"auto"``), ``chunk_size``, ``eps`` (``mode="fd"`` step). With
+        ``solver="matrix_free"`` also ``iters`` (LOBPCG iterations per step, default 1),
+        ``guard`` (extra block columns, default 1), ``cold_start`` (``"dense"`` default, or
+        ``"iterative"``), ``cold_iters`` (default 50), ``probes`` (Hutchinson probes for the
+        iterative start, default 8), ``sketch`` (rows ``m'`` of a Gaussian sketch of each larger
+        fixed feature, default None) and ``sketch_seed`` (default 0).
 
     Returns:
       :class:`Directions` with ``values [..., k]`` and ``vectors [..., k, d]``.
@@ -372,7 +396,7 @@ def directions(
     z = _check_latents(z, "z")
     vary_t = _as_features(vary, "vary", allow_empty=False)
     fix_t = _as_features(fix, "fix", allow_empty=True)
-    cfg = _make_config(generator, z, vary_t, fix_t, method, k, options)
+    cfg = _make_config(generator, z, vary_t, fix_t, method, k, options, solver)
     batch = z if z.ndim == 2 else z[None]
     keys = _keys(key, batch.shape[0], method)
     batch_s, n = _shard_batch(batch)
@@ -396,6 +420,7 @@ def traverse(
     steps: int = 10,
     step_size: float = 0.1,
     key: Array | None = None,
+    solver: str = "dense",
     **options: Any,
 ) -> Trajectories:
     """Traverse from start latents along the top-``k`` directions, both signs.
@@ -414,7 +439,8 @@ def traverse(
       k: number of directions (``2k`` paths per start latent).
       steps: number of steps ``T``.
       step_size: step length ``ε`` in latent units.
-      key: PRNG key (``random`` only).
+      key: PRNG key (see :func:`directions`).
+      solver: ``"dense"`` or ``"matrix_free"`` (see :func:`directions`).
       **options: see :func:`directions`.
 
     Returns:
@@ -436,7 +462,7 @@ def traverse(
         raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}.")
     vary_t = _as_features(vary, "vary", allow_empty=False)
     fix_t = _as_features(fix, "fix", allow_empty=True)
-    cfg = _make_config(generator, z0, vary_t, fix_t, method, k, options)
+    cfg = _make_config(generator, z0, vary_t, fix_t, method, k, options, solver)
     batch = z0 if z0.ndim == 2 else z0[None]
     keys = _keys(key, batch.shape[0], method)
     batch_s, n = _shard_batch(batch)

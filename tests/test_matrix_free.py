@@ -1,0 +1,154 @@
+"""Matrix-free tracking solver: LOBPCG against the dense generalised solve, whole-path agreement
+with the dense solver on a tiny conv generator, one compile, sharding, bad input, fallbacks."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+import reds_jax
+from reds_jax import features as F
+from reds_jax import matrix_free
+from reds_jax.bench import conv_generator
+
+D = 12
+GEN = conv_generator(D, size=8, channels=(6, 4), dtype=jnp.float64)
+VARY, FIX = F.region((0.0, 0.0, 0.5, 1.0)), F.region((0.5, 0.0, 0.5, 1.0))  # top / bottom half
+KW = dict(vary=VARY, fix=[FIX], k=1, steps=8, step_size=0.3)
+
+
+def step_cosines(a, b):
+    """|cos| between the per-step directions of two path sets ``[..., T+1, d]``."""
+    da, db = np.diff(np.asarray(a), axis=-2), np.diff(np.asarray(b), axis=-2)
+    dots = np.abs(np.sum(da * db, axis=-1))
+    return dots / (np.linalg.norm(da, axis=-1) * np.linalg.norm(db, axis=-1))
+
+
+def test_lobpcg_converges_to_the_generalised_eigenvectors():
+    rng = np.random.default_rng(0)
+    jac = rng.standard_normal((30, D)) * np.geomspace(1.0, 1e-3, D)[None, :]
+    jac_v, jac_f = jac[:14], jac[14:]
+    a, b, lam = jac_v.T @ jac_v, jac_f.T @ jac_f, 1e-4
+    vals, vecs = scipy.linalg.eigh(a, b + lam * np.eye(D))
+    ref = vecs[:, ::-1][:, :2].T
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    jj = jnp.asarray(jac)
+    chol = jnp.linalg.cholesky(jnp.asarray(b + lam * np.eye(D)))
+    # Preconditioned by (B + λI)⁻¹: a few iterations; unpreconditioned: many (B is ill-conditioned).
+    for chol_, iters in ((chol, 8), (None, 300)):
+        prob = matrix_free._Problem((14, 16), 1, jnp.ones(2), jnp.asarray(lam), chol_)
+        x0 = jnp.asarray(rng.standard_normal((3, D)))
+        theta, x = matrix_free.lobpcg(prob, lambda u: jj @ u, lambda w: jj.T @ w, x0, iters)
+        x = np.asarray(x[:2]) / np.linalg.norm(x[:2], axis=1, keepdims=True)
+        np.testing.assert_allclose(np.abs(np.sum(x * ref, axis=1)), 1.0, atol=1e-8)
+        np.testing.assert_allclose(theta[:2], vals[::-1][:2], rtol=1e-6)
+
+
+def test_paths_agree_with_dense_along_the_whole_path():
+    z0 = jax.random.normal(jax.random.key(1), (3, D))
+    dense = reds_jax.traverse(GEN, z0, **KW)
+    mf = reds_jax.traverse(GEN, z0, solver="matrix_free", **KW)
+    np.testing.assert_allclose(mf.values, dense.values, rtol=1e-10)  # exact dense start
+    cos = step_cosines(dense.latents, mf.latents)  # [N, 2k, T]
+    assert cos.mean() >= 0.99 and cos[..., 0].min() > 1 - 1e-10
+    drift_d = np.asarray(dense.fix_distances[0][..., -1])
+    drift_m = np.asarray(mf.fix_distances[0][..., -1])
+    np.testing.assert_allclose(np.median(drift_m), np.median(drift_d), rtol=0.1)
+    steps = np.linalg.norm(np.diff(np.asarray(mf.latents), axis=-2), axis=-1)
+    np.testing.assert_allclose(steps, KW["step_size"], rtol=1e-10)
+
+
+def test_iterative_cold_start_sketch_and_maxc():
+    z = jax.random.normal(jax.random.key(2), (D,))
+    dense = reds_jax.directions(GEN, z, vary=VARY, fix=[FIX], k=2)
+    cold = reds_jax.directions(
+        GEN, z, vary=VARY, fix=[FIX], k=2, solver="matrix_free", cold_start="iterative"
+    )
+    cos = np.abs(np.sum(np.asarray(dense.vectors) * np.asarray(cold.vectors), axis=-1))
+    np.testing.assert_allclose(cos, 1.0, atol=1e-6)
+    # A sketch at least as large as the feature is no sketch; a smaller one still solves.
+    big = reds_jax.directions(GEN, z, vary=VARY, fix=[FIX], solver="matrix_free", sketch=96)
+    np.testing.assert_allclose(big.vectors, dense.vectors[:1], atol=1e-10)
+    small = reds_jax.directions(GEN, z, vary=VARY, fix=[FIX], solver="matrix_free", sketch=48)
+    assert bool(jnp.all(jnp.isfinite(small.vectors)))
+    z0 = z[None]
+    kw = dict(vary=VARY, method="maxc", k=1, steps=5, step_size=0.3)
+    dense_maxc = reds_jax.traverse(GEN, z0, **kw)
+    mf_maxc = reds_jax.traverse(GEN, z0, solver="matrix_free", **kw)
+    assert step_cosines(dense_maxc.latents, mf_maxc.latents).mean() >= 0.99
+
+
+def test_one_compile_per_configuration():
+    traverse_mod = sys.modules["reds_jax.traverse"]
+    kw = dict(KW, steps=3)
+    before = traverse_mod._traverse_jit._cache_size()
+    for seed in range(3):
+        z0 = jax.random.normal(jax.random.key(seed), (2, D))
+        reds_jax.traverse(GEN, z0, solver="matrix_free", **dict(kw, step_size=0.1 + seed))
+    assert traverse_mod._traverse_jit._cache_size() - before == 1
+
+
+def test_non_finite_products_keep_trajectories_finite():
+    def gen(z):  # sqrt has an infinite derivative where z[0] + 1 crosses 0
+        return GEN(z).at[0, 0, 0].set(jnp.sqrt(jnp.abs(z[0] + 1.0)))
+
+    z0 = jnp.zeros(D).at[0].set(-1.0)
+    tr = reds_jax.traverse(gen, z0, solver="matrix_free", **dict(KW, steps=3))
+    assert bool(jnp.all(jnp.isfinite(tr.latents)))
+    dirs = reds_jax.directions(
+        gen, z0, vary=VARY, fix=[FIX], solver="matrix_free", cold_start="iterative"
+    )
+    assert bool(jnp.all(jnp.isfinite(dirs.vectors)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"solver": "sparse"}, r"solver='sparse'.*\('dense', 'matrix_free'\)"),
+        ({"solver": "matrix_free", "method": "nullspace"}, "supports method"),
+        ({"iters": 2}, "apply to solver='matrix_free' only"),
+        ({"solver": "matrix_free", "iters": 0}, "iters must be"),
+        ({"solver": "matrix_free", "cold_start": "warm"}, "cold_start="),
+        ({"solver": "matrix_free", "precond": "always"}, "precond="),
+        ({"solver": "matrix_free", "mode": "fd"}, "mode='fd'"),
+        ({"solver": "matrix_free", "sketch": 0}, "sketch must be"),
+    ],
+)
+def test_bad_solver_input_raises_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        reds_jax.traverse(GEN, jnp.zeros(D), **dict(KW, **kwargs))
+
+
+def test_sharded_matrix_free_matches_single_device():
+    code = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np
+        jax.config.update("jax_enable_x64", True)
+        assert len(jax.devices()) == 8
+        import reds_jax
+        from reds_jax import features as F
+        from reds_jax.bench import conv_generator
+        gen = conv_generator(12, size=8, channels=(6, 4), dtype=jnp.float64)
+        z0 = jax.random.normal(jax.random.key(0), (11, 12))  # not a multiple of 8: padded
+        tr = reds_jax.traverse(gen, z0, vary=F.region((0.0, 0.0, 0.5, 1.0)),
+                               fix=[F.region((0.5, 0.0, 0.5, 1.0))], k=1, steps=3,
+                               step_size=0.3, solver="matrix_free")
+        np.save("OUT", np.asarray(tr.latents))
+        """
+    )
+    outs = []
+    for n in (8, 1):
+        out = f"/tmp/reds_mf_shard_{os.getpid()}_{n}.npy"
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+        src = code.replace("OUT", out).replace("== 8", f"== {n}")
+        subprocess.run([sys.executable, "-c", src], check=True, env=env, timeout=300)
+        outs.append(np.load(out))
+        os.remove(out)
+    assert outs[0].shape == (11, 2, 4, 12)
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-10)
