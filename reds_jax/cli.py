@@ -163,7 +163,7 @@ def _job_config(ns: argparse.Namespace, *, augment: bool):
     """Merges ``--config`` TOML with the flags; returns ``(JobConfig, out or None)``."""
     import tomllib
 
-    from .augment import ConfigError, JobConfig
+    from .experiment import ConfigError, JobConfig
 
     data: dict[str, Any] = {}
     where = "arguments"
@@ -230,7 +230,7 @@ def _describe(result: dict[str, Any], vary: Sequence[str], fix: Sequence[str], i
 
 def _cmd_demo(ns: argparse.Namespace) -> int:
     from . import imageio
-    from .augment import ConfigError, Experiment, JobConfig
+    from .experiment import ConfigError, JobConfig, get_experiment
 
     t0 = time.perf_counter()
     try:
@@ -246,7 +246,7 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
             where="arguments",
         )
         print(f"{PROG} demo: loading model {cfg.model!r} ...", flush=True)
-        exp = Experiment(cfg)
+        exp = get_experiment(cfg)
     except ConfigError as err:
         raise _UsageError(str(err)) from None
     print(
@@ -271,7 +271,8 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
     import numpy as np
 
     from . import imageio
-    from .augment import ConfigError, Experiment, _atomic_write, _npz_bytes, parse_seeds
+    from .augment import _atomic_write, _npz_bytes
+    from .experiment import ConfigError, get_experiment, parse_seeds
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
@@ -287,7 +288,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
         latents = None
         seeds = parse_seeds(cfg.seeds if cfg.seeds is not None else [0])
     try:
-        exp = Experiment(cfg)
+        exp = get_experiment(cfg)
         result = exp.run(seeds=seeds, latents=latents)
     except ConfigError as err:
         raise _UsageError(str(err)) from None
@@ -315,7 +316,8 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
 
 
 def _cmd_augment(ns: argparse.Namespace) -> int:
-    from .augment import AugmentError, ConfigError, augment
+    from .augment import AugmentError, augment
+    from .experiment import ConfigError
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=True)
@@ -370,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["bench", "--help"])  # doctest: +SKIP
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "evaluate":  # passed on untouched (argparse would eat leading flags)
+        return _delegate("evaluate", ("reds_jax.evaluate",), argv[1:])
+    if argv and argv[0] == "bench":
+        return _delegate("bench", ("reds_jax.bench", "benchmarks.run", "benchmarks"), argv[1:])
     ns = _parser().parse_args(argv)
     try:
         if ns.command == "demo":
@@ -378,9 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_traverse(ns)
         if ns.command == "augment":
             return _cmd_augment(ns)
-        if ns.command == "evaluate":
-            return _delegate("evaluate", ("reds_jax.evaluate",), ns.args)
-        return _delegate("bench", ("reds_jax.bench", "benchmarks.run", "benchmarks"), ns.args)
+        raise _UsageError(f"unknown command {ns.command!r}")
     except _UsageError as err:
         print(f"{PROG} {ns.command}: error: {err}", file=sys.stderr)
         return 2
