@@ -23,7 +23,7 @@ WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent
 SHA256: dict[str, str] = {
     "rooms_gan.msgpack": "",
     "rooms_regressor.msgpack": "88eb1fef38b3affddb9191944757f758624540e3424d4702e1d882bc8b84a361",
-    "rooms_segmenter.msgpack": "",
+    "rooms_segmenter.msgpack": "d5cc738552df7f37009f6b30f3908c49421414337d427df4267181682d905623",
     "rooms_judge.msgpack": "",
 }
 """Expected sha256 hex digest of each shipped file (updated whenever a file is re-exported)."""
