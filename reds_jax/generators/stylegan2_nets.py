@@ -188,7 +188,9 @@ class _SynthesisLayer(nn.Module):
         self.noise_strength = self.param("noise_strength", nn.initializers.zeros, (), jnp.float32)
         r = self.resolution
         self.noise_const = self.variable(
-            "buffers", "noise_const", lambda: jax.random.normal(self.make_rng("params"), (r, r))
+            "buffers",
+            "noise_const",
+            lambda: jax.random.normal(self.make_rng("params"), (r, r), jnp.float32),
         )
 
     def style(self, w: jax.Array) -> jax.Array:
@@ -294,7 +296,7 @@ class MappingNetwork(nn.Module):
         for i in range(cfg.mapping_layers):
             fc = _FC(feats[i], feats[i + 1], lr_mul=cfg.mapping_lr_mul, activation="lrelu")
             setattr(self, f"fc{i}", fc)
-        self.w_avg = self.variable("buffers", "w_avg", lambda: jnp.zeros((cfg.w_dim,)))
+        self.w_avg = self.variable("buffers", "w_avg", lambda: jnp.zeros((cfg.w_dim,), jnp.float32))
 
     def __call__(self, z: jax.Array) -> jax.Array:
         x = z * jax.lax.rsqrt(jnp.mean(jnp.square(z)) + 1e-8)
