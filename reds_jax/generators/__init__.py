@@ -21,6 +21,13 @@ from .rooms_oracle import rooms_oracle as rooms_oracle
 from .rooms_gan import RoomsGAN as RoomsGAN
 from .rooms_gan import RoomsGANGenerator as RoomsGANGenerator
 from .rooms_gan import rooms_gan as rooms_gan
+from .stylegan2 import StyleGAN2Checkpoint as StyleGAN2Checkpoint
+from .stylegan2 import StyleGAN2Generator as StyleGAN2Generator
+from .stylegan2 import stylegan2 as stylegan2
+from .stylegan2_convert import convert_stylegan2 as convert_stylegan2
+from .stylegan2_nets import StyleGAN2 as StyleGAN2
+from .stylegan2_nets import StyleGAN2Config as StyleGAN2Config
+from .torch_zip import load_torch_pickle as load_torch_pickle
 from .torch_zip import load_torch_zip as load_torch_zip
 
 __all__: list[str] = []
@@ -48,3 +55,12 @@ __all__ += [
     "unit_to_factors",
 ]
 __all__ += ["RoomsGAN", "RoomsGANGenerator", "rooms_gan"]
+__all__ += [
+    "StyleGAN2",
+    "StyleGAN2Checkpoint",
+    "StyleGAN2Config",
+    "StyleGAN2Generator",
+    "convert_stylegan2",
+    "load_torch_pickle",
+    "stylegan2",
+]
