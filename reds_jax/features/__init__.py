@@ -1,5 +1,7 @@
 """Pure image features ``image [H, W, C] -> vector [m]`` (see :class:`Feature`)."""
 
+from .arcface import arcface as arcface
+from .arcface import load_iresnet as load_iresnet
 from .closed_form import Feature as Feature
 from .closed_form import blur as blur
 from .closed_form import compose as compose
@@ -29,3 +31,4 @@ __all__ = [
 ]
 __all__ += ["age_gender", "face_identity", "face_landmarks", "load_faceapi_net"]
 __all__ += ["room_factors", "sofa_mask"]
+__all__ += ["arcface", "load_iresnet"]
