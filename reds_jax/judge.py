@@ -1,6 +1,6 @@
 """An independently trained judge of room factors, for evaluation only (never use it as a feature).
 
-The judge is a different architecture (average-pooling VGG-style CNN with SiLU) from the regressor
+The judge is a different architecture (max-pooling CNN with GELU and coordinate channels) from the regressor
 behind :func:`reds_jax.features.room_factors`, trained with another seed
 (``python -m reds_jax.train judge``). Measuring a traversal or a GAN with the judge avoids grading
 a method with the same network it optimised against. Held-out R² per factor is in
@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from reds_jax.features.rooms_nets import _apply, _check_image, load_net
 from reds_jax.generators.rooms import NUM_FACTORS
@@ -26,25 +27,32 @@ JUDGE_FILE = "rooms_judge.msgpack"
 
 
 class RoomsJudgeNet(nn.Module):
-    """Conv + average-pool stages with SiLU; ``images [N, 64, 64, 3] -> [N, F]`` unit-cube factors.
+    """Conv + max-pool stages with GELU on the image plus two coordinate channels (CoordConv).
+
+    ``images [N, 64, 64, 3] -> [N, F]`` unit-cube factors. Deliberately unlike
+    :class:`reds_jax.features.rooms_nets.RoomRegressor` (strided ReLU convs, no coordinates).
 
     Attributes:
-        channels: channels of the conv at resolutions 64, 32, 16, 8 (each followed by 2x2 pooling).
+        channels: channels of the conv at resolutions 64, 32, 16, 8 (each followed by 2x2 max-pool).
         hidden: width of the dense layer.
         outputs: number of outputs ``F``.
     """
 
-    channels: Sequence[int] = (16, 32, 64, 64)
-    hidden: int = 384
+    channels: Sequence[int] = (24, 48, 64, 96)
+    hidden: int = 256
     outputs: int = NUM_FACTORS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = x - 0.5
+        n, h, w, _ = x.shape
+        ys = jnp.broadcast_to(jnp.linspace(-1.0, 1.0, h, dtype=x.dtype)[:, None], (h, w))
+        xs = jnp.broadcast_to(jnp.linspace(-1.0, 1.0, w, dtype=x.dtype)[None, :], (h, w))
+        coords = jnp.broadcast_to(jnp.stack([xs, ys], axis=-1)[None], (n, h, w, 2))
+        x = jnp.concatenate([x - 0.5, coords], axis=-1)
         for i, c in enumerate(self.channels):
-            x = nn.silu(nn.Conv(c, (3, 3), name=f"conv_{i}")(x))
-            x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-        x = nn.silu(nn.Dense(self.hidden, name="fc")(x.reshape(x.shape[0], -1)))
+            x = nn.gelu(nn.Conv(c, (3, 3), name=f"conv_{i}")(x))
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = nn.gelu(nn.Dense(self.hidden, name="fc")(x.reshape(x.shape[0], -1)))
         return nn.Dense(self.outputs, name="out")(x)
 
 

@@ -149,7 +149,9 @@ def rooms_gan(
     (64, 64, 3)
     """
     module = RoomsGANGenerator()
-    template = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((module.latent_dim,)))
+    template = jax.eval_shape(
+        module.init, jax.random.PRNGKey(0), jnp.zeros((module.latent_dim,), jnp.float32)
+    )
     template = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), template)
     if sha256 == "shipped":
         sha256 = SHA256[ROOMS_GAN_FILE]
