@@ -156,11 +156,13 @@ def load_stylegan2_checkpoint(path: str | os.PathLike[str]) -> StyleGAN2Checkpoi
 
 
 def _as_checkpoint(params_or_path: Any, **convert_options: Any) -> StyleGAN2Checkpoint:
-    if isinstance(params_or_path, StyleGAN2Checkpoint):
-        return StyleGAN2Checkpoint(
-            params_or_path.config,
-            check_variables(params_or_path.config, params_or_path.variables),
-        )
+    if (
+        isinstance(params_or_path, tuple)
+        and len(params_or_path) == 2
+        and isinstance(params_or_path[0], StyleGAN2Config)
+    ):
+        config, variables = params_or_path
+        return StyleGAN2Checkpoint(config, check_variables(config, variables))
     if isinstance(params_or_path, str | os.PathLike):
         path = pathlib.Path(params_or_path)
         if not path.is_file():
@@ -174,7 +176,7 @@ def _as_checkpoint(params_or_path: Any, **convert_options: Any) -> StyleGAN2Chec
         return convert_stylegan2(path, **convert_options)
     raise TypeError(
         "stylegan2() takes a path (.msgpack, rosinality .pt, stylegan2-ada .pkl) or a "
-        f"StyleGAN2Checkpoint; got {type(params_or_path).__name__}."
+        f"StyleGAN2Checkpoint / (config, variables); got {type(params_or_path).__name__}."
     )
 
 
@@ -262,7 +264,8 @@ def stylegan2(
         params_or_path: a converted ``.msgpack`` (:func:`save_stylegan2_checkpoint`), a rosinality
             ``.pt`` or a stylegan2-ada-pytorch ``.pkl`` (converted now, without torch; convert
             once with ``reds-jax convert stylegan2`` to skip that), or a
-            :class:`StyleGAN2Checkpoint`.
+            :class:`StyleGAN2Checkpoint` / ``(config, variables)`` (e.g. from
+            ``StyleGAN2(config).init``).
         space: latent space of ``generator``: ``"z"``, ``"w"``, ``"w+"`` or ``"s"`` (styles).
         truncation: ``psi``: ``w <- w_avg + psi (w - w_avg)``; inside ``generator`` for
             ``space="z"``, in ``from_z`` otherwise. A Python float.
@@ -283,8 +286,8 @@ def stylegan2(
             space, or a checkpoint that does not fit.
 
     >>> g = stylegan2("ffhq.msgpack", space="w+", truncation=0.7)  # doctest: +SKIP
-    >>> z0 = jax.vmap(g.from_z)(jax.random.normal(jax.random.key(0), (4, g.config.z_dim)))
-    >>> tr = reds_jax.traverse(g.generator, z0, vary=features.lowpass(4.0))  # doctest: +SKIP
+    >>> w0 = jax.vmap(g.from_z)(jax.random.normal(jax.random.key(0), (4, 512)))  # doctest: +SKIP
+    >>> reds_jax.traverse(g.generator, w0, vary=features.lowpass(4.0))  # doctest: +SKIP
     """
     if space not in SPACES:
         raise ValueError(f"space={space!r}; pass one of {SPACES}.")
