@@ -94,8 +94,8 @@ def resize_bilinear_tf1(image: jax.Array, size: tuple[int, int]) -> jax.Array:
         ``[h, w, C]`` in the image's dtype.
 
     >>> x = jnp.arange(4.0).reshape(1, 4, 1)
-    >>> resize_bilinear_tf1(x, (1, 3))[0, :, 0].tolist()
-    [0.0, 1.3333333333333335, 2.666666666666667]
+    >>> resize_bilinear_tf1(x, (1, 8))[0, :, 0].tolist()  # sources 0, 0.5, ..., 3.5 (clamped)
+    [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.0]
     """
     if image.ndim != 3:
         raise ValueError(f"resize_bilinear_tf1 takes [H, W, C]; got shape {image.shape}.")
