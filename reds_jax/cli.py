@@ -42,6 +42,7 @@ _JOB_FLAGS = {
     "k": "k",
     "steps": "steps",
     "step_size": "step_size",
+    "solver": "solver",
     "dtype": "dtype",
     "shard_size": "shard_size",
     "batch_size": "batch_size",
@@ -102,6 +103,7 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
     p.add_argument("-k", type=int, dest="k", help="directions per start latent (2k paths)")
     p.add_argument("--steps", type=int, help="steps per path (default 8)")
     p.add_argument("--step-size", type=float, help="latent step length (default: the model's)")
+    p.add_argument("--solver", help="dense (default) or matrix_free (reds/maxc; big features)")
     p.add_argument(
         "--option",
         dest="options",

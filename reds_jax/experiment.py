@@ -27,6 +27,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from . import models
 from .traverse import METHODS, OPTIONS, PATHS, traverse
 
+try:
+    from .matrix_free import SOLVERS
+except ImportError:  # pragma: no cover - older core without the matrix-free solver
+    SOLVERS = ("dense",)
+
 __all__ = ["ConfigError", "Experiment", "JobConfig", "get_experiment", "parse_seeds"]
 
 
@@ -112,6 +117,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "k": ((int,), "an int >= 1"),
     "steps": ((int,), "an int >= 0"),
     "step_size": ((int, float), "a number > 0"),
+    "solver": ((str,), f"one of {SOLVERS}"),
     "options": ((dict,), f"a table with keys from {OPTIONS}"),
     "dtype": ((str,), "'float32' or 'float64'"),
     "shard_size": ((int,), "an int >= 1"),
@@ -137,6 +143,7 @@ class JobConfig:
       k: directions per start latent (``2k`` paths).
       steps: steps per path ``T``.
       step_size: latent step length; None: the model's default.
+      solver: ``dense`` (default) or ``matrix_free`` (see :func:`reds_jax.traverse`).
       options: extra :func:`reds_jax.traverse` options (``ridge``, ``beta_fix``, ...).
       dtype: ``float32`` or ``float64`` (the latter needs ``JAX_ENABLE_X64=1``).
       shard_size: start latents per shard file.
@@ -157,6 +164,7 @@ class JobConfig:
     k: int = 2
     steps: int = 8
     step_size: float | None = None
+    solver: str = "dense"
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dtype: str = "float32"
     shard_size: int = 64
@@ -250,6 +258,8 @@ class JobConfig:
             and self.step_size > 0
         ):
             raise bad("step_size", f"must be a finite number > 0; got {self.step_size!r}.")
+        if self.solver not in SOLVERS:
+            raise bad("solver", f"is {self.solver!r}; pass one of {SOLVERS}.")
         unknown = sorted(set(self.options) - set(OPTIONS))
         if unknown:
             raise bad("options", f"has unknown key(s) {unknown}; valid keys are {OPTIONS}.")
@@ -344,6 +354,7 @@ class Experiment:
             steps=cfg.steps,
             step_size=cfg.step_size,
             key=key,
+            **({} if cfg.solver == "dense" else {"solver": cfg.solver}),
             **cfg.options,
         )
         images = jax.vmap(jax.vmap(self.model.generator))(tr.latents)

@@ -468,6 +468,6 @@ register_model(
     description="living-room GAN trained in this repository (d=64, 64x64)",
     vary=("lowpass:4",),
     fix=("highpass:2",),
-    step_size=0.5,
+    step_size=1.5,
     available=_rooms_gan_available,
 )

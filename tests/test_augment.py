@@ -91,6 +91,7 @@ def test_parse_seeds():
         ({"seeds": "5:1"}, "seeds"),
         ({"latents": "x.npy"}, "'seeds'"),  # both seeds and latents
         ({"shard_size": 0}, "'shard_size'"),
+        ({"solver": "fast"}, "'solver'"),
         ({"model_args": "size=3"}, "'model_args'"),
     ],
 )
