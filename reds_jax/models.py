@@ -16,7 +16,8 @@ Models (:data:`MODELS`; :func:`register_model` adds more):
 Feature specs (:func:`parse_feature`; :data:`FEATURES` lists them): ``pixels``,
 ``region:top,left,h,w[,invert]`` (floats in [0, 1] are fractions of the image, ints are pixels),
 ``lowpass:σ``, ``highpass:σ``, ``band:low,high`` (cycles per pixel), the face-api features
-``identity``, ``landmarks``, ``age``, ``gender`` (fetched once), and compositions left to right
+``identity``, ``landmarks``, ``age``, ``gender`` (fetched once), ``arcface:backbone.pth[,box]``
+(an ArcFace checkpoint you have), and compositions left to right
 with ``@``: ``highpass:2@region:0.1,0.2,0.5,0.6`` is "the high frequencies inside the box".
 """
 
@@ -377,6 +378,16 @@ def _neural(fn_name: str, **kwargs):
     return build
 
 
+def _arcface(args, spec, usage):
+    if len(args) not in (1, 5) or not args[0]:
+        raise ValueError(f"feature {spec!r}: write {usage}.")
+    fn = getattr(_features, "arcface", None)
+    if fn is None:
+        raise ValueError(f"feature {spec!r} needs reds_jax.features.arcface (not installed here).")
+    box = tuple(_numbers(args[1:], spec, usage)) if len(args) == 5 else None
+    return fn(args[0], box=box)
+
+
 FEATURES: dict[str, tuple[str, Callable[[list[str], str, str], Any]]] = {
     "pixels": ("pixels", _pixels),
     "region": ("region:top,left,height,width[,invert]", _region),
@@ -387,6 +398,7 @@ FEATURES: dict[str, tuple[str, Callable[[list[str], str, str], Any]]] = {
     "landmarks": ("landmarks", _neural("face_landmarks")),
     "age": ("age", _neural("age_gender", output="age")),
     "gender": ("gender", _neural("age_gender", output="gender")),
+    "arcface": ("arcface:backbone.pth[,top,left,h,w]", _arcface),
 }
 """Feature spec names -> (usage, builder). Extend it to name new features on the command line."""
 
