@@ -284,6 +284,6 @@ def load_stylegan2_ada(
     if isinstance(data, PersistentRecord):
         return convert_ada_network(data)
     if not isinstance(data, dict) or network not in data:
-        keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        keys = sorted(map(str, data))[:8] if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{os.fspath(path)!r} has no {network!r} entry (found {keys}).")
     return convert_ada_network(data[network])

@@ -250,8 +250,10 @@ def load_stylegan2_rosinality(
     elif network in ckpt and isinstance(ckpt[network], dict):
         state, latent_avg = ckpt[network], ckpt.get("latent_avg")
     else:
+        keys = sorted(map(str, ckpt))
         raise ValueError(
-            f"{os.fspath(path)!r} has no {network!r} entry (keys: {sorted(map(str, ckpt))}); "
+            f"{os.fspath(path)!r} has no {network!r} entry (keys: {keys[:8]}"
+            f"{' ...' if len(keys) > 8 else ''}) and is not a rosinality generator state dict; "
             "pass network=... naming the generator's state dict."
         )
     return convert_rosinality_state_dict(
@@ -303,6 +305,11 @@ def convert_stylegan2(
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {os.fspath(path)!r}.")
     fmt = _detect_format(path) if format == "auto" else format
+    if format != "auto" and fmt in ("rosinality", "ada") and _detect_format(path) != fmt:
+        raise ValueError(
+            f"{os.fspath(path)!r} does not look like a {fmt!r}-format checkpoint (a rosinality .pt is a "
+            "torch.save zip, a stylegan2-ada .pkl a plain pickle); try format='auto'."
+        )
     if fmt == "rosinality":
         ckpt = load_stylegan2_rosinality(
             path, network=network or "g_ema", mapping_lr_mul=mapping_lr_mul
