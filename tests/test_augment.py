@@ -299,3 +299,50 @@ def test_sigkill_and_resume_match_an_uninterrupted_run(tmp_path_factory):
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
     assert a["images"].shape == (24, 2, 4, 24, 24, 3)
+
+
+TOYGEN = """
+import jax.numpy as jnp
+import numpy as np
+
+
+def make(latent_dim=4, size=8):
+    w = np.random.default_rng(0).standard_normal((size * size * 3, latent_dim)) / np.sqrt(latent_dim)
+
+    def generator(z):
+        x = jnp.tanh(jnp.asarray(w, z.dtype) @ z)
+        return 0.5 * (x.reshape(size, size, 3) + 1.0)
+
+    return generator, latent_dim
+
+
+make.vary = ("lowpass:1",)
+make.fix = ("highpass:1",)
+make.step_size = 0.2
+"""
+
+
+def test_factory_model_sharded_over_four_devices(tmp_path, monkeypatch):
+    """A user generator named as module:factory, batches sharded over 4 forced CPU devices."""
+    (tmp_path / "toygen.py").write_text(TOYGEN)
+    env = _env(tmp_path / "cache")
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    )
+    job = ["augment", "--model", "toygen:make", "--seeds", "0:5", "-k", "1", "--steps", "2",
+           "--shard-size", "5", "--batch-size", "3", "--no-progress"]  # fmt: skip
+    done = subprocess.run(
+        [*_cli(), *job, "--out", str(tmp_path / "multi")], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    monkeypatch.syspath_prepend(str(tmp_path))
+    single = A.augment(
+        {"model": "toygen:make", "seeds": "0:5", "k": 1, "steps": 2, "shard_size": 5},
+        tmp_path / "single",
+        progress=False,
+    )
+    a, b = A.load_dataset(tmp_path / "multi"), A.load_dataset(single.out)
+    assert a["latents"].shape == (5, 2, 3, 4) and a["fix_features"].tolist() == ["highpass:1"]
+    np.testing.assert_allclose(a["latents"], b["latents"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a["images"], b["images"], atol=1)
