@@ -5,9 +5,12 @@ Subcommands::
   reds-jax demo      [--model faces|rooms] [--out PNG]          a traversal grid from a real generator
   reds-jax traverse  --seeds 0 1 --vary lowpass:2 --fix highpass:2 ... --out DIR
   reds-jax augment   --seeds 0:1000 --out DIR [--shard-size 64 --batch-size 16]   resumable dataset job
+  reds-jax invert    IMAGES... [--images DIR] --model faces|rooms --out DIR   GAN inversion
   reds-jax evaluate  ...                                         quality suites (reds_jax.evaluate)
   reds-jax bench     ...                                         benchmarks
 
+``traverse`` and ``augment`` start from ``--seeds``, ``--latents FILE.npy`` or ``--images DIR``
+(the images are inverted first, into ``OUT/inverted``; see :mod:`reds_jax.inversion_job`).
 ``traverse`` and ``augment`` also read a TOML file (``--config job.toml``) whose keys are the
 fields of :class:`reds_jax.augment.JobConfig` (plus ``out``); command-line flags override it.
 Feature specs: ``pixels``, ``region:top,left,h,w[,invert]``, ``lowpass:σ``, ``highpass:σ``,
@@ -90,6 +93,11 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
         help="start seeds: ints and/or START:STOP ranges" + (" (e.g. 0:1000)" if augment else ""),
     )
     p.add_argument("--latents", help="a .npy file of start latents [N, d] instead of --seeds")
+    p.add_argument(
+        "--images",
+        help="a folder of PNG/JPEG images: invert them first and start from their latents",
+    )
+    p.add_argument("--invert-steps", type=int, default=300, help="inversion steps (--images)")
     p.add_argument("--key", type=int, help="base PRNG seed (default 0)")
     p.add_argument(
         "--vary", action="append", metavar="FEATURE", help="feature to change, repeatable"
@@ -155,6 +163,21 @@ def _parser() -> argparse.ArgumentParser:
     _add_job_flags(t, augment=False)
     a = sub.add_parser("augment", help="resumable dataset augmentation into .npz shards")
     _add_job_flags(a, augment=True)
+    inv = sub.add_parser("invert", help="invert image files: .npy/.npz latents + reconstructions")
+    inv.add_argument("files", nargs="*", help="image files or folders (PNG/JPEG)")
+    inv.add_argument("--images", action="append", default=[], help="a folder of images")
+    inv.add_argument("--model", default="faces", help="faces (default), rooms, rooms_gan, ...")
+    inv.add_argument("--out", default="reds_jax_invert", help="output folder")
+    inv.add_argument("--steps", type=int, default=300, help="Adam steps per restart (300)")
+    inv.add_argument("--restarts", type=int, default=4, help="random restarts per image (4)")
+    inv.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (0.05)")
+    inv.add_argument("--prior-weight", type=float, default=1e-3, help="latent-norm prior (1e-3)")
+    inv.add_argument("--feature", help="also match this feature (e.g. identity for faces)")
+    inv.add_argument("--feature-weight", type=float, default=1.0, help="its weight (1.0)")
+    inv.add_argument("--key", type=int, default=0, help="PRNG seed (0)")
+    inv.add_argument(
+        "--model-arg", dest="model_args", action="append", type=_key_value, metavar="KEY=VALUE"
+    )
     for name, what in (("evaluate", "quality suites"), ("bench", "performance benchmarks")):
         e = sub.add_parser(name, help=f"{what} (arguments are passed on)", add_help=False)
         e.add_argument("args", nargs=argparse.REMAINDER)
@@ -278,6 +301,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
+    cfg = _with_inverted_images(ns, cfg, out)
     if cfg.latents is not None:
         try:
             latents = np.load(cfg.latents, allow_pickle=False)
@@ -317,6 +341,69 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_invert(ns: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .inversion_job import InversionJobError, invert_files
+
+    t0 = time.perf_counter()
+    try:
+        res = invert_files(
+            ns.model,
+            [*ns.files, *ns.images],
+            ns.out,
+            steps=ns.steps,
+            restarts=ns.restarts,
+            lr=ns.lr,
+            prior_weight=ns.prior_weight,
+            feature=ns.feature,
+            feature_weight=ns.feature_weight,
+            key=ns.key,
+            model_args=dict(ns.model_args or []),
+        )
+    except (InversionJobError, ValueError) as err:
+        raise _UsageError(str(err)) from None
+    psnr = np.asarray(res["psnr"])
+    print(
+        f"{PROG} invert: {len(res['files'])} image(s) -> {res['out'].resolve()} (latents.npy, "
+        f"inversion.npz, reconstructions.png); PSNR median {float(np.median(psnr)):.1f} dB"
+        f"{' (reused)' if res['reused'] else ''} in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def _with_inverted_images(ns: argparse.Namespace, cfg, out):
+    """``--images DIR``: invert the folder into ``OUT/inverted`` and start from those latents."""
+    import dataclasses
+
+    import numpy as np
+
+    from .inversion_job import InversionJobError, invert_files
+
+    if ns.images is None:
+        return cfg
+    if ns.seeds is not None or ns.latents is not None:
+        raise _UsageError("pass one of --seeds, --latents or --images.")
+    target = pathlib.Path(out or "reds_jax_traverse") / "inverted"
+    try:
+        res = invert_files(
+            cfg.model,
+            [ns.images],
+            target,
+            steps=ns.invert_steps,
+            key=cfg.key,
+            model_args=dict(cfg.model_args),
+            progress=False,
+        )
+    except (InversionJobError, ValueError) as err:
+        raise _UsageError(str(err)) from None
+    print(
+        f"{PROG}: inverted {len(res['files'])} image(s) from {ns.images} into {target} "
+        f"(PSNR median {float(np.median(res['psnr'])):.1f} dB)"
+    )
+    return dataclasses.replace(cfg, seeds=None, latents=str(target / "latents.npy"))
+
+
 def _cmd_augment(ns: argparse.Namespace) -> int:
     from .augment import AugmentError, augment
     from .experiment import ConfigError
@@ -327,8 +414,11 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
         raise _UsageError(
             "augment needs an output folder: pass --out DIR (or out = '...' in TOML)."
         )
+    cfg = _with_inverted_images(ns, cfg, out)
     if cfg.seeds is None and cfg.latents is None:
-        raise _UsageError("augment needs start latents: pass --seeds 0:1000 or --latents FILE.npy.")
+        raise _UsageError(
+            "augment needs start latents: pass --seeds 0:1000, --latents FILE.npy or --images DIR."
+        )
     try:
         res = augment(cfg, out, progress=not ns.no_progress, verify=not ns.no_verify)
     except (ConfigError, AugmentError) as err:
@@ -386,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_traverse(ns)
         if ns.command == "augment":
             return _cmd_augment(ns)
+        if ns.command == "invert":
+            return _cmd_invert(ns)
         raise _UsageError(f"unknown command {ns.command!r}")
     except _UsageError as err:
         print(f"{PROG} {ns.command}: error: {err}", file=sys.stderr)
