@@ -69,6 +69,7 @@ class Experiment:
       truth_labels: optional ``z [d] -> (labels [k], condition [q])`` ground-truth labels for an
         extra ``supervised-gt`` method.
       delta: target normalised varied change.
+      step_scale: multiplies the config's step-size grid (latent norms grow like ``sqrt(d)``).
       notes: Markdown notes for the report.
     """
 
@@ -84,6 +85,7 @@ class Experiment:
     sefa_weight: np.ndarray | None = None
     truth_labels: Callable[[Array], tuple[Array, Array]] | None = None
     delta: float = 0.5
+    step_scale: float = 1.0
     notes: str = ""
 
 
@@ -102,13 +104,13 @@ class Config:
     """
 
     n_test: int = 32
-    n_tune: int = 16
-    k: int = 2
+    n_tune: int = 8
+    k: int = 1
     steps: int = 12
     n_pairs: int = 64
     n_samples: int = 512
     seed: int = 0
-    step_sizes: tuple[float, ...] = (0.15, 0.3)
+    step_sizes: tuple[float, ...] = (0.25, 0.5)
     ridges: tuple[float, ...] = (1e-4, 1e-2)
     betas: tuple[float, ...] = (0.9, 0.99)
     conditions: tuple[int, ...] = (0, 2)
@@ -122,7 +124,7 @@ METHODS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "nullspace-local": ("core", "nullspace", "local", ("beta_fix",)),
     "maxc-local": ("core", "maxc", "local", ()),
     "maxc-linear": ("core", "maxc", "linear", ()),
-    "minf-local": ("core", "minf", "local", ()),
+    "minf-linear": ("core", "minf", "linear", ()),
     "random": ("core", "random", "linear", ()),
     "pca": ("pca", "", "linear", ()),
     "sefa": ("sefa", "", "linear", ()),
@@ -200,6 +202,7 @@ def rooms_oracle_suite(*, size: int = 64, latent_dim: int = 16, seed: int = 0):
             vary=(cols,),
             fix=(rows,),
             truth=(pos, look, ("lamp position", _unit_group(oracle, ("lamp_x",)), "vary")),
+            delta=0.3,
             truth_labels=lambda z: (
                 oracle.unit(z)[np.asarray([4, 10])],
                 oracle.unit(z)[np.asarray([5, 6, 7, 8, 9])],
@@ -249,7 +252,7 @@ def faces_suite():
         return jax.nn.relu(pre * jnp.asarray(mul, z.dtype) + jnp.asarray(add, z.dtype))
 
     weight = kernel.transpose(0, 1, 3, 2).reshape(-1, kernel.shape[2])  # [16 C, d]
-    common = dict(latent_dim=gan.latent_dim, pca_fn=first_layer, sefa_weight=weight)
+    common = dict(latent_dim=gan.latent_dim, pca_fn=first_layer, sefa_weight=weight, step_scale=2.5)
     note = "Identity and landmark features do not exist yet: nothing but the box is fixed."
     return (
         Experiment(
@@ -283,14 +286,14 @@ SUITES: dict[str, Callable[..., tuple[Experiment, ...]]] = {
 # Running
 
 
-def _grid(name: str, cfg: Config) -> list[dict[str, Any]]:
+def _grid(name: str, cfg: Config, scale: float) -> list[dict[str, Any]]:
     extra = {
         "ridge": cfg.ridges,
         "beta_fix": cfg.betas,
         "condition": cfg.conditions,
     }
     keys = ("step_size", *METHODS[name][3])
-    values = [cfg.step_sizes, *(extra[k] for k in keys[1:])]
+    values = [tuple(scale * v for v in cfg.step_sizes), *(extra[k] for k in keys[1:])]
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
 
 
@@ -425,7 +428,7 @@ def run_experiment(
     frames = {}
     for name in names:
         t0 = time.perf_counter()
-        grid = _grid(name, cfg)
+        grid = _grid(name, cfg, exp.step_scale)
         tried = []
         for settings in grid if len(grid) > 1 else []:
             s = runner.score(runner.measure(runner.paths(name, settings, runner.z_tune)))
@@ -495,18 +498,21 @@ def _available(exp: Experiment, name: str) -> bool:
 
 
 def _plot(result: dict[str, Any], out: pathlib.Path) -> None:
+    import matplotlib
     from matplotlib.figure import Figure
 
     out.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(5.2, 3.6), dpi=90)
     ax = fig.subplots()
     levels = np.asarray(result["levels"])
-    for name, r in result["methods"].items():
+    colours = matplotlib.colormaps["tab20"].colors
+    for i, (name, r) in enumerate(result["methods"].items()):
         y = [
             np.nan if v is None or f < 0.5 else v
             for v, f in zip(r["curve"], r["reach"], strict=True)
         ]
-        ax.plot(levels, y, "-" if r["path"] == "local" else "--", label=name, linewidth=1.4)
+        style = "-" if r["path"] == "local" else "--"
+        ax.plot(levels, y, style, color=colours[2 * (i % 10) + i // 10], label=name, linewidth=1.4)
     ax.axvline(result["delta"], color="0.6", linewidth=0.8)
     ax.set_xlabel("varied change (1 = two random samples)")
     ax.set_ylabel("fixed drift, median over paths")
@@ -604,8 +610,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", required=True, help="output folder (JSON, PNGs, quality.md)")
     ap.add_argument("--table", default=None, help="Markdown path (default OUT/quality.md)")
     ap.add_argument("--n-starts", type=int, default=32, help="held-out start latents")
-    ap.add_argument("--n-tune", type=int, default=None, help="tuning start latents (default n/2)")
-    ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("--n-tune", type=int, default=8, help="tuning start latents")
+    ap.add_argument("--k", type=int, default=1, help="directions per start (2k paths)")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=64, help="rooms oracle image size")
@@ -624,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
     cfg = Config(
         n_test=a.n_starts,
-        n_tune=a.n_tune or max(2, a.n_starts // 2),
+        n_tune=a.n_tune,
         k=a.k,
         steps=a.steps,
         seed=a.seed,
@@ -643,6 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    args = " ".join(sys.argv[1:] if argv is None else argv)
     wanted = set((a.experiments or "").split(",")) - {""}
     for suite in a.suite:
         exps = SUITES[suite](size=a.size) if suite == "rooms_oracle" else SUITES[suite]()
@@ -655,15 +662,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(
                 run_experiment(exp, cfg, out_dir=out, log=lambda s: print(s, flush=True))
             )
-        payload = {"suite": suite, "seconds": time.perf_counter() - t0, "experiments": results}
+        payload = {
+            "suite": suite,
+            "command": "python -m reds_jax.evaluate " + args,
+            "seconds": time.perf_counter() - t0,
+            "experiments": results,
+        }
         (out / f"{suite}.json").write_text(json.dumps(payload, indent=1, default=float))
     table = pathlib.Path(a.table) if a.table else out / "quality.md"
-    everything = []
+    everything, commands = [], []
     for path in sorted(out.glob("*.json")):
-        everything += json.loads(path.read_text())["experiments"]
+        payload = json.loads(path.read_text())
+        everything += payload["experiments"]
+        commands.append(f"`{payload.get('command', '?')}` ({payload.get('seconds', 0):.0f} s)")
     prefix = os.path.relpath(out, table.parent) + "/"
     prefix = "" if prefix == "./" else prefix
-    table.write_text(render_table(everything, image_prefix=prefix))
+    head = [
+        "# Quality: REDs against its linear peers",
+        "",
+        f"Tables generated by {'; '.join(commands)} (re-run to refresh; the findings come "
+        f"from `{prefix}findings.md`). Distances are normalised by each measure's "
+        "median distance between two random samples (1 = as different as two random images); "
+        "*fixed drift @δ* is the fixed feature's drift where the varied change first reaches δ "
+        "(linear interpolation; paths that never reach δ are failures and excluded from the "
+        "quantiles); AUC₀^δ is the mean drift over varied change in [0, δ]; ground-truth factor "
+        "groups are reported at the same point (↓ should stay, ↑ may change). Best median (with "
+        "failures ranked worst) in bold.",
+        "",
+    ]
+    findings = out / "findings.md"
+    if findings.exists():
+        head += [findings.read_text().strip(), ""]
+    table.write_text(
+        "\n".join(head) + "\n## Tables\n\n" + render_table(everything, image_prefix=prefix)
+    )
     print(f"wrote {table}")
     return 0
 
