@@ -21,7 +21,7 @@ WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent
 """Directory of the shipped weights."""
 
 SHA256: dict[str, str] = {
-    "rooms_gan.msgpack": "f5ad13a9fdfb78bc9175a71ee30c94779f1456e19c2ecefabde25ec5081af7b2",
+    "rooms_gan.msgpack": "9081c15f4526f23618d49ccf9ba0647796f487a1da530559d95b3e8d483cf97b",
     "rooms_regressor.msgpack": "88eb1fef38b3affddb9191944757f758624540e3424d4702e1d882bc8b84a361",
     "rooms_segmenter.msgpack": "d5cc738552df7f37009f6b30f3908c49421414337d427df4267181682d905623",
     "rooms_judge.msgpack": "81bff1ed2a8084dfbcb24ea3fd850955186d15e235bbd30329c00bbc8a40700c",
