@@ -188,7 +188,7 @@ def train_net(
         desc=kind,
     )
     (out / "weights.msgpack").write_bytes(serialization.to_bytes(jax.device_get(state["params"])))
-    result = evaluate_net(cfg, state["params"], n=256 if cfg["tiny"] else 1024)
+    result = evaluate_net(cfg, state["params"], n=16 if cfg["tiny"] else 1024)
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return state
