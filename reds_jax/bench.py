@@ -349,7 +349,9 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def grid(profile: str) -> list[dict[str, Any]]:
-    """Configurations ``{generator, d, n, solvers}`` of a profile (``cpu``, ``gpu`` or ``smoke``).
+    """Configurations ``{generator, d, n, solvers}`` of a profile.
+
+    Profiles: ``cpu``, ``cpu-targets`` (only the rows behind the CPU targets), ``gpu``, ``smoke``.
 
     ``cpu`` is cut to what a 2-core CPU runs in minutes: N = 256 and the larger batches at
     d ≥ 128 are left out, FD and chunked run at the smaller batches, the face DCGAN at N = 1.
@@ -395,6 +397,19 @@ def grid(profile: str) -> list[dict[str, Any]]:
             },
             {"generator": "rooms_oracle", "d": 16, "n": 8, "solvers": ["dense", mf, "reference"]},
         ]
+    if profile == "cpu-targets":  # the rows behind the CPU targets, in one run
+        once = {"dense": 1, "reference": 1}
+        return [
+            {"generator": "conv", "d": 64, "n": 64, "solvers": ["dense", mf, "reference"]},
+            {
+                "generator": "conv",
+                "d": 512,
+                "n": 1,
+                "solvers": ["dense", mf, "reference"],
+                "repeats": once,
+            },
+            {"generator": "conv", "d": 512, "n": 8, "solvers": [mf]},
+        ]
     if profile == "gpu":  # sized for a few minutes of one accelerator, compiles included
         ref = ["reference"]
         return [
@@ -408,7 +423,7 @@ def grid(profile: str) -> list[dict[str, Any]]:
             {"generator": "rooms_oracle", "d": 16, "n": 256, "solvers": ["dense", mf, *ref]},
             {"generator": "rooms_gan", "d": 64, "n": 256, "solvers": ["dense", mf, *ref]},
         ]
-    raise ValueError(f"profile {profile!r} is unknown; pass cpu, gpu or smoke.")
+    raise ValueError(f"profile {profile!r} is unknown; pass cpu, cpu-targets, gpu or smoke.")
 
 
 def _run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -563,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       Process exit status (0 on success).
     """
     parser = argparse.ArgumentParser(prog="reds-jax bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default="cpu", choices=["cpu", "gpu", "smoke"])
+    parser.add_argument("--profile", default="cpu", choices=["cpu", "cpu-targets", "gpu", "smoke"])
     parser.add_argument("--machine", default=None, help="label for the machine (report title)")
     parser.add_argument("--name", default=None, help="output file stem (default: the profile)")
     parser.add_argument("--out", default="benchmarks/results", help="output folder")
@@ -615,6 +630,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 }
                 t0 = time.perf_counter()
                 rec = _run_worker(spec, args.timeout)
+                if "error" in rec:  # one retry (a stalled or crashed worker)
+                    rec = {**_run_worker(spec, args.timeout), "first_error": rec["error"]}
                 rec.setdefault("d", c["d"])
                 print(
                     f"[{time.perf_counter() - t0:6.1f} s] {c['generator']} d={c['d']} N={c['n']} "

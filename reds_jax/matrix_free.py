@@ -55,7 +55,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve, solve_triangular
+import numpy as np
+from jax.scipy.linalg import solve_triangular
 
 from . import rayleigh
 from .jacobians import feature_grams, output_size, sanitize
@@ -66,6 +67,7 @@ SOLVERS = ("dense", "matrix_free")
 METHODS = ("reds", "maxc")
 COLD_STARTS = ("dense", "iterative")
 PRECONDS = ("both", "start", "none")
+UNROLL = 4  # LOBPCG iterations up to this count are unrolled in the trace
 OPTIONS = (
     "iters",
     "guard",
@@ -157,11 +159,11 @@ class _Problem:
       n_vary: number of varied features.
       wa, wb: ``[m]`` per-entry weights ``c_k`` of the varied / fixed features (zero elsewhere).
       lam: ridge ``λ`` (scalar).
-      chol: ``[d, d]`` Cholesky factor of the preconditioner's inverse, or None.
+      pinv: ``[d, d]`` preconditioner ``(B(z_0) + λI)⁻¹``, or None.
     """
 
-    def __init__(self, sizes, n_vary, scales, lam, chol, precond="both"):
-        self.sizes, self.n_vary, self.lam, self.chol = sizes, n_vary, lam, chol
+    def __init__(self, sizes, n_vary, scales, lam, pinv, precond="both"):
+        self.sizes, self.n_vary, self.lam, self.pinv = sizes, n_vary, lam, pinv
         self.precond = precond
         parts_a, parts_b = [], []
         for i, s in enumerate(sizes):
@@ -206,13 +208,110 @@ def _linearize(generator, feats: Sequence[Callable], z: Array):
 # Block LOBPCG with implicit products
 
 
+# Small dense algebra in plain jnp ops. The tracking loop makes no LAPACK calls: on a CPU, batched
+# LAPACK kernels run concurrently on XLA's intra-op pool and wait on it from inside it, which can
+# deadlock a 2-thread pool (seen here with jaxlib 0.10 on 2 cores; the dense start is unaffected).
+
+
+def _round_robin(q: int) -> np.ndarray:
+    """``[q-1, 2, q/2]``: disjoint index pairs of each round of a round-robin tournament (q even)."""
+    players = list(range(q))
+    rounds = []
+    for _ in range(q - 1):
+        rounds.append([players[: q // 2], players[q // 2 :][::-1]])
+        players = [players[0], players[-1], *players[1:-1]]
+    return np.asarray(rounds, dtype=np.int32)
+
+
+def small_eigh(a: Array, max_sweeps: int = 15) -> tuple[Array, Array]:
+    """Eigen-decomposition of a small symmetric matrix by parallel (round-robin) Jacobi sweeps.
+
+    Args:
+      a: ``[q, q]`` symmetric.
+      max_sweeps: sweep limit (stops earlier once the off-diagonal part is at rounding level).
+
+    Returns:
+      ``values [q]`` descending and ``vectors [q, q]`` (column ``i`` belongs to ``values[i]``).
+    """
+    q0 = a.shape[0]
+    a = rayleigh.symmetrize(a)
+    if q0 % 2:  # pad to even size with an isolated entry below the spectrum, dropped at the end
+        low = -(1.0 + 2.0 * jnp.sum(jnp.abs(a)))
+        a = jnp.pad(a, ((0, 1), (0, 1))).at[q0, q0].set(low)
+    q = a.shape[0]
+    pairs = jnp.asarray(_round_robin(q))
+    eye = jnp.eye(q, dtype=a.dtype)
+    eps = jnp.finfo(a.dtype).eps
+
+    def rotate(state, pair):
+        a, v = state
+        i, j = pair[0], pair[1]
+        aii, ajj, aij = a[i, i], a[j, j], a[i, j]
+        small = jnp.abs(aij) <= eps * eps * (jnp.abs(aii) + jnp.abs(ajj)) + jnp.finfo(a.dtype).tiny
+        tau = (ajj - aii) / (2.0 * jnp.where(small, 1.0, aij))
+        t = jnp.where(tau >= 0, 1.0, -1.0) / (jnp.abs(tau) + jnp.sqrt(1.0 + tau * tau))
+        t = jnp.where(small, 0.0, t)
+        c = 1.0 / jnp.sqrt(1.0 + t * t)
+        sn = t * c
+        rot = eye.at[i, i].set(c).at[j, j].set(c).at[i, j].set(sn).at[j, i].set(-sn)
+        return (rot.T @ a @ rot, v @ rot), None
+
+    def off(a):
+        return jnp.sum(jnp.square(a - jnp.diag(jnp.diagonal(a))))
+
+    def cond(state):
+        a, _, sweep = state
+        return (sweep < max_sweeps) & (off(a) > (eps * eps) * jnp.sum(jnp.square(a)))
+
+    def sweep(state):
+        a, v, k = state
+        (a, v), _ = jax.lax.scan(rotate, (a, v), pairs)
+        return a, v, k + 1
+
+    a, v, _ = jax.lax.while_loop(cond, sweep, (a, eye, jnp.asarray(0)))
+    values = jnp.diagonal(a)
+    order = jnp.argsort(-values)[:q0]
+    return values[order], v[:q0, order]
+
+
+def _small_cholesky_inverse(b: Array) -> Array:
+    """``L⁻¹`` for the lower Cholesky factor ``L`` of a small SPD ``b [q, q]`` (unrolled)."""
+    q = b.shape[0]
+    tiny = jnp.finfo(b.dtype).tiny
+    chol = jnp.zeros_like(b)
+    for j in range(q):
+        diag = jnp.sqrt(jnp.maximum(b[j, j] - jnp.sum(chol[j, :j] ** 2), tiny))
+        col = (b[j + 1 :, j] - chol[j + 1 :, :j] @ chol[j, :j]) / diag
+        chol = chol.at[j, j].set(diag).at[j + 1 :, j].set(col)
+    inv = jnp.zeros_like(b)
+    eye = jnp.eye(q, dtype=b.dtype)
+    for i in range(q):
+        inv = inv.at[i].set((eye[i] - chol[i, :i] @ inv[:i]) / chol[i, i])
+    return inv
+
+
+def project_rows(v: Array, rows: Array) -> Array:
+    """Orthogonal projection of ``v [d]`` onto the span of ``rows [k, d]`` (Gram-Schmidt, twice)."""
+    basis = []
+    tiny = jnp.finfo(v.dtype).tiny
+    for i in range(rows.shape[0]):
+        u = rows[i]
+        for _ in range(2):
+            for b in basis:
+                u = u - jnp.dot(b, u) * b
+        norm = jnp.linalg.norm(u)
+        keep = norm > 1e3 * jnp.finfo(v.dtype).eps * jnp.linalg.norm(rows[i]) + tiny
+        basis.append(jnp.where(keep, u / jnp.maximum(norm, tiny), 0.0))
+    return sum(jnp.dot(b, v) * b for b in basis)
+
+
 def _rayleigh_ritz(prob: _Problem, s: Array, js: Array) -> tuple[Array, Array]:
     """Ritz pairs of the pencil on the row span of ``s [q, d]`` (``js = J s`` rows, ``[q, m]``).
 
     Returns:
-      ``theta [q]`` descending (dropped, dependent directions last with a very negative value) and
-      ``coef [q, q]``: row ``i`` holds the coefficients of Ritz vector ``i`` in the rows of ``s``
-      (Ritz vectors are ``(B + λI)``-orthonormal).
+      ``theta [q]`` descending (dropped, dependent directions last, negative) and ``coef [q, q]``:
+      row ``i`` holds the coefficients of Ritz vector ``i`` in the rows of ``s`` (Ritz vectors are
+      ``(B + λI)``-orthonormal).
     """
     q = s.shape[0]
     dtype = s.dtype
@@ -220,7 +319,7 @@ def _rayleigh_ritz(prob: _Problem, s: Array, js: Array) -> tuple[Array, Array]:
     inv = jnp.where(norms > 0, 1.0 / jnp.where(norms > 0, norms, 1.0), 0.0)
     s_n, js_n = s * inv[:, None], js * inv[:, None]
     # SVQB: orthonormalise the (unit) rows through the eigen-decomposition of their Gram.
-    ev, u = jnp.linalg.eigh(rayleigh.symmetrize(s_n @ s_n.T))
+    ev, u = small_eigh(s_n @ s_n.T)
     tol = jnp.maximum(jnp.max(ev), jnp.asarray(1.0, dtype)) * q * 100 * jnp.finfo(dtype).eps
     keep = ev > tol
     t = u * jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, ev, 1.0)), 0.0)[None, :]  # [q, q]
@@ -230,24 +329,22 @@ def _rayleigh_ritz(prob: _Problem, s: Array, js: Array) -> tuple[Array, Array]:
     both = keep[:, None] & keep[None, :]
     a = jnp.where(both, a, 0.0)
     b = jnp.where(both, b, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0))
-    chol = jnp.linalg.cholesky(rayleigh.symmetrize(b))
-    half = solve_triangular(chol, a, lower=True)
-    whitened = rayleigh.symmetrize(solve_triangular(chol, half.T, lower=True))
+    linv = _small_cholesky_inverse(rayleigh.symmetrize(b))  # block-diagonal: kept / dropped
+    whitened = rayleigh.symmetrize(linv @ a @ linv.T)
     # Dropped (dependent) directions rank last: below every kept value (those are >= 0).
     low = 1.0 + 2.0 * jnp.linalg.norm(whitened)
-    mu, y = jnp.linalg.eigh(whitened - jnp.diag(jnp.where(keep, 0.0, low)))
-    c = solve_triangular(chol, y[:, ::-1], lower=True, trans=1)  # [q, q] columns
-    coef = (t @ c).T * inv[None, :]
-    return mu[::-1], coef
+    mu, y = small_eigh(whitened - jnp.diag(jnp.where(keep, 0.0, low)))
+    coef = (t @ (linv.T @ y)).T * inv[None, :]
+    return mu, coef
 
 
 def _residuals(prob: _Problem, jt, x: Array, jx: Array, theta: Array) -> list[Array]:
     """Residual blocks for a block ``x [p, d]``: ``R = A x − θ (B + λI) x`` and/or ``T R``."""
     cot = jx * prob.wa[None, :] - theta[:, None] * (jx * prob.wb[None, :])
     r = jax.vmap(jt)(cot) - (theta * prob.lam)[:, None] * x
-    if prob.chol is None:
+    if prob.pinv is None:
         return [r]
-    tr = cho_solve((prob.chol, True), r.T).T
+    tr = r @ prob.pinv  # the preconditioner (B(z_0) + λI)⁻¹ is symmetric
     return [tr] if prob.precond == "start" else [r, tr]
 
 
@@ -281,12 +378,48 @@ def lobpcg(prob: _Problem, jv, jt, x: Array, iters: int) -> tuple[Array, Array]:
         new_p, new_jp = c[:, p:] @ s[p:], c[:, p:] @ js[p:]
         return c @ s, c @ js, new_p, new_jp, th[:p]
 
-    x, _, _, _, theta = jax.lax.fori_loop(0, iters, body, (x, jx, zeros_x, zeros_j, theta))
+    state = (x, jx, zeros_x, zeros_j, theta)
+    if iters <= UNROLL:  # a few tracking iterations: unrolled (no inner while loop)
+        for i in range(iters):
+            state = body(i, state)
+    else:
+        state = jax.lax.fori_loop(0, iters, body, state)
+    x, _, _, _, theta = state
     return theta, x
 
 
 # ---------------------------------------------------------------------------------------------
 # Start latent and tracking steps
+
+
+def _start_solve(a: Array, b: Array, ridge: float) -> tuple[Array, Array, Array, Array]:
+    """The dense Rayleigh solve at the start, as one chain of LAPACK calls.
+
+    Same arithmetic as :func:`reds_jax.rayleigh.rayleigh_system`, but each batched LAPACK call
+    depends on the previous one (so no two run at once; see :func:`small_eigh`), and the
+    preconditioner comes from the same factorisation: with ``V = L⁻ᵀ U`` (``U`` orthogonal),
+    ``V Vᵀ = (B + λI)⁻¹``.
+
+    Returns:
+      ``values [d]``, unit ``vectors [d, d]`` (rows), the preconditioner ``[d, d]`` and ``λ``.
+    """
+    d = a.shape[-1]
+    a = rayleigh.symmetrize(a)
+    eye = jnp.eye(d, dtype=a.dtype)
+    lam = rayleigh._safe_ridge(b, ridge)
+    chol = jnp.linalg.cholesky(b + lam * eye)
+    half = solve_triangular(chol, a, lower=True)
+    mu, u = jnp.linalg.eigh(rayleigh.symmetrize(solve_triangular(chol, half.T, lower=True)))
+    raw = solve_triangular(chol, u[:, ::-1], lower=True, trans=1)  # L⁻ᵀ U, columns
+    vectors = rayleigh.fix_signs(rayleigh.unit_rows(raw.T))
+    values = mu[::-1]
+    ok = jnp.all(jnp.isfinite(vectors)) & jnp.all(jnp.isfinite(values))
+    pinv = jnp.where(ok, rayleigh.symmetrize(raw @ raw.T), eye / lam)
+    # Fallback (maxc), computed after the solve: its input depends on `ok`.
+    fb_values, fb_vectors = rayleigh.top_eigh(
+        jnp.where(ok, eye, jnp.where(jnp.isfinite(a), a, 0.0))
+    )
+    return jnp.where(ok, values, fb_values), jnp.where(ok, vectors, fb_vectors), pinv, lam
 
 
 class Context(NamedTuple):
@@ -298,7 +431,7 @@ class Context(NamedTuple):
       sizes: static feature sizes.
       scales: ``[K]`` weights over the Frobenius norms at the start.
       lam: ridge ``λ``.
-      chol: ``[d, d]`` Cholesky factor of ``B(z_0) + λI`` (the preconditioner), or None.
+      pinv: ``[d, d]`` preconditioner ``(B(z_0) + λI)⁻¹``, or None.
     """
 
     feats: tuple
@@ -306,11 +439,11 @@ class Context(NamedTuple):
     sizes: tuple
     scales: Array
     lam: Array
-    chol: Array | None
+    pinv: Array | None
     precond: str = "both"
 
     def problem(self) -> _Problem:
-        return _Problem(self.sizes, self.n_vary, self.scales, self.lam, self.chol, self.precond)
+        return _Problem(self.sizes, self.n_vary, self.scales, self.lam, self.pinv, self.precond)
 
 
 def start(generator, vary, fix, cfg, z: Array, key: Array) -> tuple[Array, Array, Context]:
@@ -335,7 +468,6 @@ def start(generator, vary, fix, cfg, z: Array, key: Array) -> tuple[Array, Array
     sizes = tuple(output_size(lambda v, f=f: f(generator(v)), z) for f in feats)
     vw = jnp.asarray(cfg.vary_weights, z.dtype)
     weights = jnp.concatenate([vw, jnp.asarray(cfg.weights, z.dtype)]) if fixed else vw
-    eye = jnp.eye(d, dtype=z.dtype)
     if mf.cold_start == "dense":
         grams = feature_grams(generator, feats, z, mode=cfg.mode, chunk_size=cfg.chunk_size)
         norms = jax.vmap(jnp.linalg.norm)(grams)
@@ -345,15 +477,12 @@ def start(generator, vary, fix, cfg, z: Array, key: Array) -> tuple[Array, Array
         a = jnp.sum(scaled[:n_vary], axis=0)
         if fixed:
             b = rayleigh.symmetrize(jnp.sum(scaled[n_vary:], axis=0))
-            values, vectors = rayleigh.rayleigh_system(a, b, ridge=cfg.ridge)
-            lam = rayleigh._safe_ridge(b, cfg.ridge)
-            chol = jnp.linalg.cholesky(b + lam * eye)
-            chol = jnp.where(jnp.all(jnp.isfinite(chol)), chol, eye)
-            chol = None if mf.precond == "none" else chol
+            values, vectors, pinv, lam = _start_solve(a, b, cfg.ridge)
+            pinv = None if mf.precond == "none" else pinv
         else:
             values, vectors = rayleigh.maxc_system(a)
-            lam, chol = jnp.asarray(1.0, z.dtype), None
-        return values[:p], vectors[:p], Context(feats, n_vary, sizes, scales, lam, chol, mf.precond)
+            lam, pinv = jnp.asarray(1.0, z.dtype), None
+        return values[:p], vectors[:p], Context(feats, n_vary, sizes, scales, lam, pinv, mf.precond)
     # Iterative: Hutchinson norms, seeded block, unpreconditioned LOBPCG.
     jv, jt = _linearize(generator, feats, z)
     k_block, k_probe = jax.random.split(key)
@@ -401,7 +530,7 @@ def local_paths(generator, cfg, ctx: Context, steps: int, size: Array, z0, v0, x
         def step(carry, _):
             z, v, x = carry
             x_new = track(generator, ctx, cfg.mf.iters, z, x)
-            p = rayleigh.project_onto_span(v, x_new[:k], jnp.ones((k,), z.dtype))
+            p = project_rows(v, x_new[:k])
             norm = jnp.linalg.norm(p)
             p = p / jnp.where(norm > 0, norm, jnp.ones_like(norm))
             p = jnp.where(jnp.dot(p, v) < 0, -p, p)
