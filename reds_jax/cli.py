@@ -8,6 +8,7 @@ Subcommands::
   reds-jax invert    IMAGES... [--images DIR] --model faces|rooms --out DIR   GAN inversion
   reds-jax evaluate  ...                                         quality suites (reds_jax.evaluate)
   reds-jax bench     ...                                         benchmarks
+  reds-jax convert   stylegan2 IN.pkl|IN.pt OUT.msgpack           StyleGAN2 checkpoints, no torch
 
 ``traverse`` and ``augment`` start from ``--seeds``, ``--latents FILE.npy`` or ``--images DIR``
 (the images are inverted first, into ``OUT/inverted``; see :mod:`reds_jax.inversion_job`).
@@ -178,7 +179,11 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument(
         "--model-arg", dest="model_args", action="append", type=_key_value, metavar="KEY=VALUE"
     )
-    for name, what in (("evaluate", "quality suites"), ("bench", "performance benchmarks")):
+    for name, what in (
+        ("evaluate", "quality suites"),
+        ("bench", "performance benchmarks"),
+        ("convert", "checkpoint converters: 'convert stylegan2 IN.pkl|.pt OUT.msgpack'"),
+    ):
         e = sub.add_parser(name, help=f"{what} (arguments are passed on)", add_help=False)
         e.add_argument("args", nargs=argparse.REMAINDER)
     return ap
@@ -466,6 +471,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "evaluate":  # passed on untouched (argparse would eat leading flags)
         return _delegate("evaluate", ("reds_jax.evaluate",), argv[1:])
+    if argv and argv[0] == "convert":
+        kinds = {"stylegan2": "reds_jax.generators.stylegan2_convert"}
+        if len(argv) < 2 or argv[1] not in kinds:
+            print(
+                f"{PROG} convert: error: name what to convert: {', '.join(kinds)} (e.g. "
+                f"'{PROG} convert stylegan2 network.pkl out.msgpack').",
+                file=sys.stderr,
+            )
+            return 2
+        return _delegate("convert", (kinds[argv[1]],), argv[2:])
     if argv and argv[0] == "bench":
         return _delegate("bench", ("reds_jax.bench", "benchmarks.run", "benchmarks"), argv[1:])
     ns = _parser().parse_args(argv)
