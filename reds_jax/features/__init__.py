@@ -11,12 +11,12 @@ from .closed_form import highpass as highpass
 from .closed_form import lowpass as lowpass
 from .closed_form import pixels as pixels
 from .closed_form import region as region
-from .rooms_nets import room_factors as room_factors
-from .rooms_nets import sofa_mask as sofa_mask
 from .faceapi import age_gender as age_gender
 from .faceapi import face_identity as face_identity
 from .faceapi import face_landmarks as face_landmarks
 from .faceapi import load_faceapi_net as load_faceapi_net
+from .rooms_nets import room_factors as room_factors
+from .rooms_nets import sofa_mask as sofa_mask
 
 __all__ = [
     "Feature",

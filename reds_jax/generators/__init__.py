@@ -15,12 +15,12 @@ from .rooms import render_masks as render_masks
 from .rooms import render_scene as render_scene
 from .rooms import sample_dataset as sample_dataset
 from .rooms import unit_to_factors as unit_to_factors
-from .rooms_oracle import OracleParams as OracleParams
-from .rooms_oracle import RoomsOracle as RoomsOracle
-from .rooms_oracle import rooms_oracle as rooms_oracle
 from .rooms_gan import RoomsGAN as RoomsGAN
 from .rooms_gan import RoomsGANGenerator as RoomsGANGenerator
 from .rooms_gan import rooms_gan as rooms_gan
+from .rooms_oracle import OracleParams as OracleParams
+from .rooms_oracle import RoomsOracle as RoomsOracle
+from .rooms_oracle import rooms_oracle as rooms_oracle
 from .stylegan2 import StyleGAN2Checkpoint as StyleGAN2Checkpoint
 from .stylegan2 import StyleGAN2Generator as StyleGAN2Generator
 from .stylegan2 import stylegan2 as stylegan2
