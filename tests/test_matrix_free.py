@@ -78,9 +78,9 @@ def test_paths_agree_with_dense_along_the_whole_path():
     z0 = jax.random.normal(jax.random.key(1), (3, D))
     dense = reds_jax.traverse(GEN, z0, **KW)
     mf = reds_jax.traverse(GEN, z0, solver="matrix_free", **KW)
-    np.testing.assert_allclose(mf.values, dense.values, rtol=1e-10)  # exact dense start
+    np.testing.assert_allclose(mf.values, dense.values, rtol=1e-8)  # converged start
     cos = step_cosines(dense.latents, mf.latents)  # [N, 2k, T]
-    assert cos.mean() >= 0.99 and cos[..., 0].min() > 1 - 1e-10
+    assert cos.mean() >= 0.99 and cos[..., 0].min() > 1 - 1e-8
     drift_d = np.asarray(dense.fix_distances[0][..., -1])
     drift_m = np.asarray(mf.fix_distances[0][..., -1])
     np.testing.assert_allclose(np.median(drift_m), np.median(drift_d), rtol=0.1)
