@@ -97,7 +97,10 @@ def rayleigh_system(a: Array, b: Array, *, ridge: float = 1e-6) -> tuple[Array, 
     vectors = fix_signs(unit_rows(v.T))
     values = mu[::-1]
     ok = jnp.all(jnp.isfinite(vectors)) & jnp.all(jnp.isfinite(values))
-    fb_values, fb_vectors = top_eigh(jnp.where(jnp.isfinite(a), a, 0.0))
+    # The fallback's input depends on `ok`, so its eigh runs after the Cholesky/eigh above rather
+    # than concurrently: two batched LAPACK calls at once can deadlock jaxlib's CPU thread pool.
+    fallback_input = jnp.where(ok | ~jnp.isfinite(a), jnp.zeros_like(a), a)
+    fb_values, fb_vectors = top_eigh(fallback_input)
     return jnp.where(ok, values, fb_values), jnp.where(ok, vectors, fb_vectors)
 
 
