@@ -345,6 +345,22 @@ def _keys(key, n: int, method: str) -> Array:
     return jax.random.split(key, n)
 
 
+def _prepare(generator, z, vary, fix, method, k, key, options, solver):
+    """Validate the shared arguments (before tracing); batch, key and shard the latents.
+
+    Returns ``(vary, fix, config, latents [N', d], keys [N'], N)``: ``N'`` is ``N`` padded to a
+    multiple of the device count.
+    """
+    vary_t = _as_features(vary, "vary", allow_empty=False)
+    fix_t = _as_features(fix, "fix", allow_empty=True)
+    cfg = _make_config(generator, z, vary_t, fix_t, method, k, options, solver)
+    batch = z if z.ndim == 2 else z[None]
+    keys = _keys(key, batch.shape[0], method)
+    batch_s, n = _shard_batch(batch)
+    keys_s, _ = _shard_batch(keys)
+    return vary_t, fix_t, cfg, batch_s, keys_s, n
+
+
 def directions(
     generator: Callable[[Array], Array],
     z: Array,
@@ -394,13 +410,9 @@ def directions(
     (1, 2)
     """
     z = _check_latents(z, "z")
-    vary_t = _as_features(vary, "vary", allow_empty=False)
-    fix_t = _as_features(fix, "fix", allow_empty=True)
-    cfg = _make_config(generator, z, vary_t, fix_t, method, k, options, solver)
-    batch = z if z.ndim == 2 else z[None]
-    keys = _keys(key, batch.shape[0], method)
-    batch_s, n = _shard_batch(batch)
-    keys_s, _ = _shard_batch(keys)
+    vary_t, fix_t, cfg, batch_s, keys_s, n = _prepare(
+        generator, z, vary, fix, method, k, key, options, solver
+    )
     values, vectors = _directions_jit(generator, vary_t, fix_t, cfg, batch_s, keys_s)
     values, vectors = values[:n], vectors[:n]
     if z.ndim == 1:
@@ -460,13 +472,9 @@ def traverse(
         raise ValueError(f"steps must be an int >= 0; got {steps!r}.")
     if not (np.ndim(step_size) == 0 and math.isfinite(float(step_size)) and step_size > 0):
         raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}.")
-    vary_t = _as_features(vary, "vary", allow_empty=False)
-    fix_t = _as_features(fix, "fix", allow_empty=True)
-    cfg = _make_config(generator, z0, vary_t, fix_t, method, k, options, solver)
-    batch = z0 if z0.ndim == 2 else z0[None]
-    keys = _keys(key, batch.shape[0], method)
-    batch_s, n = _shard_batch(batch)
-    keys_s, _ = _shard_batch(keys)
+    vary_t, fix_t, cfg, batch_s, keys_s, n = _prepare(
+        generator, z0, vary, fix, method, k, key, options, solver
+    )
     out = _traverse_jit(
         generator, vary_t, fix_t, cfg, path, int(steps), float(step_size), batch_s, keys_s
     )
