@@ -93,46 +93,13 @@ def test_invert_command_writes_latents_and_reuses_a_finished_run(image_dir, tmp_
 
 def test_traverse_from_an_image_folder(image_dir, tmp_path):
     out = tmp_path / "trav"
-    assert (
-        cli.main(
-            [
-                "traverse",
-                "--model",
-                "toy_inv",
-                "--images",
-                str(image_dir),
-                "--out",
-                str(out),
-                "--invert-steps",
-                "20",
-                "--steps",
-                "2",
-                "-k",
-                "1",
-            ]
-        )
-        == 0
-    )
+    base = ["traverse", "--model", "toy_inv", "--images", str(image_dir), "--out", str(out)]
+    assert cli.main([*base, *"--invert-steps 20 --steps 2 -k 1".split()]) == 0
     with np.load(out / "traversals.npz") as res:
         np.testing.assert_allclose(
             res["latents"][:, 0, 0], np.load(out / "inverted" / "latents.npy"), atol=1e-6
         )
-    assert (
-        cli.main(
-            [
-                "traverse",
-                "--model",
-                "toy_inv",
-                "--images",
-                str(image_dir),
-                "--seeds",
-                "1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    assert cli.main([*base, "--seeds", "1"]) == 2  # --images and --seeds together
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "garbage"])
