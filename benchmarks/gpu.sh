@@ -17,6 +17,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT_DIR=${OUT:-benchmarks/results}
 export PYTHONUNBUFFERED=1
+# float32 matrix products in full float32 (XLA's GPU default may use TF32, ~1e-3 relative error,
+# which the Cholesky whitening of near-singular Grams does not tolerate); override to compare.
+export JAX_DEFAULT_MATMUL_PRECISION=${JAX_DEFAULT_MATMUL_PRECISION:-highest}
 
 has_accelerator() {
   "$PY" -c 'import jax, sys; sys.exit(jax.default_backend() == "cpu")' 2>/dev/null
@@ -36,7 +39,7 @@ has_accelerator || { echo "gpu.sh: JAX sees no accelerator (backend cpu); stoppi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 if [ -d .reds_cache ]; then export REDS_JAX_CACHE=$PWD/.reds_cache; fi
 
-MACHINE=$("$PY" -c 'import jax; d = jax.devices()[0]; print(f"{d.device_kind} ({d.platform}), jax {jax.__version__}")')
+MACHINE="$("$PY" -c 'import jax; d = jax.devices()[0]; print(f"{d.device_kind} ({d.platform}), jax {jax.__version__}")'), matmul precision $JAX_DEFAULT_MATMUL_PRECISION"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 mkdir -p "$OUT_DIR"
 "$PY" -m reds_jax.bench --profile gpu --machine "$MACHINE" --out "$OUT_DIR" --name gpu \

@@ -436,18 +436,15 @@ def grid(profile: str) -> list[dict[str, Any]]:
             },
             {"generator": "conv", "d": 512, "n": 8, "solvers": [mf]},
         ]
-    if profile == "gpu":  # sized for a few minutes of one accelerator, compiles included
+    if profile == "gpu":  # sized for about five minutes of one accelerator, compiles included
         ref = ["reference"]
         return [
-            {"generator": "conv", "d": 64, "n": 1, "solvers": ["dense", mf, *ref]},
-            {"generator": "conv", "d": 64, "n": 64, "solvers": ["dense", "chunked", "fd", mf]},
-            {"generator": "conv", "d": 64, "n": 256, "solvers": ["dense", mf, *sketches[1:3]]},
-            {"generator": "conv", "d": 128, "n": 256, "solvers": ["dense", mf, *ref]},
-            {"generator": "conv", "d": 512, "n": 8, "solvers": ["dense", "fd", mf, *ref]},
-            {"generator": "conv", "d": 512, "n": 256, "solvers": ["dense", "chunked", mf]},
+            {"generator": "conv", "d": 64, "n": 256, "solvers": ["dense", "fd", mf, *ref]},
+            {"generator": "conv", "d": 512, "n": 256, "solvers": ["dense", "chunked", mf, *ref]},
             {"generator": "face_dcgan", "d": 100, "n": 256, "solvers": ["dense", mf, *ref]},
-            {"generator": "rooms_oracle", "d": 16, "n": 256, "solvers": ["dense", mf, *ref]},
             {"generator": "rooms_gan", "d": 64, "n": 256, "solvers": ["dense", mf, *ref]},
+            {"generator": "rooms_oracle", "d": 16, "n": 256, "solvers": ["dense", mf, *ref]},
+            {"generator": "conv", "d": 128, "n": 1024, "solvers": ["dense", mf, sketches[2]]},
         ]
     raise ValueError(f"profile {profile!r} is unknown; pass cpu, cpu-targets, gpu or smoke.")
 
@@ -606,6 +603,72 @@ def _targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _write_report(
+    args: argparse.Namespace,
+    results: list[dict[str, Any]],
+    refs: dict[tuple, dict[str, Any]],
+    load_start: tuple[float, ...],
+    name: str,
+) -> dict[str, Any]:
+    """Add the pair-wise ratios to ``results`` and write ``<out>/<name>.json`` and ``.md``.
+
+    Called after every configuration, so that a run cut short (a device lease, a timeout) still
+    leaves the rows it finished on disk.
+    """
+    for r in results:
+        if "error" in r:
+            continue
+        ref = refs.get((r["generator"], r["d"]))
+        if ref and r["solver"] != "reference":
+            r["x_reference"] = r["trajectories_per_s"] / ref["trajectories_per_s"]
+        dense = next(
+            (
+                x
+                for x in results
+                if "error" not in x
+                and x["solver"] == "dense"
+                and (x["generator"], x["d"], x["n"]) == (r["generator"], r["d"], r["n"])
+            ),
+            None,
+        )
+        if dense and r is not dense:
+            r["x_dense"] = r["trajectories_per_s"] / dense["trajectories_per_s"]
+    report = {
+        "machine": args.machine or f"{platform.machine()} ({os.cpu_count()} CPUs)",
+        "jax": jax.__version__,
+        "devices": [str(x) for x in jax.devices()],
+        "profile": args.profile,
+        "dtype": args.dtype,
+        "k": args.k,
+        "steps": args.steps,
+        "step_size": args.step_size,
+        "repeats": args.repeats,
+        "ref_seeds": args.ref_seeds,
+        "load_average": {"start": load_start, "end": os.getloadavg()},
+        "results": results,
+        "targets": _targets(results),
+        "notes": [
+            "The reference loop is sequential, so its trajectories/s does not depend on N: it is "
+            f"timed on {args.ref_seeds} seed(s) and used for every N of the same generator and d.",
+            "Peak RSS is VmHWM of the configuration's own process (includes the Python/JAX "
+            "baseline, see rss_before_mb in the JSON, and compilation). XLA temp MB is the "
+            "compiled traversal's temporary buffer plan (memory_analysis): the working memory "
+            "of the solve, where a full [m, d] Jacobian per path would show.",
+            "Step cos: |cos| between the per-step directions of a solver's paths and the dense "
+            "solver's paths from the same start latents (the whole path, so it also counts any "
+            "divergence of the paths); 'same latents' (with --check): |cos| between a "
+            "matrix-free step and the dense top direction at the same latent (the solver's own "
+            "error); fixed drift: median over paths of the fixed feature's final distance, "
+            "relative to dense.",
+        ],
+    }
+    with open(os.path.join(args.out, f"{name}.json"), "w") as fh:
+        json.dump(report, fh, indent=1)
+    with open(os.path.join(args.out, f"{name}.md"), "w") as fh:
+        fh.write(markdown(report))
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark grid; write ``<out>/<name>.json`` and ``<out>/<name>.md``.
 
@@ -631,6 +694,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
     parser.add_argument("--only", default=None, help="comma-separated generator names to keep")
     parser.add_argument(
+        "--max-n", type=int, default=None, help="cap every batch size (a quick dry run of a profile)"
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="also compare matrix-free steps with the dense top direction at the same latents",
@@ -653,6 +719,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only:
         keep = set(args.only.split(","))
         configs = [c for c in configs if c["generator"] in keep]
+    if args.max_n:
+        configs = [{**c, "n": min(c["n"], args.max_n)} for c in configs]
     results: list[dict[str, Any]] = []
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -714,57 +782,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     chk = _run_worker(spec, args.timeout)
                     if "error" not in chk:
                         r.setdefault("agreement", {}).update(chk)
-        for r in results:
-            if "error" in r:
-                continue
-            ref = refs.get((r["generator"], r["d"]))
-            if ref and r["solver"] != "reference":
-                r["x_reference"] = r["trajectories_per_s"] / ref["trajectories_per_s"]
-            dense = next(
-                (
-                    x
-                    for x in results
-                    if "error" not in x
-                    and x["solver"] == "dense"
-                    and (x["generator"], x["d"], x["n"]) == (r["generator"], r["d"], r["n"])
-                ),
-                None,
-            )
-            if dense and r is not dense:
-                r["x_dense"] = r["trajectories_per_s"] / dense["trajectories_per_s"]
-    report = {
-        "machine": args.machine or f"{platform.machine()} ({os.cpu_count()} CPUs)",
-        "jax": jax.__version__,
-        "devices": [str(x) for x in jax.devices()],
-        "profile": args.profile,
-        "dtype": args.dtype,
-        "k": args.k,
-        "steps": args.steps,
-        "step_size": args.step_size,
-        "repeats": args.repeats,
-        "ref_seeds": args.ref_seeds,
-        "load_average": {"start": load_start, "end": os.getloadavg()},
-        "results": results,
-        "targets": _targets(results),
-        "notes": [
-            "The reference loop is sequential, so its trajectories/s does not depend on N: it is "
-            f"timed on {args.ref_seeds} seed(s) and used for every N of the same generator and d.",
-            "Peak RSS is VmHWM of the configuration's own process (includes the Python/JAX "
-            "baseline, see rss_before_mb in the JSON, and compilation). XLA temp MB is the "
-            "compiled traversal's temporary buffer plan (memory_analysis): the working memory "
-            "of the solve, where a full [m, d] Jacobian per path would show.",
-            "Step cos: |cos| between the per-step directions of a solver's paths and the dense "
-            "solver's paths from the same start latents (the whole path, so it also counts any "
-            "divergence of the paths); 'same latents' (with --check): |cos| between a "
-            "matrix-free step and the dense top direction at the same latent (the solver's own "
-            "error); fixed drift: median over paths of the fixed feature's final distance, "
-            "relative to dense.",
-        ],
-    }
-    with open(os.path.join(args.out, f"{name}.json"), "w") as fh:
-        json.dump(report, fh, indent=1)
-    with open(os.path.join(args.out, f"{name}.md"), "w") as fh:
-        fh.write(markdown(report))
+            _write_report(args, results, refs, load_start, name)
+    report = _write_report(args, results, refs, load_start, name)
     print(markdown(report))
     return 0
 
