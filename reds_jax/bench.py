@@ -694,7 +694,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
     parser.add_argument("--only", default=None, help="comma-separated generator names to keep")
     parser.add_argument(
-        "--max-n", type=int, default=None, help="cap every batch size (a quick dry run of a profile)"
+        "--max-n",
+        type=int,
+        default=None,
+        help="cap every batch size (a quick dry run of a profile)",
     )
     parser.add_argument(
         "--check",

@@ -54,8 +54,12 @@ When ``B`` is (nearly) singular on the answer (``μ₁·λ`` not small), the quo
 ``T`` misleads as the null space turns, and one iteration per step is not enough; use the dense
 solver there or raise ``iters``/``ridge``.
 
-Non-finite entries of Gram-vector products are set to zero; a step whose solve is not finite keeps
-the previous block (and, as in the dense solver, the previous direction).
+Non-finite entries of Gram-vector products are set to zero; a LOBPCG iteration whose
+Rayleigh-Ritz step is not finite is skipped (block and Ritz values kept, search directions reset),
+so the start block is never replaced by NaNs; a step whose solve is still not finite keeps the
+previous block (and, as in the dense solver, the previous direction). The small Cholesky floors
+its pivots at ``eps·max diag`` so that a numerically indefinite projected ``B + λI`` in float32
+(seen in about 2 % of start latents at N = 256 before this floor) cannot overflow.
 """
 
 from __future__ import annotations
@@ -189,15 +193,18 @@ class _Problem:
 
 class _DenseProblem:
     """The same pencil from explicit ``[d, d]`` Grams (the start latent): the "tangent" of a row
-    ``u`` is ``[A u, B u]`` (``[2d]``), so LOBPCG runs unchanged with ``jv = dense_products``."""
+    ``u`` is ``[A u, Lᵀ u]`` (``[2d]``, ``L Lᵀ = B + λI``), so LOBPCG runs unchanged with
+    ``jv = products``. The projected ``B + λI`` is then a sum of squares, ``(Lᵀq)·(Lᵀq)``: formed
+    as ``q·(B + λI) q`` it loses its small eigenvalues (≈ λ) to rounding in float32 and the
+    Ritz values blow up."""
 
     explicit = True
 
-    def __init__(self, a, b, lam, pinv, precond="both"):
-        self.a, self.b, self.lam, self.pinv, self.precond = a, b, lam, pinv, precond
+    def __init__(self, a, chol, pinv, precond="both"):
+        self.a, self.chol, self.pinv, self.precond = a, chol, pinv, precond
 
     def products(self, u: Array) -> Array:
-        return jnp.concatenate([self.a @ u, self.b @ u])
+        return jnp.concatenate([self.a @ u, self.chol.T @ u])
 
 
 def _features(fix: Sequence[Callable], generator, z: Array, mf: MFConfig) -> tuple[Callable, ...]:
@@ -255,9 +262,8 @@ def _rayleigh_ritz(prob: _Problem, s: Array, js: Array) -> tuple[Array, Array]:
     jq = t.T @ js_n  # J of the orthonormal basis rows
     if prob.explicit:
         d = s.shape[1]
-        qrows = t.T @ s_n
-        a = qrows @ jq[:, :d].T
-        b = qrows @ jq[:, d:].T + prob.lam * jnp.diag(keep.astype(dtype))
+        a = (t.T @ s_n) @ jq[:, :d].T
+        b = jq[:, d:] @ jq[:, d:].T  # λ is inside L
     else:
         a = jq @ (jq * prob.wa[None, :]).T
         b = jq @ (jq * prob.wb[None, :]).T + prob.lam * jnp.diag(keep.astype(dtype))
@@ -277,7 +283,7 @@ def _residuals(prob: _Problem, jt, x: Array, jx: Array, theta: Array) -> list[Ar
     """Residual blocks for a block ``x [p, d]``: ``R = A x − θ (B + λI) x`` and/or ``T R``."""
     if prob.explicit:
         d = x.shape[1]
-        r = jx[:, :d] - theta[:, None] * jx[:, d:] - (theta * prob.lam)[:, None] * x
+        r = jx[:, :d] - theta[:, None] * (jx[:, d:] @ prob.chol.T)
     else:
         cot = jx * prob.wa[None, :] - theta[:, None] * (jx * prob.wb[None, :])
         r = jax.vmap(jt)(cot) - (theta * prob.lam)[:, None] * x
@@ -311,8 +317,20 @@ def lobpcg(prob: _Problem, jv, jt, x: Array, iters: int) -> tuple[Array, Array]:
     p = x.shape[0]
     jx = jax.vmap(jv)(x)
     theta, coef = _rayleigh_ritz(prob, x, jx)
-    x, jx = coef @ x, coef @ jx
+    ok = jnp.all(jnp.isfinite(coef)) & jnp.all(jnp.isfinite(theta))
+    x, jx = jnp.where(ok, coef @ x, x), jnp.where(ok, coef @ jx, jx)
+    theta = jnp.where(ok, theta, 0.0)
     zeros_x, zeros_j = jnp.zeros_like(x), jnp.zeros_like(jx)
+
+    def guarded(i, state):
+        # An iteration whose Rayleigh-Ritz step is not finite (float32 rounding on a nearly
+        # dependent basis) is skipped: the block and its Ritz values stay, the search directions
+        # restart from zero.
+        new = body(i, state)
+        ok = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(t)) for t in new]))
+        x, jx, _, _, theta = state
+        fallback = (x, jx, jnp.zeros_like(x), jnp.zeros_like(jx), theta)
+        return tuple(jnp.where(ok, a, b) for a, b in zip(new, fallback, strict=True))
 
     def body(_, state):
         x, jx, pdir, jp, theta = state
@@ -333,9 +351,9 @@ def lobpcg(prob: _Problem, jv, jt, x: Array, iters: int) -> tuple[Array, Array]:
     state = (x, jx, zeros_x, zeros_j, theta)
     if iters <= UNROLL:  # a few tracking iterations: unrolled (no inner while loop)
         for i in range(iters):
-            state = body(i, state)
+            state = guarded(i, state)
     else:
-        state = jax.lax.fori_loop(0, iters, body, state)
+        state = jax.lax.fori_loop(0, iters, guarded, state)
     x, _, _, _, theta = state
     return theta, x
 
@@ -361,11 +379,11 @@ def _start_solve(
     eye = jnp.eye(d, dtype=a.dtype)
     lam = rayleigh._safe_ridge(b, ridge)
     chol = jnp.linalg.cholesky(b + lam * eye)
+    # Fallback (as the dense solver's maxc fallback): a non-finite factor drops B at the start.
     ok = jnp.all(jnp.isfinite(chol))
-    pinv = jnp.where(
-        ok, rayleigh.symmetrize(cho_solve((jnp.where(ok, chol, eye), True), eye)), eye / lam
-    )
-    prob = _DenseProblem(a, b, lam, pinv, "both" if precond == "none" else precond)
+    chol = jnp.where(ok, chol, jnp.sqrt(lam) * eye)
+    pinv = rayleigh.symmetrize(cho_solve((chol, True), eye))
+    prob = _DenseProblem(a, chol, pinv, "both" if precond == "none" else precond)
     values, x = lobpcg(prob, prob.products, None, x0, iters)
     return values, rayleigh.fix_signs(rayleigh.unit_rows(x)), pinv, lam
 

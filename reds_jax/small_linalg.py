@@ -92,10 +92,14 @@ def cholesky_inverse(b: Array) -> Array:
     [[0.5]]
     """
     q = b.shape[0]
-    tiny = jnp.finfo(b.dtype).tiny
+    # Pivots are floored relative to the largest diagonal entry: a numerically indefinite ``b``
+    # (rounding in float32) then gives entries of size ≤ 1/√(eps·max diag) instead of 1/√tiny,
+    # whose products overflow to inf and NaN downstream.
+    finfo = jnp.finfo(b.dtype)
+    floor = finfo.eps * jnp.max(jnp.abs(jnp.diagonal(b))) + finfo.tiny
     chol = jnp.zeros_like(b)
     for j in range(q):
-        diag = jnp.sqrt(jnp.maximum(b[j, j] - jnp.sum(chol[j, :j] ** 2), tiny))
+        diag = jnp.sqrt(jnp.maximum(b[j, j] - jnp.sum(chol[j, :j] ** 2), floor))
         col = (b[j + 1 :, j] - chol[j + 1 :, :j] @ chol[j, :j]) / diag
         chol = chol.at[j, j].set(diag).at[j + 1 :, j].set(col)
     inv = jnp.zeros_like(b)
