@@ -13,16 +13,8 @@ pairs (:func:`reds_jax.metrics.pair_scale`); the score of a path is its fixed-fe
 its varied change first reaches ``δ`` (linear interpolation; never reaching it is a failure). The
 tuning criterion is the median score with failures ranked worst.
 
-Suites:
-  * ``rooms_oracle`` (procedural rooms, exact factors): ``sofa_pixels`` (fix the sofa's pixels, vary
-    all other pixels; the sofa mask is the oracle's exact soft mask at the *current* latent,
-    carried as a 4th image channel — a perfect segmenter, differentiated through);
-    ``sofa_position`` (fix sofa appearance / vary position through a pixel-statistics proxy: fix the
-    row means of the sofa band, which do not change when things slide sideways, and vary its
-    column means); ``frequency`` (fix high-pass / vary low-pass). Ground-truth factor groups are
-    measured along every path.
-  * ``faces`` (the pretrained face DCGAN): ``hair`` (vary the top-of-head box, fix the face box)
-    and ``frequency``. Identity / landmark features do not exist yet, so they are not fixed.
+Suites (``rooms_oracle``, ``rooms_gan``, ``faces``) and their experiments: :mod:`reds_jax.suites`;
+figures and tables: :mod:`reds_jax.quality_report`.
 """
 
 from __future__ import annotations
@@ -44,49 +36,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import baselines, metrics
-from .features import Feature, highpass, lowpass, region
-from .generators import rooms as rooms_lib
+from .quality_report import image_grid, plot_drift, render_table
+from .suites import SUITES, Experiment, faces_suite, rooms_gan_suite, rooms_oracle_suite
 from .traverse import directions, traverse
 
 Array = jax.Array
 
-__all__ = ["Config", "Experiment", "METHODS", "SUITES", "main", "render_table", "run_experiment"]
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Experiment:
-    """One vary/fix experiment on one generator.
-
-    Attributes:
-      name: short id (file names). title: one-line description.
-      generator: pure ``z [d] -> image [H, W, C]`` (``C`` may carry extra channels, see ``display``).
-      latent_dim: ``d``.
-      vary: features to change.  fix: features to hold.
-      truth: ground-truth measures ``(name, z [d] -> vector, want)``, ``want`` in ``"fix"``/``"vary"``.
-      display: ``image -> RGB [H, W, 3]`` for grids.
-      pca_fn: activation map ``z [d] -> array`` for GANSpace (None: PCA of the latents).
-      sefa_weight: ``[m, d]`` first-layer weight for SeFa (None: SeFa skipped).
-      truth_labels: optional ``z [d] -> (labels [k], condition [q])`` ground-truth labels for an
-        extra ``supervised-gt`` method.
-      delta: target normalised varied change.
-      step_scale: multiplies the config's step-size grid (latent norms grow like ``sqrt(d)``).
-      notes: Markdown notes for the report.
-    """
-
-    name: str
-    title: str
-    generator: Callable[[Array], Array]
-    latent_dim: int
-    vary: tuple[Feature, ...]
-    fix: tuple[Feature, ...]
-    truth: tuple[tuple[str, Callable[[Array], Array], str], ...] = ()
-    display: Callable[[Array], Array] = lambda image: image
-    pca_fn: Callable[[Array], Array] | None = None
-    sefa_weight: np.ndarray | None = None
-    truth_labels: Callable[[Array], tuple[Array, Array]] | None = None
-    delta: float = 0.5
-    step_scale: float = 1.0
-    notes: str = ""
+__all__ = [
+    "Config",
+    "Experiment",
+    "METHODS",
+    "SUITES",
+    "faces_suite",
+    "main",
+    "render_table",
+    "rooms_gan_suite",
+    "rooms_oracle_suite",
+    "run_experiment",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,155 +97,6 @@ METHODS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "sefa": ("sefa", "", "linear", ()),
     "supervised": ("supervised", "", "linear", ("condition",)),
     "supervised-gt": ("supervised-gt", "", "linear", ()),
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# Suites
-
-
-def _unit_group(oracle, names: Sequence[str]) -> Callable[[Array], Array]:
-    idx = np.asarray([rooms_lib.FACTOR_NAMES.index(n) for n in names])
-    return lambda z: oracle.unit(z)[idx]
-
-
-_SOFA_LOOK = ("sofa_width", "sofa_height", "sofa_r", "sofa_g", "sofa_b")
-_GEOMETRY = ("sofa_x", "sofa_width", "sofa_height", "lamp_x", "window_x", "stripe_phase")
-
-
-def rooms_oracle_suite(*, size: int = 64, latent_dim: int = 16, seed: int = 0):
-    """The rooms-oracle experiments (``sofa_pixels``, ``sofa_position``, ``frequency``).
-
-    Args:
-      size: image size (64 in the report; tests use 16). Filter widths scale with it.
-      latent_dim: oracle latent size ``d``.
-      seed: oracle seed.
-
-    Returns:
-      Tuple of :class:`Experiment`.
-    """
-    from .generators import rooms_oracle
-
-    oracle = rooms_oracle(latent_dim=latent_dim, seed=seed, size=size)
-    p = oracle.params
-    w1z = p.w1 @ p.rotation  # [H, d] first layer acting on z
-    hidden = lambda z: jnp.tanh(z @ jnp.asarray(w1z.T, z.dtype) + jnp.asarray(p.b1, z.dtype))  # noqa: E731
-    sefa = np.concatenate([w1z, p.skip @ p.rotation])  # [H + F, d]
-    sofa_idx = [rooms_lib.FACTOR_NAMES.index(n) for n in ("sofa_x", *_SOFA_LOOK)]
-    room = tuple(n for i, n in enumerate(rooms_lib.FACTOR_NAMES) if i not in sofa_idx)
-    common = dict(latent_dim=latent_dim, pca_fn=hidden, sefa_weight=sefa)
-
-    def with_mask(z):
-        scene = rooms_lib.render_scene(oracle.factors(z), size=size)
-        return jnp.concatenate([scene.image, scene.masks["sofa"][:, :, None]], axis=-1)
-
-    sofa_px = Feature(lambda im: im[:, :, :3] * im[:, :, 3:], "sofa pixels")
-    rest_px = Feature(lambda im: im[:, :, :3] * (1.0 - im[:, :, 3:]), "non-sofa pixels")
-    band = slice(int(round(0.55 * size)), int(round(0.95 * size)))
-    rows = Feature(lambda im: jnp.mean(im[band], axis=1), "sofa-band row means")
-    cols = Feature(lambda im: jnp.mean(im[band], axis=0), "sofa-band column means")
-    s = size / 64.0
-    pos = ("sofa position", _unit_group(oracle, ("sofa_x",)), "vary")
-    look = ("sofa look", _unit_group(oracle, _SOFA_LOOK), "fix")
-    return (
-        Experiment(
-            "sofa_pixels",
-            "rooms oracle: fix sofa pixels (exact soft mask) / vary all other pixels",
-            with_mask,
-            vary=(rest_px,),
-            fix=(sofa_px,),
-            truth=(
-                ("sofa factors", _unit_group(oracle, ("sofa_x", *_SOFA_LOOK)), "fix"),
-                ("room factors", _unit_group(oracle, room), "vary"),
-            ),
-            display=lambda im: im[:, :, :3],
-            notes="Mask = the oracle's exact visible sofa mask at the current latent (4th channel).",
-            **common,
-        ),
-        Experiment(
-            "sofa_position",
-            "rooms oracle: fix sofa appearance / vary position (pixel-statistics proxy)",
-            oracle.generator,
-            vary=(cols,),
-            fix=(rows,),
-            truth=(pos, look, ("lamp position", _unit_group(oracle, ("lamp_x",)), "vary")),
-            delta=0.3,
-            truth_labels=lambda z: (
-                oracle.unit(z)[np.asarray([4, 10])],
-                oracle.unit(z)[np.asarray([5, 6, 7, 8, 9])],
-            ),
-            notes=(
-                "Proxy: fixed = per-row colour means over the sofa band (rows 55-95 %), which "
-                "do not change when objects slide sideways; varied = per-column means of the band. "
-                "`supervised-gt` regresses the true sofa_x and lamp_x, conditioned on the true "
-                "sofa look factors."
-            ),
-            **common,
-        ),
-        Experiment(
-            "frequency",
-            f"rooms oracle: fix high-pass (σ={2 * s:g}) / vary low-pass (σ={4 * s:g})",
-            oracle.generator,
-            vary=(lowpass(4.0 * s),),
-            fix=(highpass(2.0 * s),),
-            truth=(
-                ("geometry", _unit_group(oracle, _GEOMETRY), "fix"),
-                (
-                    "colour & light",
-                    _unit_group(oracle, [n for n in rooms_lib.FACTOR_NAMES if n not in _GEOMETRY]),
-                    "vary",
-                ),
-            ),
-            **common,
-        ),
-    )
-
-
-def faces_suite():
-    """The face-DCGAN experiments (``hair``, ``frequency``); needs the cached face weights."""
-    from .generators import face_dcgan
-
-    gan = face_dcgan()
-    kernel = np.asarray(gan.params["params"]["ConvT_0"]["kernel"], np.float64)  # [4, 4, d, C]
-    bn = {
-        k: np.asarray(v, np.float64)
-        for k, v in {**gan.params["params"]["BN_0"], **gan.params["batch_stats"]["BN_0"]}.items()
-    }
-    mul = bn["scale"] / np.sqrt(bn["var"] + 1e-5)
-    add = bn["bias"] - bn["mean"] * mul
-
-    def first_layer(z):
-        pre = jnp.einsum("ijkc,k->ijc", jnp.asarray(kernel, z.dtype), z)
-        return jax.nn.relu(pre * jnp.asarray(mul, z.dtype) + jnp.asarray(add, z.dtype))
-
-    weight = kernel.transpose(0, 1, 3, 2).reshape(-1, kernel.shape[2])  # [16 C, d]
-    common = dict(latent_dim=gan.latent_dim, pca_fn=first_layer, sefa_weight=weight, step_scale=2.5)
-    note = "Identity and landmark features do not exist yet: nothing but the box is fixed."
-    return (
-        Experiment(
-            "faces_hair",
-            "face DCGAN: fix face box / vary hair (top-of-head) box",
-            gan.generator,
-            vary=(region((0.0, 0.1, 0.25, 0.8)),),
-            fix=(region((0.35, 0.2, 0.55, 0.6)),),
-            notes=note,
-            **common,
-        ),
-        Experiment(
-            "faces_frequency",
-            "face DCGAN: fix high-pass (σ=2) / vary low-pass (σ=4)",
-            gan.generator,
-            vary=(lowpass(4.0),),
-            fix=(highpass(2.0),),
-            notes=note,
-            **common,
-        ),
-    )
-
-
-SUITES: dict[str, Callable[..., tuple[Experiment, ...]]] = {
-    "rooms_oracle": rooms_oracle_suite,
-    "faces": faces_suite,
 }
 
 
@@ -480,8 +298,8 @@ def run_experiment(
             f"{r['seconds_test']:.0f}s test)"
         )
     if out_dir is not None:
-        _plot(result, pathlib.Path(out_dir))
-        _image_grid(exp, frames, levels[::5], pathlib.Path(out_dir))
+        plot_drift(result, pathlib.Path(out_dir))
+        image_grid(exp, frames, levels[::5], pathlib.Path(out_dir))
     return result
 
 
@@ -513,7 +331,7 @@ def redraw_grid(exp: Experiment, result: dict[str, Any], out_dir, *, log=print) 
         latents = runner.paths(name, r["settings"], z0)[:GRID_STARTS]
         change = np.mean([runner.measure_one(n, fn, latents) for n, fn in runner.vary], axis=0)
         frames[name] = _frames(change, latents, levels)
-    _image_grid(exp, frames, levels, pathlib.Path(out_dir))
+    image_grid(exp, frames, levels, pathlib.Path(out_dir))
 
 
 def _available(exp: Experiment, name: str) -> bool:
@@ -523,125 +341,6 @@ def _available(exp: Experiment, name: str) -> bool:
     if kind == "supervised-gt":
         return exp.truth_labels is not None
     return not (method in ("nullspace", "minf") and not exp.fix)
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures and table
-
-
-def _plot(result: dict[str, Any], out: pathlib.Path) -> None:
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    out.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(5.2, 3.6), dpi=90)
-    ax = fig.subplots()
-    levels = np.asarray(result["levels"])
-    colours = matplotlib.colormaps["tab20"].colors
-    for i, (name, r) in enumerate(result["methods"].items()):
-        y = [
-            np.nan if v is None or f < 0.5 else v
-            for v, f in zip(r["curve"], r["reach"], strict=True)
-        ]
-        style = "-" if r["path"] == "local" else "--"
-        ax.plot(levels, y, style, color=colours[2 * (i % 10) + i // 10], label=name, linewidth=1.4)
-    ax.axvline(result["delta"], color="0.6", linewidth=0.8)
-    ax.set_xlabel("varied change (1 = two random samples)")
-    ax.set_ylabel("fixed drift, median over paths")
-    ax.set_title(result["experiment"], fontsize=10)
-    ax.set_ylim(bottom=0.0)
-    ax.legend(fontsize=6, ncol=2)
-    fig.savefig(out / f"{result['experiment']}_drift.png", bbox_inches="tight")
-
-
-def _image_grid(exp: Experiment, frames: dict[str, np.ndarray], levels, out: pathlib.Path) -> None:
-    """Rows = methods, columns = varied-change levels, for the path most methods carry to δ."""
-    from matplotlib.figure import Figure
-
-    out.mkdir(parents=True, exist_ok=True)
-    render = jax.jit(lambda z: exp.display(exp.generator(z)))
-    ok = np.stack([np.all(np.isfinite(f), axis=-1) for f in frames.values()])  # [M, G, 2k, L]
-    # Most methods reaching δ (the middle column) first, then most frames reached overall.
-    score = ok[..., ok.shape[-1] // 2].sum(axis=0) * (ok[0].size + 1) + ok.sum(axis=(0, -1))
-    start, path = np.unravel_index(int(np.argmax(score)), score.shape)
-    frames = {name: f[start, path] for name, f in frames.items()}
-    rows, cols = len(frames), len(levels)
-    fig = Figure(figsize=(1.2 + 0.8 * cols, 0.8 * rows + 0.3), dpi=80)
-    axes = np.reshape(fig.subplots(rows, cols, squeeze=False), (rows, cols))
-    for i, (name, zs) in enumerate(frames.items()):
-        for j, z in enumerate(zs):
-            ax = axes[i, j]
-            if np.all(np.isfinite(z)):
-                ax.imshow(np.clip(np.asarray(render(jnp.asarray(z))), 0.0, 1.0))
-            else:
-                ax.imshow(np.full((8, 8, 3), 0.85))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
-            if i == 0:
-                ax.set_title(f"{levels[j]:.2g}", fontsize=7)
-    sign = "+-"[path % 2]
-    fig.suptitle(
-        f"{exp.name}: path {sign}v{path // 2 + 1} of test start {start}, at matched varied change",
-        fontsize=8,
-    )
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
-    fig.savefig(out / f"{exp.name}_grid.png", bbox_inches="tight")
-
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
-def _settings(s: dict[str, Any]) -> str:
-    short = {"step_size": "ε", "ridge": "λ", "beta_fix": "β", "condition": "q"}
-    return ", ".join(f"{short.get(k, k)}={v:g}" for k, v in s.items())
-
-
-def render_table(results: Sequence[dict[str, Any]], *, image_prefix: str = "") -> str:
-    """Markdown report for experiment results (as returned by :func:`run_experiment`).
-
-    Args:
-      results: experiment result dicts.
-      image_prefix: path prefix for the PNG links (relative to the Markdown file).
-
-    Returns:
-      Markdown text.
-    """
-    lines = []
-    for res in results:
-        cfg = res["config"]
-        lines += [
-            f"### {res['experiment']}: {res['title']}",
-            "",
-            f"Varied: {', '.join(res['vary'])}; fixed: {', '.join(res['fix'])}. δ = {res['delta']:g}; "
-            f"{cfg['n_test']} held-out starts × {2 * cfg['k']} paths × {cfg['steps']} steps "
-            f"(settings tuned on {cfg['n_tune']} other starts, seed {cfg['seed']}).",
-        ]
-        if res["notes"]:
-            lines += ["", res["notes"]]
-        truth = list(res["truth"].items())
-        head = "| method | settings | success | fixed drift @δ median [IQR] | AUC₀^δ |"
-        head += "".join(f" {n} {'↓' if w == 'fix' else '↑'} @δ |" for n, w in truth)
-        lines += ["", head, "|" + "---|" * (5 + len(truth))]
-        methods = res["methods"]
-        best = min((r["drift"]["median_all"] or math.inf) for r in methods.values())
-        for name, r in methods.items():
-            d = r["drift"]
-            cell = f"{_fmt(d['median'])} [{_fmt(d['q25'])}, {_fmt(d['q75'])}]"
-            if d["median_all"] is not None and d["median_all"] == best:
-                cell = f"**{cell}**"
-            row = f"| {name} | {_settings(r['settings'])} | {d['success']:.0%} | {cell} | {_fmt(r['auc']['median'])} |"
-            row += "".join(f" {_fmt(r['truth'][n]['median'])} |" for n, _ in truth)
-            lines.append(row)
-        name = res["experiment"]
-        lines += [
-            "",
-            f"![{name} drift]({image_prefix}{name}_drift.png) ![{name} grid]({image_prefix}{name}_grid.png)",
-            "",
-        ]
-    return "\n".join(lines)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -667,6 +366,21 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "OUT/<suite>.json, without evaluating",
     )
     return ap.parse_args(argv)
+
+
+def _merge(old: dict[str, Any], new: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:
+    """A suite's saved results updated by a run of some of its experiments (suite order kept)."""
+    by_name = {r["experiment"]: r for r in old["experiments"]}
+    by_name.update({r["experiment"]: r for r in new["experiments"]})
+    rank = {n: i for i, n in enumerate(order)}
+    runs = [r for r in old.get("runs", [old]) if "command" in r] + [new]
+    return {
+        "suite": new["suite"],
+        "command": "; ".join(r["command"] for r in runs),
+        "seconds": sum(r.get("seconds", 0.0) for r in runs),
+        "runs": [{"command": r["command"], "seconds": r.get("seconds", 0.0)} for r in runs],
+        "experiments": sorted(by_name.values(), key=lambda r: rank.get(r["experiment"], len(rank))),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -724,7 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds": time.perf_counter() - t0,
             "experiments": results,
         }
-        (out / f"{suite}.json").write_text(json.dumps(payload, indent=1, default=float))
+        path = out / f"{suite}.json"
+        if wanted and path.exists():  # a partial run: keep the suite's other experiments
+            payload = _merge(json.loads(path.read_text()), payload, [e.name for e in exps])
+        path.write_text(json.dumps(payload, indent=1, default=float))
     table = pathlib.Path(a.table) if a.table else out / "quality.md"
     everything, commands = [], []
     order = {name: i for i, name in enumerate(SUITES)}

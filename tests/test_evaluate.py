@@ -69,6 +69,39 @@ def test_main_writes_json_table_and_figures(tmp_path):
     assert (out / "sofa_pixels_drift.png").stat().st_size > 1000
     assert (out / "sofa_pixels_grid.png").stat().st_size > 1000
     assert "sofa_pixels_grid.png" in (out / "quality.md").read_text()
+    # A later run of another experiment keeps the first one, in suite order, and both commands.
+    rc = evaluate.main(
+        ["--suite", "rooms_oracle", "--out", str(out), "--quick", "--size", "16"]
+        + ["--n-starts", "2", "--steps", "3", "--experiments", "frequency", "--methods", "random"]
+    )
+    assert rc == 0
+    payload = json.loads((out / "rooms_oracle.json").read_text())
+    assert [r["experiment"] for r in payload["experiments"]] == ["sofa_pixels", "frequency"]
+    assert set(payload["experiments"][0]["methods"]) == {"pca", "sefa", "supervised", "random"}
+    assert len(payload["runs"]) == 2 and "--experiments frequency" in payload["command"]
+    assert "### frequency" in (out / "quality.md").read_text()
+
+
+def test_rooms_gan_suite_ganspace_map_is_the_generators_mapping_network():
+    import jax
+    import jax.numpy as jnp
+
+    from reds_jax.generators import rooms_gan
+
+    exps = {e.name: e for e in evaluate.rooms_gan_suite()}
+    assert set(exps) == {"gan_sofa_pixels", "gan_sofa_look", "gan_frequency"}
+    gan = rooms_gan()
+    z = jax.random.normal(jax.random.key(0), (gan.latent_dim,), jnp.float32)
+    _, state = gan.module.apply(gan.params, z, capture_intermediates=True)
+    last = state["intermediates"][f"map_{gan.module.mapping_layers - 1}"]["__call__"][0]
+    want = jax.nn.leaky_relu(last[0], 0.2)
+    exp = exps["gan_sofa_look"]
+    np.testing.assert_allclose(exp.pca_fn(z), want, rtol=1e-5, atol=1e-6)
+    assert exp.sefa_weight.shape == (want.shape[0], gan.latent_dim)
+    # The judged truth is the judge's reading of the generated image, not the fixed regressor's.
+    (pos_name, pos_fn, pos_want), (look_name, _, look_want) = exp.truth
+    assert (pos_want, look_want) == ("vary", "fix") and "judge" in pos_name + look_name
+    assert pos_fn(z).shape == (1,) and bool(jnp.all(jnp.isfinite(pos_fn(z))))
 
 
 def test_bad_method_name_is_rejected(tmp_path):
