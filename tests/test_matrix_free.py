@@ -15,7 +15,7 @@ import scipy.linalg
 import reds_jax
 from reds_jax import features as F
 from reds_jax import matrix_free
-from reds_jax.bench import conv_generator
+from reds_jax.bench_problems import conv_generator
 
 D = 12
 GEN = conv_generator(D, size=8, channels=(6, 4), dtype=jnp.float64)
@@ -201,7 +201,7 @@ def test_sharded_matrix_free_matches_single_device():
         assert len(jax.devices()) == 8
         import reds_jax
         from reds_jax import features as F
-        from reds_jax.bench import conv_generator
+        from reds_jax.bench_problems import conv_generator
         gen = conv_generator(12, size=8, channels=(6, 4), dtype=jnp.float64)
         z0 = jax.random.normal(jax.random.key(0), (11, 12))  # not a multiple of 8: padded
         tr = reds_jax.traverse(gen, z0, vary=F.region((0.0, 0.0, 0.5, 1.0)),
