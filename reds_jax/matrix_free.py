@@ -368,8 +368,10 @@ def _start_solve(
     """The start latent's top-``p`` pairs from its exact Grams, without a ``[d, d]`` eigen-solve.
 
     ``λ`` is the dense solver's (``ridge`` raised to ``10·d·eps·max diag B``); one Cholesky factor
-    gives the preconditioner ``(B + λI)⁻¹``, with which LOBPCG on the explicit pencil converges in
-    a few iterations (a dense ``eigh`` of ``[d, d]`` costs seconds at d = 512 on a CPU).
+    ``L Lᵀ = B + λI`` gives the preconditioner ``(B + λI)⁻¹`` and the products ``Lᵀu`` that keep
+    the projected ``B + λI`` a sum of squares, with which LOBPCG on the explicit pencil converges in
+    a few iterations (a dense ``eigh`` of ``[d, d]`` costs seconds at d = 512 on a CPU). A
+    non-finite factor drops ``B`` (``L = √λ I``: a maxc start, as the dense solver falls back).
 
     Returns:
       ``values [p]``, unit ``vectors [p, d]`` (rows), the preconditioner ``[d, d]`` and ``λ``.
