@@ -68,6 +68,10 @@ class Config:
         ``beta_fix``, and the number of fixed-feature principal components the supervised
         direction is conditioned on.
       methods: method names (keys of :data:`METHODS`).
+      chunk_size: Jacobian columns/rows per chunk in the REDs Grams (None: dense); bounds memory
+        for large feature networks (face-api identity/landmarks).
+      start_batch: start latents walked per call (None: all at once); bounds memory. The
+        ``random`` method draws its directions per call, so its paths depend on it.
     """
 
     n_test: int = 32
@@ -82,6 +86,8 @@ class Config:
     betas: tuple[float, ...] = (0.9, 0.99)
     conditions: tuple[int, ...] = (0, 2)
     methods: tuple[str, ...] = ()
+    chunk_size: int | None = None
+    start_batch: int | None = None
 
 
 # name -> (kind, core method, path, tuned settings beyond step_size)
@@ -176,13 +182,19 @@ class _Runner:
             return baselines.linear_paths(z0, dirs, steps=cfg.steps, step_size=step)
         opts = {k: settings[k] for k in ("ridge", "beta_fix") if k in settings}
         common = dict(vary=exp.vary, fix=exp.fix, method=method, k=cfg.k, key=self.key_random)
-        if path == "linear":
-            dirs = directions(exp.generator, z0, **common, **opts).vectors
-            return baselines.linear_paths(z0, dirs, steps=cfg.steps, step_size=step)
-        tr = traverse(
-            exp.generator, z0, **common, path="local", steps=cfg.steps, step_size=step, **opts
-        )
-        return tr.latents
+        if cfg.chunk_size:
+            common["chunk_size"] = cfg.chunk_size
+
+        def walk(z):
+            if path == "linear":
+                dirs = directions(exp.generator, z, **common, **opts).vectors
+                return baselines.linear_paths(z, dirs, steps=cfg.steps, step_size=step)
+            return traverse(
+                exp.generator, z, **common, path="local", steps=cfg.steps, step_size=step, **opts
+            ).latents
+
+        size = cfg.start_batch or z0.shape[0]
+        return jnp.concatenate([walk(z0[i : i + size]) for i in range(0, z0.shape[0], size)])
 
     def measure_one(self, name: str, fn: Callable, latents: Array) -> np.ndarray:
         """Normalised distance to the start ``[N, 2k, T+1]`` of one measure."""
@@ -360,6 +372,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--experiments", default=None, help="comma list of experiment names")
     ap.add_argument("--quick", action="store_true", help="8 starts, 8 steps, no tuning grid")
     ap.add_argument(
+        "--step-sizes", default=None, help="comma list (default 0.25,0.5; × step_scale)"
+    )
+    ap.add_argument("--ridges", default=None, help="comma list of REDs ridges (default 1e-4,1e-2)")
+    ap.add_argument("--conditions", default=None, help="comma list for supervised (default 0,2)")
+    ap.add_argument("--chunk-size", type=int, default=None, help="chunked Grams (bounds memory)")
+    ap.add_argument("--start-batch", type=int, default=None, help="starts per call (memory)")
+    ap.add_argument(
         "--redraw",
         action="store_true",
         help="only redraw the image grids (of --experiments, default all) and the table from "
@@ -397,6 +416,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps=a.steps,
         seed=a.seed,
         methods=methods,
+        chunk_size=a.chunk_size,
+        start_batch=a.start_batch,
+    )
+    grids = {
+        "step_sizes": (a.step_sizes, float),
+        "ridges": (a.ridges, float),
+        "conditions": (a.conditions, int),
+    }
+    cfg = dataclasses.replace(
+        cfg,
+        **{k: tuple(t(x) for x in v.split(",")) for k, (v, t) in grids.items() if v},
     )
     if a.quick:
         cfg = dataclasses.replace(

@@ -107,3 +107,18 @@ def test_rooms_gan_suite_ganspace_map_is_the_generators_mapping_network():
 def test_bad_method_name_is_rejected(tmp_path):
     with pytest.raises(SystemExit, match="unknown methods"):
         evaluate.main(["--suite", "rooms_oracle", "--out", str(tmp_path), "--methods", "nope"])
+
+
+def test_start_batches_and_chunked_grams_walk_the_same_paths(experiments):
+    exp = experiments["frequency"]
+    cfg = evaluate.Config(n_test=3, n_tune=1, k=1, steps=3, n_pairs=8, n_samples=16)
+    settings = {"step_size": 0.3, "ridge": 1e-2}
+    whole = evaluate._Runner(exp, cfg, lambda s: None)
+    split = evaluate._Runner(
+        exp, evaluate.Config(**{**cfg.__dict__, "start_batch": 2, "chunk_size": 5}), lambda s: None
+    )
+    for name in ("reds-local", "reds-linear"):
+        a = whole.paths(name, settings, whole.z_test)
+        b = split.paths(name, settings, split.z_test)
+        assert a.shape == b.shape == (3, 2, 4, 16)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-9)
