@@ -71,7 +71,8 @@ class Config:
       chunk_size: Jacobian columns/rows per chunk in the REDs Grams (None: dense); bounds memory
         for large feature networks (face-api identity/landmarks).
       start_batch: start latents walked per call (None: all at once); bounds memory. The
-        ``random`` method draws its directions per call, so its paths depend on it.
+        ``random`` method draws its directions per call (one key per batch), so its paths
+        depend on it.
     """
 
     n_test: int = 32
@@ -185,16 +186,24 @@ class _Runner:
         if cfg.chunk_size:
             common["chunk_size"] = cfg.chunk_size
 
-        def walk(z):
+        def walk(z, key):
+            kw = {**common, **opts, "key": key}
             if path == "linear":
-                dirs = directions(exp.generator, z, **common, **opts).vectors
+                dirs = directions(exp.generator, z, **kw).vectors
                 return baselines.linear_paths(z, dirs, steps=cfg.steps, step_size=step)
             return traverse(
-                exp.generator, z, **common, path="local", steps=cfg.steps, step_size=step, **opts
+                exp.generator, z, **kw, path="local", steps=cfg.steps, step_size=step
             ).latents
 
-        size = cfg.start_batch or z0.shape[0]
-        return jnp.concatenate([walk(z0[i : i + size]) for i in range(0, z0.shape[0], size)])
+        if not cfg.start_batch:
+            return walk(z0, self.key_random)
+        size = cfg.start_batch  # one key per batch, so `random` draws fresh directions in each
+        return jnp.concatenate(
+            [
+                walk(z0[i : i + size], jax.random.fold_in(self.key_random, i))
+                for i in range(0, z0.shape[0], size)
+            ]
+        )
 
     def measure_one(self, name: str, fn: Callable, latents: Array) -> np.ndarray:
         """Normalised distance to the start ``[N, 2k, T+1]`` of one measure."""
