@@ -26,9 +26,9 @@ import numpy as np
 import optax
 
 import reds_jax
-from reds_jax import metrics
+from reds_jax.evaluation import metrics
+from reds_jax.evaluation.judge import rooms_judge
 from reds_jax.generators import factors_to_unit, rooms, rooms_gan, rooms_oracle
-from reds_jax.judge import rooms_judge
 
 
 def _summary(x) -> dict:
@@ -114,7 +114,7 @@ def rooms_cases(n: int, steps: int, restarts: int) -> dict:
 
 def _traversals(oracle, inverted, n: int) -> dict:
     """REDs local (fix highpass 2, vary lowpass 4) from inverted vs sampled latents: normalised
-    fixed drift at matched normalised varied change (reds_jax.metrics)."""
+    fixed drift at matched normalised varied change (reds_jax.evaluation.metrics)."""
     vary, fix = reds_jax.features.lowpass(4.0), reds_jax.features.highpass(2.0)
     sampled = jax.random.normal(jax.random.key(20_002), (n, oracle.latent_dim), jnp.float32)
     scale = {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Traversal benchmark on an accelerator: installs what is missing, runs `reds_jax.bench --profile gpu`
+# Traversal benchmark on an accelerator: installs what is missing, runs `bench --profile gpu`
 # and writes gpu.json + gpu.md to $OUT (the device tool's output folder) or benchmarks/results/.
 #
 #   bash benchmarks/gpu.sh                 # on the GPU machine, from anywhere in the checkout
@@ -42,5 +42,5 @@ if [ -d .reds_cache ]; then export REDS_JAX_CACHE=$PWD/.reds_cache; fi
 MACHINE="$("$PY" -c 'import jax; d = jax.devices()[0]; print(f"{d.device_kind} ({d.platform}), jax {jax.__version__}")'), matmul precision $JAX_DEFAULT_MATMUL_PRECISION"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 mkdir -p "$OUT_DIR"
-"$PY" -m reds_jax.bench --profile gpu --machine "$MACHINE" --out "$OUT_DIR" --name gpu \
+"$PY" benchmarks/bench_traverse.py --profile gpu --machine "$MACHINE" --out "$OUT_DIR" --name gpu \
   --ref-seeds 2 --timeout 240 "$@" 2>&1 | tee "$OUT_DIR/gpu.log"

@@ -32,8 +32,8 @@ import numpy as np
 
 import reds_jax
 from reds_jax import features, imageio
+from reds_jax.evaluation.judge import rooms_judge
 from reds_jax.generators import FACTOR_NAMES, factors_to_unit, rooms_gan, rooms_oracle
-from reds_jax.judge import rooms_judge
 
 APPEARANCE = ("sofa_r", "sofa_g", "sofa_b", "sofa_width", "sofa_height")
 GROUPS = {

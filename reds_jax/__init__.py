@@ -1,22 +1,51 @@
 """reds_jax: Rayleigh EigenDirections (REDs) in JAX.
 
 Public API: :func:`jacobian`, :func:`gram`, :func:`solve_rayleigh`, :func:`directions`,
-:func:`traverse`, and the :mod:`reds_jax.features` / :mod:`reds_jax.generators` namespaces.
+:func:`traverse`, :func:`invert`, and the :mod:`reds_jax.features` / :mod:`reds_jax.generators`
+namespaces (imported on first use, so ``import reds_jax`` loads no network and no flax).
+
+Module map (one line each; boundaries: core below features/generators below jobs/evaluation):
+
+* ``core/``: the numeric core, plain callables only (no flax, models or jobs).
+  ``jacobians`` exact Jacobians and Grams; ``linalg`` small shared linear algebra; ``rayleigh``
+  dense direction systems; ``matrix_free`` Gram-vector products and block LOBPCG; ``traverse``
+  directions and traversals; ``baselines`` linear peers; ``invert`` GAN inversion.
+* ``features/``: pure ``image -> vector`` functions (closed form, face-api, ArcFace, rooms nets).
+* ``generators/``: generator modules, the procedural rooms oracle, StyleGAN2 and its converters.
+* ``formats/``: checkpoint readers without torch or TensorFlow (torch zip/pickle, tfjs).
+* ``jobs/``: job config, model registry and feature specs (``models``), the compiled
+  ``experiment``, ``augment``, ``inversion`` of image files, the ``cli``.
+* ``evaluation/``: ``metrics``, quality ``suites``, the suite ``runner``, ``report``, ``judge``.
+* ``train/``: training scripts of the shipped models; ``weights/``: the shipped weights;
+  ``assets``: registry-package assets; ``imageio``: PNG grids.
+
+>>> import reds_jax, sys
+>>> "flax" in sys.modules or reds_jax.traverse.__name__
+'traverse'
 """
 
-from . import features as features
-from . import generators as generators
-from .invert import Inversion as Inversion
-from .invert import invert as invert
-from .jacobians import gram as gram
-from .jacobians import jacobian as jacobian
-from .rayleigh import solve_rayleigh as solve_rayleigh
-from .traverse import Directions as Directions
-from .traverse import Trajectories as Trajectories
-from .traverse import directions as directions
-from .traverse import traverse as traverse
+import importlib as _importlib
+
+from reds_jax.core.invert import Inversion as Inversion
+from reds_jax.core.invert import invert as invert
+from reds_jax.core.jacobians import gram as gram
+from reds_jax.core.jacobians import jacobian as jacobian
+from reds_jax.core.rayleigh import solve_rayleigh as solve_rayleigh
+from reds_jax.core.traverse import Directions as Directions
+from reds_jax.core.traverse import Trajectories as Trajectories
+from reds_jax.core.traverse import directions as directions
+from reds_jax.core.traverse import traverse as traverse
 
 __version__ = "0.1.0"
+
+_LAZY = ("features", "generators")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return _importlib.import_module(f"reds_jax.{name}")
+    raise AttributeError(f"module 'reds_jax' has no attribute {name!r}")
+
 
 __all__ = [
     "Directions",

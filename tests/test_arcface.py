@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from reds_jax.features.arcface import arcface, convert_iresnet_state_dict, load_iresnet
-from reds_jax.generators.torch_zip import load_torch_zip
+from reds_jax.formats.torch_zip import load_torch_zip
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 PTH = FIXTURES / "arcface_iresnet_tiny.pth"

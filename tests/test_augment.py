@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reds_jax import augment as A
-from reds_jax import models
+from reds_jax.jobs import augment as A
+from reds_jax.jobs import models
 
 # ---------------------------------------------------------------------------------------------
 # A toy model that compiles in a second: z [4] -> tanh(W z) as an 8x8 RGB image.
@@ -233,7 +233,7 @@ def test_second_writer_is_refused(tmp_path):
 
 def _cli() -> list[str]:
     script = pathlib.Path(sys.executable).with_name("reds-jax")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "reds_jax.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "reds_jax.jobs.cli"]
 
 
 def _env(cache):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reds_jax import baselines
+from reds_jax.core import baselines
 
 
 def _align(u, v):

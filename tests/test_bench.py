@@ -2,14 +2,14 @@
 
 import json
 
+import bench_traverse as bench
 import jax
 import jax.numpy as jnp
 import numpy as np
+from bench_problems import conv_generator, reference_traverse
 
 import reds_jax
-from reds_jax import bench
 from reds_jax import features as F
-from reds_jax.bench_problems import conv_generator, reference_traverse
 
 
 def test_reference_loop_walks_the_same_paths_as_traverse():

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reds_jax import cli, imageio, models
 from reds_jax import features as F
+from reds_jax import imageio
+from reds_jax.jobs import cli, models
 
 
 def _toy(latent_dim: int = 4, size: int = 8):
@@ -40,7 +41,7 @@ def toy_model():
 
 def _cli() -> list[str]:
     script = pathlib.Path(sys.executable).with_name("reds-jax")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "reds_jax.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "reds_jax.jobs.cli"]
 
 
 def run_main(capsys, *argv):
@@ -194,14 +195,14 @@ def test_help_lists_commands(capsys):
 
 def test_evaluate_and_bench_delegate(capsys, monkeypatch):
     seen = {}
-    fake = types.ModuleType("reds_jax.bench")
+    fake = types.ModuleType("bench")
     fake.main = lambda argv: seen.setdefault("bench", argv) and 0
-    monkeypatch.setitem(sys.modules, "reds_jax.bench", fake)
+    monkeypatch.setitem(sys.modules, "bench", fake)
     assert cli.main(["bench", "--quick", "x"]) == 0
     assert seen["bench"] == ["--quick", "x"]
-    fake_eval = types.ModuleType("reds_jax.evaluate")
+    fake_eval = types.ModuleType("reds_jax.evaluation.runner")
     fake_eval.main = lambda argv: 3
-    monkeypatch.setitem(sys.modules, "reds_jax.evaluate", fake_eval)
+    monkeypatch.setitem(sys.modules, "reds_jax.evaluation.runner", fake_eval)
     assert cli.main(["evaluate", "--suite", "rooms"]) == 3
 
 
@@ -209,7 +210,7 @@ def test_missing_delegate_says_so(capsys, monkeypatch):
     real = cli.importlib.import_module
 
     def missing(name, *a, **k):
-        if name.startswith(("reds_jax.bench", "benchmarks")):
+        if name.startswith(("bench", "benchmarks")):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return real(name, *a, **k)
 

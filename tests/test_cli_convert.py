@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reds_jax import cli
 from reds_jax.generators import stylegan2
+from reds_jax.jobs import cli
 
 FIXTURE = "tests/fixtures/stylegan2_rosinality.pt"
 

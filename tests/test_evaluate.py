@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from reds_jax import evaluate
+from reds_jax.evaluation import runner as evaluate
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 
 from reds_jax import assets, features
 from reds_jax.features import faceapi
-from reds_jax.features.tfjs import TfjsFormatError, load_tfjs_weights, nest
+from reds_jax.formats.tfjs import TfjsFormatError, load_tfjs_weights, nest
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "faceapi_reference.npz"
 

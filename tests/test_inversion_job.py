@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reds_jax import cli, models
-from reds_jax.inversion_job import InversionJobError, list_images, load_images
+from reds_jax.jobs import cli, models
+from reds_jax.jobs.inversion import InversionJobError, list_images, load_images
 
 W = np.random.default_rng(0).standard_normal((8 * 8 * 3, 4)) / 2.0
 

@@ -7,7 +7,7 @@ import pytest
 from jax.test_util import check_grads
 
 import reds_jax
-from reds_jax.jacobians import feature_grams
+from reds_jax.core.jacobians import feature_grams
 
 
 def wide(z):  # [4] -> [2, 3] (m=6 >= d=4)

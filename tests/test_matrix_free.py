@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+from bench_problems import conv_generator
 
 import reds_jax
 from reds_jax import features as F
-from reds_jax import matrix_free
-from reds_jax.bench_problems import conv_generator
+from reds_jax.core import matrix_free
 
 D = 12
 GEN = conv_generator(D, size=8, channels=(6, 4), dtype=jnp.float64)
@@ -106,7 +106,7 @@ def test_iterative_cold_start_sketch_and_maxc():
 
 
 def test_one_compile_per_configuration():
-    traverse_mod = sys.modules["reds_jax.traverse"]
+    traverse_mod = sys.modules["reds_jax.core.traverse"]
     kw = dict(KW, steps=3)
     before = traverse_mod._traverse_jit._cache_size()
     for seed in range(3):
@@ -201,7 +201,7 @@ def test_sharded_matrix_free_matches_single_device():
         assert len(jax.devices()) == 8
         import reds_jax
         from reds_jax import features as F
-        from reds_jax.bench_problems import conv_generator
+        from bench_problems import conv_generator
         gen = conv_generator(12, size=8, channels=(6, 4), dtype=jnp.float64)
         z0 = jax.random.normal(jax.random.key(0), (11, 12))  # not a multiple of 8: padded
         tr = reds_jax.traverse(gen, z0, vary=F.region((0.0, 0.0, 0.5, 1.0)),

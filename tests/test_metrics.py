@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reds_jax import metrics
+from reds_jax.evaluation import metrics
 
 
 def test_value_at_change_interpolates_first_crossing():

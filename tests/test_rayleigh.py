@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 
 import reds_jax
-from reds_jax import rayleigh
+from reds_jax.core import rayleigh
 
 
 def spd(rng, d, rank=None):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from reds_jax import features
+from reds_jax.evaluation.judge import rooms_judge
 from reds_jax.generators import (
     FACTOR_NAMES,
     factors_to_unit,
@@ -22,7 +23,6 @@ from reds_jax.generators import (
     sample_dataset,
     unit_to_factors,
 )
-from reds_jax.judge import rooms_judge
 from reds_jax.train.nets import r2_scores, sofa_iou
 from reds_jax.weights import SHA256, WeightsError, weights_path
 

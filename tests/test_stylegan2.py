@@ -19,6 +19,7 @@ import pytest
 
 import reds_jax
 from reds_jax import features
+from reds_jax.formats.torch_zip import load_torch_pickle, load_torch_zip
 from reds_jax.generators.stylegan2 import (
     StyleGAN2Checkpoint,
     load_stylegan2_checkpoint,
@@ -37,7 +38,6 @@ from reds_jax.generators.stylegan2_convert import (
     main,
 )
 from reds_jax.generators.stylegan2_nets import StyleGAN2, StyleGAN2Config
-from reds_jax.generators.torch_zip import load_torch_pickle, load_torch_zip
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 ROS = FIXTURES / "stylegan2_rosinality.pt"

@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from reds_jax.generators.torch_zip import load_torch_zip
+from reds_jax.formats.torch_zip import load_torch_zip
 
 
 def _str(s):

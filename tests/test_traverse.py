@@ -140,7 +140,7 @@ def test_linear_generator_local_path_equals_linear_path():
 
 
 def test_one_compile_per_configuration():
-    traverse_mod = sys.modules["reds_jax.traverse"]
+    traverse_mod = sys.modules["reds_jax.core.traverse"]
     gen = planted_generator()
     kw = dict(vary=F.pixels(), fix=[F.region((0, 0, 8, 4))], k=1, steps=3)
     before = traverse_mod._traverse_jit._cache_size()

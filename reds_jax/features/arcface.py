@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..generators.torch_zip import load_torch_zip
-from .closed_form import Feature, _box_pixels
+from reds_jax.features.closed_form import Feature, _box_pixels
+from reds_jax.formats.torch_zip import load_torch_zip
 
 __all__ = ["IResNet", "IResNetConfig", "arcface", "convert_iresnet_state_dict", "load_iresnet"]
 

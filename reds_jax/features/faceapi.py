@@ -36,7 +36,7 @@ from flax import serialization
 from reds_jax import assets
 from reds_jax.features.closed_form import Feature
 from reds_jax.features.faceapi_nets import AgeGenderNet, FaceLandmark68Net, FaceRecognitionNet
-from reds_jax.features.tfjs import load_tfjs_weights, nest
+from reds_jax.formats.tfjs import load_tfjs_weights, nest
 
 __all__ = [
     "FACEAPI_MEAN_RGB",

@@ -26,7 +26,7 @@ import numpy as np
 from flax import serialization
 
 from reds_jax import assets
-from reds_jax.generators.torch_zip import load_torch_zip
+from reds_jax.formats.torch_zip import load_torch_zip
 
 __all__ = [
     "DCGANGenerator",

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .rooms import NUM_FACTORS, render, render_masks, unit_to_factors
+from reds_jax.generators.rooms import NUM_FACTORS, render, render_masks, unit_to_factors
 
 _HIDDEN = 32
 _TARGET_STD = 1.4

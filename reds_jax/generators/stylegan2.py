@@ -3,7 +3,7 @@
 :func:`stylegan2` takes a checkpoint converted by :mod:`reds_jax.generators.stylegan2_convert`
 (``.msgpack``), or converts a rosinality ``.pt`` / stylegan2-ada-pytorch ``.pkl`` on the fly (no
 torch needed), and returns ``generator(latent [d]) -> image [H, W, 3]`` in ``[0, 1]`` for
-:func:`reds_jax.traverse`. The architecture is in :mod:`reds_jax.generators.stylegan2_nets`.
+:func:`reds_jax.core.traverse`. The architecture is in :mod:`reds_jax.generators.stylegan2_nets`.
 
 Latent spaces (``space``):
 
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from .stylegan2_nets import NOISE_MODES, StyleGAN2, StyleGAN2Config
+from reds_jax.generators.stylegan2_nets import NOISE_MODES, StyleGAN2, StyleGAN2Config
 
 __all__ = [
     "SPACES",
@@ -171,7 +171,9 @@ def _as_checkpoint(params_or_path: Any, **convert_options: Any) -> StyleGAN2Chec
             if convert_options:
                 raise ValueError(f"{sorted(convert_options)} apply to .pt / .pkl files only.")
             return load_stylegan2_checkpoint(path)
-        from .stylegan2_convert import convert_stylegan2  # lazy: the converter is optional
+        from reds_jax.generators.stylegan2_convert import (
+            convert_stylegan2,  # lazy: the converter is optional
+        )
 
         return convert_stylegan2(path, **convert_options)
     raise TypeError(

@@ -4,7 +4,7 @@ A network pickle (``network-snapshot-*.pkl``, ``ffhq.pkl``) is a plain ``pickle.
 ``{"G": ..., "D": ..., "G_ema": ..., "augment_pipe": ..., "training_set_kwargs": ...}`` whose
 networks are ``torch_utils.persistence`` objects: ``_reconstruct_persistent_obj(meta)`` with the
 class name, the *source code* of its module and the module's state. Unpickling it normally imports
-and executes that source. Here :func:`~reds_jax.generators.torch_zip.load_torch_pickle` resolves
+and executes that source. Here :func:`~reds_jax.formats.torch_zip.load_torch_pickle` resolves
 ``_reconstruct_persistent_obj`` to an inert :class:`PersistentRecord` (class name + state; the
 source is never looked at), ``dnnlib.util.EasyDict`` to a dict and ``argparse.Namespace`` to an
 attribute record; every other global is refused before it can run. :func:`convert_ada_network`
@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from .stylegan2 import StyleGAN2Checkpoint, check_variables
-from .stylegan2_nets import StyleGAN2Config
-from .stylegan2_ops import fir_kernel
-from .torch_zip import _Rebuild, load_torch_pickle
+from reds_jax.formats.torch_zip import _Rebuild, load_torch_pickle
+from reds_jax.generators.stylegan2 import StyleGAN2Checkpoint, check_variables
+from reds_jax.generators.stylegan2_nets import StyleGAN2Config
+from reds_jax.generators.stylegan2_ops import fir_kernel
 
 __all__ = ["PersistentRecord", "convert_ada_network", "load_stylegan2_ada"]
 

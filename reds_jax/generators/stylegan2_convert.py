@@ -4,7 +4,7 @@ Two layouts are read:
 
 * **rosinality** (github.com/rosinality/stylegan2-pytorch): a ``torch.save`` zip
   ``{"g_ema": state_dict, "latent_avg"?: [w], "args"?: Namespace, ...}`` (or a bare generator
-  state dict), read by :func:`~reds_jax.generators.torch_zip.load_torch_zip`. The mapping's
+  state dict), read by :func:`~reds_jax.formats.torch_zip.load_torch_zip`. The mapping's
   learning-rate multiplier is not stored (``mapping_lr_mul``, default 0.01 as in its
   ``Generator``). Without ``latent_avg`` the truncation centre is the mean of the mapping over
   10,000 ``z ~ N(0, I)`` drawn from ``jax.random.key(0)``.
@@ -33,11 +33,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .stylegan2 import StyleGAN2Checkpoint, check_variables, save_stylegan2_checkpoint
-from .stylegan2_ada import DEFAULT_BLUR, NAMESPACE_GLOBALS, convert_ada_network, load_stylegan2_ada
-from .stylegan2_nets import MappingNetwork, StyleGAN2Config
-from .stylegan2_ops import fir_kernel
-from .torch_zip import load_torch_zip
+from reds_jax.formats.torch_zip import load_torch_zip
+from reds_jax.generators.stylegan2 import (
+    StyleGAN2Checkpoint,
+    check_variables,
+    save_stylegan2_checkpoint,
+)
+from reds_jax.generators.stylegan2_ada import (
+    DEFAULT_BLUR,
+    NAMESPACE_GLOBALS,
+    convert_ada_network,
+    load_stylegan2_ada,
+)
+from reds_jax.generators.stylegan2_nets import MappingNetwork, StyleGAN2Config
+from reds_jax.generators.stylegan2_ops import fir_kernel
 
 __all__ = [
     "convert_ada_network",

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .stylegan2_ops import clamp, fir_kernel, lrelu, modulated_conv, upfirdn2d
+from reds_jax.generators.stylegan2_ops import clamp, fir_kernel, lrelu, modulated_conv, upfirdn2d
 
 __all__ = [
     "NOISE_MODES",

@@ -1,7 +1,7 @@
 """Training and held-out evaluation of the living-room feature networks.
 
 * ``regressor``: :class:`reds_jax.features.rooms_nets.RoomRegressor`, MSE on unit-cube factors.
-* ``judge``: :class:`reds_jax.judge.RoomsJudgeNet` (other architecture), same loss, other seed.
+* ``judge``: :class:`reds_jax.evaluation.judge.RoomsJudgeNet` (other architecture), same loss, other seed.
 * ``segmenter``: :class:`reds_jax.features.rooms_nets.SofaSegmenter`, per-pixel cross-entropy
   against the renderer's soft sofa mask.
 
@@ -22,9 +22,9 @@ import numpy as np
 import optax
 from flax import serialization
 
+from reds_jax.evaluation.judge import RoomsJudgeNet
 from reds_jax.features.rooms_nets import RoomRegressor, SofaSegmenter
 from reds_jax.generators.rooms import FACTOR_NAMES, factors_to_unit, render_masks, sample_dataset
-from reds_jax.judge import RoomsJudgeNet
 from reds_jax.train.common import run_loop
 
 __all__ = ["evaluate_net", "make_net", "net_config", "r2_scores", "sofa_iou", "train_net"]

@@ -151,8 +151,8 @@ def to_markdown(q: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
+    from reds_jax.evaluation.judge import rooms_judge
     from reds_jax.generators.rooms_gan import rooms_gan
-    from reds_jax.judge import rooms_judge
 
     p = argparse.ArgumentParser(prog="python -m reds_jax.train.quality")
     p.add_argument("--out", required=True)

@@ -5,7 +5,7 @@ Files (flax msgpack of ``{"params": ...}``, float32), each written by ``python -
 * ``rooms_gan.msgpack``: EMA generator of :func:`reds_jax.generators.rooms_gan`.
 * ``rooms_regressor.msgpack``: factor regressor of :func:`reds_jax.features.room_factors`.
 * ``rooms_segmenter.msgpack``: sofa segmenter of :func:`reds_jax.features.sofa_mask`.
-* ``rooms_judge.msgpack``: evaluation-only judge of :func:`reds_jax.judge.rooms_judge`.
+* ``rooms_judge.msgpack``: evaluation-only judge of :func:`reds_jax.evaluation.judge.rooms_judge`.
 """
 
 from __future__ import annotations

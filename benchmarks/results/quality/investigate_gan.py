@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from reds_jax import evaluate
+from reds_jax.evaluation import runner as evaluate
 
 exps = {e.name: e for e in evaluate.rooms_gan_suite()}
 for ename in ["gan_sofa_look", "gan_frequency"]:

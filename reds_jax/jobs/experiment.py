@@ -1,10 +1,10 @@
 """What to traverse and how: the job configuration and the compiled, batched experiment.
 
-:class:`JobConfig` names a model (see :mod:`reds_jax.models`), features as text specs, and the
+:class:`JobConfig` names a model (see :mod:`reds_jax.jobs.models`), features as text specs, and the
 traversal settings; it validates every field with errors that name it, so configurations can come
 from TOML files and the command line. :class:`Experiment` turns a config into one compiled
 function ``(start latents [B, d], seeds [B]) -> images, latents, distances`` that ``reds-jax
-traverse``, ``reds-jax demo`` and the augmentation job (:mod:`reds_jax.augment`) share.
+traverse``, ``reds-jax demo`` and the augmentation job (:mod:`reds_jax.jobs.augment`) share.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import models
-from .traverse import METHODS, OPTIONS, PATHS, traverse
+from reds_jax.core.traverse import METHODS, OPTIONS, PATHS, traverse
+from reds_jax.jobs import models
 
 try:
-    from .matrix_free import SOLVERS
+    from reds_jax.core.matrix_free import SOLVERS
 except ImportError:  # pragma: no cover - older core without the matrix-free solver
     SOLVERS = ("dense",)
 
@@ -131,20 +131,20 @@ class JobConfig:
     """What to traverse and how (shared by ``reds-jax traverse`` and ``reds-jax augment``).
 
     Attributes:
-      model: a name from :data:`reds_jax.models.MODELS` (``"faces"``, ``"rooms"``, ...).
+      model: a name from :data:`reds_jax.jobs.models.MODELS` (``"faces"``, ``"rooms"``, ...).
       model_args: keyword arguments of the model's loader (e.g. ``{"size": 32}`` for rooms).
       seeds: ``"start:stop"``, an int, or a list (see :func:`parse_seeds`); or use ``latents``.
       latents: path to a ``.npy`` file of start latents ``[N, d]`` (items are its rows).
       key: base PRNG seed of the start latents and traversal keys.
-      vary: varied feature specs (see :func:`reds_jax.models.parse_feature`); None: the model's.
+      vary: varied feature specs (see :func:`reds_jax.jobs.models.parse_feature`); None: the model's.
       fix: fixed feature specs; None: the model's default; ``[]``: none.
       method: REDs method (``reds``, ``nullspace``, ``maxc``, ``minf``, ``random``).
       path: ``local`` or ``linear``.
       k: directions per start latent (``2k`` paths).
       steps: steps per path ``T``.
       step_size: latent step length; None: the model's default.
-      solver: ``dense`` (default) or ``matrix_free`` (see :func:`reds_jax.traverse`).
-      options: extra :func:`reds_jax.traverse` options (``ridge``, ``beta_fix``, ...).
+      solver: ``dense`` (default) or ``matrix_free`` (see :func:`reds_jax.core.traverse`).
+      options: extra :func:`reds_jax.core.traverse` options (``ridge``, ``beta_fix``, ...).
       dtype: ``float32`` or ``float64`` (the latter needs ``JAX_ENABLE_X64=1``).
       shard_size: start latents per shard file.
       batch_size: start latents per compiled call (changes outputs only by float rounding; not
@@ -305,7 +305,7 @@ class Experiment:
       config: a :class:`JobConfig` (``seeds``/``latents``/sharding fields are not used here).
 
     Raises:
-      ConfigError: a bad field, or options that :func:`reds_jax.traverse` rejects (e.g. ``k``
+      ConfigError: a bad field, or options that :func:`reds_jax.core.traverse` rejects (e.g. ``k``
         larger than the varied feature or latent size).
 
     >>> exp = Experiment(JobConfig(model="rooms", model_args={"latent_dim": 4, "size": 16},
@@ -373,7 +373,7 @@ class Experiment:
         }
 
     def start_latents(self, seeds: Sequence[int]) -> np.ndarray:
-        """``[N, d]`` start latents of ``seeds`` (see :func:`reds_jax.models.start_latents`)."""
+        """``[N, d]`` start latents of ``seeds`` (see :func:`reds_jax.jobs.models.start_latents`)."""
         return np.asarray(
             models.start_latents(seeds, self.latent_dim, key=self.config.key, dtype=self.dtype)
         )

@@ -1,4 +1,4 @@
-"""Figures and Markdown tables of quality results (:func:`reds_jax.evaluate.run_experiment`)."""
+"""Figures and Markdown tables of quality results (:func:`reds_jax.evaluation.runner.run_experiment`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .suites import Experiment
+from reds_jax.evaluation.suites import Experiment
 
 __all__ = ["plot_drift", "image_grid", "render_table"]
 

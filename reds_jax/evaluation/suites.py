@@ -1,4 +1,4 @@
-"""Quality suites: the vary/fix experiments that ``python -m reds_jax.evaluate`` runs.
+"""Quality suites: the vary/fix experiments that ``python -m reds_jax.evaluation.runner`` runs.
 
 An :class:`Experiment` is one generator with the features to change and to hold, ground-truth
 measures where the generator has them, and what the linear peers need (an activation map for
@@ -15,7 +15,7 @@ GANSpace, a first-layer weight for SeFa). Suites:
   * ``rooms_gan`` (the shipped rooms GAN, no exact factors): ``gan_sofa_pixels`` (the shipped
     segmenter's sofa mask), ``gan_sofa_look`` (the shipped regressor) and ``gan_frequency``; the
     factor groups are *judged* by the separately trained judge network
-    (:func:`reds_jax.judge.rooms_judge`), never by the networks being fixed.
+    (:func:`reds_jax.evaluation.judge.rooms_judge`), never by the networks being fixed.
   * ``faces`` (the pretrained face DCGAN): ``faces_identity_hair`` (fix face-api identity and
     landmarks, vary the top-of-head box), ``faces_hair`` (fix the face box, vary the top-of-head
     box) and ``faces_frequency``.
@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .features import Feature, highpass, lowpass, region
-from .generators import rooms as rooms_lib
+from reds_jax.features import Feature, highpass, lowpass, region
+from reds_jax.generators import rooms as rooms_lib
 
 Array = jax.Array
 
@@ -97,7 +97,7 @@ def _frequency(name: str, what: str, generator, *, scale: float = 1.0, **kw) -> 
 
 def _regressor_sofa() -> dict[str, tuple[Feature, ...]]:
     """``vary``/``fix`` of the sofa-look experiments: the shipped regressor's sofa_x / sofa look."""
-    from .features import room_factors
+    from reds_jax.features import room_factors
 
     return {
         "vary": (Feature(room_factors(("sofa_x",)), "regressor sofa_x"),),
@@ -116,7 +116,7 @@ def rooms_oracle_suite(*, size: int = 64, latent_dim: int = 16, seed: int = 0):
     Returns:
       Tuple of :class:`Experiment`.
     """
-    from .generators import rooms_oracle
+    from reds_jax.generators import rooms_oracle
 
     oracle = rooms_oracle(latent_dim=latent_dim, seed=seed, size=size)
     p = oracle.params
@@ -214,8 +214,8 @@ def rooms_oracle_suite(*, size: int = 64, latent_dim: int = 16, seed: int = 0):
 
 def faces_suite():
     """The face-DCGAN experiments; needs the cached face DCGAN and face-api weights."""
-    from .features import face_identity, face_landmarks
-    from .generators import face_dcgan
+    from reds_jax.features import face_identity, face_landmarks
+    from reds_jax.generators import face_dcgan
 
     gan = face_dcgan()
     kernel = np.asarray(gan.params["params"]["ConvT_0"]["kernel"], np.float64)  # [4, 4, d, C]
@@ -272,9 +272,9 @@ def rooms_gan_suite():
     The fixed and varied features come from the shipped segmenter and regressor; the factor
     groups are judged by the separately trained judge network on the generated image.
     """
-    from .features import sofa_mask
-    from .generators import rooms_gan
-    from .judge import rooms_judge
+    from reds_jax.evaluation.judge import rooms_judge
+    from reds_jax.features import sofa_mask
+    from reds_jax.generators import rooms_gan
 
     gan = rooms_gan()
     judge = rooms_judge()

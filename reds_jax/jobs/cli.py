@@ -6,14 +6,14 @@ Subcommands::
   reds-jax traverse  --seeds 0 1 --vary lowpass:2 --fix highpass:2 ... --out DIR
   reds-jax augment   --seeds 0:1000 --out DIR [--shard-size 64 --batch-size 16]   resumable dataset job
   reds-jax invert    IMAGES... [--images DIR] --model faces|rooms --out DIR   GAN inversion
-  reds-jax evaluate  ...                                         quality suites (reds_jax.evaluate)
+  reds-jax evaluate  ...                                         quality suites (reds_jax.evaluation.runner)
   reds-jax bench     ...                                         benchmarks
   reds-jax convert   stylegan2 IN.pkl|IN.pt OUT.msgpack           StyleGAN2 checkpoints, no torch
 
 ``traverse`` and ``augment`` start from ``--seeds``, ``--latents FILE.npy`` or ``--images DIR``
-(the images are inverted first, into ``OUT/inverted``; see :mod:`reds_jax.inversion_job`).
+(the images are inverted first, into ``OUT/inverted``; see :mod:`reds_jax.jobs.inversion`).
 ``traverse`` and ``augment`` also read a TOML file (``--config job.toml``) whose keys are the
-fields of :class:`reds_jax.augment.JobConfig` (plus ``out``); command-line flags override it.
+fields of :class:`reds_jax.jobs.augment.JobConfig` (plus ``out``); command-line flags override it.
 Feature specs: ``pixels``, ``region:top,left,h,w[,invert]``, ``lowpass:σ``, ``highpass:σ``,
 ``band:low,high``, ``identity``, ``landmarks``, ``age``, ``gender``; join stages with ``@``
 (``highpass:2@region:0.1,0.2,0.5,0.6``).
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pathlib
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -193,7 +194,7 @@ def _job_config(ns: argparse.Namespace, *, augment: bool):
     """Merges ``--config`` TOML with the flags; returns ``(JobConfig, out or None)``."""
     import tomllib
 
-    from .experiment import ConfigError, JobConfig
+    from reds_jax.jobs.experiment import ConfigError, JobConfig
 
     data: dict[str, Any] = {}
     where = "arguments"
@@ -259,8 +260,8 @@ def _describe(result: dict[str, Any], vary: Sequence[str], fix: Sequence[str], i
 
 
 def _cmd_demo(ns: argparse.Namespace) -> int:
-    from . import imageio
-    from .experiment import ConfigError, JobConfig, get_experiment
+    from reds_jax import imageio
+    from reds_jax.jobs.experiment import ConfigError, JobConfig, get_experiment
 
     t0 = time.perf_counter()
     try:
@@ -300,9 +301,9 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
 def _cmd_traverse(ns: argparse.Namespace) -> int:
     import numpy as np
 
-    from . import imageio
-    from .augment import _atomic_write, _npz_bytes
-    from .experiment import ConfigError, get_experiment, parse_seeds
+    from reds_jax import imageio
+    from reds_jax.jobs.augment import _atomic_write, _npz_bytes
+    from reds_jax.jobs.experiment import ConfigError, get_experiment, parse_seeds
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
@@ -349,7 +350,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
 def _cmd_invert(ns: argparse.Namespace) -> int:
     import numpy as np
 
-    from .inversion_job import InversionJobError, invert_files
+    from reds_jax.jobs.inversion import InversionJobError, invert_files
 
     t0 = time.perf_counter()
     try:
@@ -383,7 +384,7 @@ def _with_inverted_images(ns: argparse.Namespace, cfg, out):
 
     import numpy as np
 
-    from .inversion_job import InversionJobError, invert_files
+    from reds_jax.jobs.inversion import InversionJobError, invert_files
 
     if ns.images is None:
         return cfg
@@ -410,8 +411,8 @@ def _with_inverted_images(ns: argparse.Namespace, cfg, out):
 
 
 def _cmd_augment(ns: argparse.Namespace) -> int:
-    from .augment import AugmentError, augment
-    from .experiment import ConfigError
+    from reds_jax.jobs.augment import AugmentError, augment
+    from reds_jax.jobs.experiment import ConfigError
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=True)
@@ -456,6 +457,20 @@ def _delegate(command: str, candidates: Sequence[str], args: Sequence[str]) -> i
     return 2
 
 
+def _bench(args: Sequence[str]) -> int:
+    """Run ``benchmarks/bench_traverse.py`` of the checkout this package was installed from."""
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_traverse.py"
+    if not script.is_file():
+        print(
+            f"{PROG} bench: error: the benchmarks are not part of the installed package; from a "
+            "checkout of reds_jax run 'python benchmarks/bench_traverse.py --help' (or install it "
+            "with 'pip install -e .' and use 'reds-jax bench').",
+            file=sys.stderr,
+        )
+        return 2
+    return subprocess.call([sys.executable, str(script), *args])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``reds-jax`` console script.
 
@@ -470,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "evaluate":  # passed on untouched (argparse would eat leading flags)
-        return _delegate("evaluate", ("reds_jax.evaluate",), argv[1:])
+        return _delegate("evaluate", ("reds_jax.evaluation.runner",), argv[1:])
     if argv and argv[0] == "convert":
         kinds = {"stylegan2": "reds_jax.generators.stylegan2_convert"}
         if len(argv) < 2 or argv[1] not in kinds:
@@ -482,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return _delegate("convert", (kinds[argv[1]],), argv[2:])
     if argv and argv[0] == "bench":
-        return _delegate("bench", ("reds_jax.bench", "benchmarks.run", "benchmarks"), argv[1:])
+        return _bench(argv[1:])
     ns = _parser().parse_args(argv)
     try:
         if ns.command == "demo":

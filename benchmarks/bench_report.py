@@ -1,5 +1,5 @@
 """Benchmark reports: Markdown tables, the issue's targets, and the JSON/Markdown files written after
-every configuration (:mod:`reds_jax.bench`).
+every configuration (:mod:`bench`).
 """
 
 from __future__ import annotations

@@ -72,9 +72,9 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve
 
-from . import rayleigh
-from .jacobians import feature_grams, output_size, sanitize
-from .small_linalg import cholesky_inverse, project_rows, small_eigh
+from reds_jax.core import rayleigh
+from reds_jax.core.jacobians import feature_grams, output_size, sanitize
+from reds_jax.core.linalg import cholesky_inverse, project_rows, small_eigh
 
 Array = jax.Array
 
@@ -418,7 +418,7 @@ def start(generator, vary, fix, cfg, z: Array, key: Array) -> tuple[Array, Array
     """Cold start at one latent: the top-``p`` system and the tracking context of its paths.
 
     Args:
-      generator, vary, fix: as in :func:`reds_jax.traverse`.
+      generator, vary, fix: as in :func:`reds_jax.core.traverse`.
       cfg: the traversal config (``cfg.mf`` holds the :class:`MFConfig`).
       z: latent ``[d]``.
       key: PRNG key (``cold_start="iterative"``: start block and probes).

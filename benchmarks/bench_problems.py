@@ -1,5 +1,5 @@
 """Benchmark problems: the synthetic conv generator, the named generator + feature problems, solver
-specs, and the reference-style loop that the solvers are compared with (:mod:`reds_jax.bench`).
+specs, and the reference-style loop that the solvers are compared with (:mod:`bench`).
 """
 
 from __future__ import annotations

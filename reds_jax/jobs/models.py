@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import features as _features
+from reds_jax import features as _features
 
 Array = jax.Array
 
@@ -256,14 +256,14 @@ def load_model(name: str, **model_args: Any) -> Model:
 
 
 def _load_faces(root: str | None = None):
-    from .generators import face_dcgan
+    from reds_jax.generators import face_dcgan
 
     gan = face_dcgan(root)
     return gan, gan.generator, gan.latent_dim
 
 
 def _load_rooms(latent_dim: int = 16, size: int = 64, seed: int = 0):
-    from .generators import rooms_oracle
+    from reds_jax.generators import rooms_oracle
 
     oracle = rooms_oracle(latent_dim=latent_dim, size=size, seed=seed)
     return oracle, oracle.generator, oracle.latent_dim

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import matrix_free, rayleigh
-from .jacobians import check_mode, feature_grams
+from reds_jax.core import matrix_free, rayleigh
+from reds_jax.core.jacobians import check_mode, feature_grams
 
 Array = jax.Array
 
@@ -388,7 +388,7 @@ def directions(
       solver: ``"dense"`` (exact Grams and a dense eigen-solve at every latent) or
         ``"matrix_free"`` (``reds``/``maxc`` only: the same Rayleigh form from Gram-vector
         products ``Jᵀ(Jv)`` and a warm-started block LOBPCG along ``local`` paths; see
-        :mod:`reds_jax.matrix_free`).
+        :mod:`reds_jax.core.matrix_free`).
       **options: ``weights`` (per fixed feature, default 1), ``vary_weights``, ``normalize``
         (Frobenius-normalise each Gram, default True), ``ridge`` (default 1e-6), ``beta_fix``
         (default 0.99), ``beta_vary`` (default None: no cut), ``mode`` (Jacobian mode, default

@@ -129,7 +129,7 @@ def invert_files(
     inversion of the same files with the same settings (a sha256 fingerprint), it is reused.
 
     Args:
-      model_name: a name of :data:`reds_jax.models.MODELS` (``faces``, ``rooms``, ...).
+      model_name: a name of :data:`reds_jax.jobs.models.MODELS` (``faces``, ``rooms``, ...).
       sources: image files and/or folders.
       out: output folder.
       steps: Adam steps per restart.
@@ -148,8 +148,9 @@ def invert_files(
     import jax
     import optax
 
-    from . import imageio, models
-    from .invert import invert
+    from reds_jax import imageio
+    from reds_jax.core.invert import invert
+    from reds_jax.jobs import models
 
     paths = list_images(sources)
     out = pathlib.Path(out)
@@ -194,7 +195,7 @@ def invert_files(
         progress=progress,
         chunk=max(1, min(50, steps)),
     )
-    from .augment import _atomic_write, _npz_bytes
+    from reds_jax.jobs.augment import _atomic_write, _npz_bytes
 
     out.mkdir(parents=True, exist_ok=True)
     latents = np.asarray(res.latents, np.float32)

@@ -1,6 +1,6 @@
 """Quality evaluation: REDs against its linear peers, measured like the paper, with ground truth.
 
-``python -m reds_jax.evaluate --suite rooms_oracle --out DIR [--n-starts 32] [--quick]`` runs a
+``python -m reds_jax.evaluation.runner --suite rooms_oracle --out DIR [--n-starts 32] [--quick]`` runs a
 named suite of experiments and writes, into ``DIR``: ``<suite>.json`` (all numbers), per experiment
 a drift-vs-change plot ``<experiment>_drift.png`` and an image grid ``<experiment>_grid.png``, and
 the Markdown table ``quality.md`` (or ``--table PATH``) built from every ``*.json`` in ``DIR``.
@@ -9,12 +9,12 @@ Protocol (per experiment): start latents ``z ~ N(0, I)`` from two disjoint seeds
 which each method's settings (step size, ridge, ``beta_fix``, conditioning) are chosen from a small
 grid, and a held-out *test* set that is reported. Every method walks ``2k`` paths of ``T`` steps
 per start. Distances to the start are normalised by each measure's median distance between random
-pairs (:func:`reds_jax.metrics.pair_scale`); the score of a path is its fixed-feature drift where
+pairs (:func:`reds_jax.evaluation.metrics.pair_scale`); the score of a path is its fixed-feature drift where
 its varied change first reaches ``δ`` (linear interpolation; never reaching it is a failure). The
 tuning criterion is the median score with failures ranked worst.
 
-Suites (``rooms_oracle``, ``rooms_gan``, ``faces``) and their experiments: :mod:`reds_jax.suites`;
-figures and tables: :mod:`reds_jax.quality_report`.
+Suites (``rooms_oracle``, ``rooms_gan``, ``faces``) and their experiments: :mod:`reds_jax.evaluation.suites`;
+figures and tables: :mod:`reds_jax.evaluation.report`.
 """
 
 from __future__ import annotations
@@ -35,10 +35,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import baselines, metrics
-from .quality_report import image_grid, plot_drift, render_table
-from .suites import SUITES, Experiment, faces_suite, rooms_gan_suite, rooms_oracle_suite
-from .traverse import directions, traverse
+from reds_jax.core import baselines
+from reds_jax.core.traverse import directions, traverse
+from reds_jax.evaluation import metrics
+from reds_jax.evaluation.report import image_grid, plot_drift, render_table
+from reds_jax.evaluation.suites import (
+    SUITES,
+    Experiment,
+    faces_suite,
+    rooms_gan_suite,
+    rooms_oracle_suite,
+)
 
 Array = jax.Array
 
@@ -366,7 +373,7 @@ def _available(exp: Experiment, name: str) -> bool:
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="python -m reds_jax.evaluate", description=__doc__.split("\n")[0]
+        prog="python -m reds_jax.evaluation.runner", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--suite", action="append", choices=sorted(SUITES), required=True)
     ap.add_argument("--out", required=True, help="output folder (JSON, PNGs, quality.md)")
@@ -473,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         payload = {
             "suite": suite,
-            "command": "python -m reds_jax.evaluate " + args,
+            "command": "python -m reds_jax.evaluation.runner " + args,
             "seconds": time.perf_counter() - t0,
             "experiments": results,
         }

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
+
+if TYPE_CHECKING:  # optax is imported when invert() runs: `import reds_jax.core` stays light
+    import optax
 
 Array = jax.Array
 
@@ -74,7 +76,7 @@ def _check_images(images: Any, generator: Callable, latent_dim: int) -> Array:
     if images.ndim != 4 or images.shape[1:] != out.shape:
         raise ValueError(
             f"images must have shape [N, {', '.join(map(str, out.shape))}] (the generator's output); "
-            f"got {images.shape}. Resize or crop them first (reds_jax.cli does it for files)."
+            f"got {images.shape}. Resize or crop them first (reds_jax.jobs.cli does it for files)."
         )
     if not bool(jnp.all(jnp.isfinite(images))):
         raise ValueError("images contain non-finite values; pass images in [0, 1].")
@@ -138,6 +140,8 @@ def invert(
             )
     images = _check_images(images, generator, latent_dim)
     n, dtype = images.shape[0], images.dtype
+    import optax
+
     optimizer = optax.adam(0.05) if optimizer is None else optimizer
     if init is not None:
         z = jnp.asarray(init, dtype)

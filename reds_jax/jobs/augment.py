@@ -1,7 +1,7 @@
 """The dataset-augmentation job: start latents -> REDs traversals -> images, in resumable shards.
 
-A job is described by a :class:`reds_jax.experiment.JobConfig` (also readable from TOML, see
-:meth:`~reds_jax.experiment.JobConfig.from_mapping`) and writes into one folder::
+A job is described by a :class:`reds_jax.jobs.experiment.JobConfig` (also readable from TOML, see
+:meth:`~reds_jax.jobs.experiment.JobConfig.from_mapping`) and writes into one folder::
 
     config.json          the resolved configuration (written first; a resume must match it)
     manifest.jsonl       one JSON line per completed shard: file, sha256, bytes, items, seeds
@@ -316,7 +316,7 @@ def augment(
     n_shards = -(-n_items // cfg.shard_size)
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    from . import __version__
+    from reds_jax import __version__
 
     header = {
         "config": cfg.identity(),

@@ -1,0 +1,1 @@
+"""Evaluation: path metrics, quality suites, the suite runner, reports and the rooms judge."""

@@ -1,0 +1,1 @@
+"""Checkpoint-format readers that need neither torch nor TensorFlow: torch zip/pickle, tfjs."""
