@@ -45,7 +45,7 @@ def test_lobpcg_converges_to_the_generalised_eigenvectors():
         pinv = jnp.asarray(np.linalg.inv(b + lam * np.eye(D))) if precondition else None
         x0 = jnp.asarray(rng.standard_normal((3, D)))
 
-        def solve(x, jj=jj, pinv=pinv, iters=iters):
+        def solve(x, jj=jj, pinv=pinv, iters=iters, lam=lam):
             pencil = matrix_free.ProductPencil.build(
                 lambda u: jj @ u, lambda w: jj.T @ w, (14, 16), 1, jnp.ones(2), jnp.asarray(lam),
                 pinv,
@@ -218,6 +218,9 @@ def test_sharded_matrix_free_matches_single_device():
     for n in (8, 1):
         out = f"/tmp/reds_mf_shard_{os.getpid()}_{n}.npy"
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+        # benchmarks/ (bench_problems) is not in the package: put it on the child's path
+        paths = [os.path.join(os.path.dirname(__file__), "..", "benchmarks")]
+        env["PYTHONPATH"] = os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")])
         src = code.replace("OUT", out).replace("== 8", f"== {n}")
         subprocess.run([sys.executable, "-c", src], check=True, env=env, timeout=300)
         outs.append(np.load(out))

@@ -198,8 +198,15 @@ class _Runner:
             if path == "linear":
                 dirs = directions(exp.generator, z, **kw).vectors
                 return baselines.linear_paths(z, dirs, steps=cfg.steps, step_size=step)
+            # Distances are measured by `measure` (normalised, with truth measures): skip them here.
             return traverse(
-                exp.generator, z, **kw, path="local", steps=cfg.steps, step_size=step
+                exp.generator,
+                z,
+                **kw,
+                path="local",
+                steps=cfg.steps,
+                step_size=step,
+                distances=False,
             ).latents
 
         if not cfg.start_batch:

@@ -303,7 +303,12 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
 
     from reds_jax import imageio
     from reds_jax.jobs.augment import _atomic_write, _npz_bytes
-    from reds_jax.jobs.experiment import ConfigError, get_experiment, parse_seeds
+    from reds_jax.jobs.experiment import (
+        ConfigError,
+        diagnostics_warning,
+        get_experiment,
+        parse_seeds,
+    )
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
@@ -344,6 +349,9 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
         f"columns = steps) and traversals.npz (latents {list(result['latents'].shape)}, "
         f"vary/fix distances, images) to {out.resolve()} in {time.perf_counter() - t0:.1f} s"
     )
+    warning = diagnostics_warning(result)
+    if warning:
+        print(f"{PROG} traverse: {warning}", file=sys.stderr)
     return 0
 
 
