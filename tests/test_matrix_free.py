@@ -45,7 +45,7 @@ def test_lobpcg_converges_to_the_generalised_eigenvectors():
         pinv = jnp.asarray(np.linalg.inv(b + lam * np.eye(D))) if precondition else None
         x0 = jnp.asarray(rng.standard_normal((3, D)))
 
-        def solve(x, jj=jj, pinv=pinv, iters=iters):
+        def solve(x, jj=jj, pinv=pinv, iters=iters, lam=lam):
             pencil = matrix_free.ProductPencil.build(
                 lambda u: jj @ u, lambda w: jj.T @ w, (14, 16), 1, jnp.ones(2), jnp.asarray(lam),
                 pinv,
