@@ -145,3 +145,51 @@ def test_bad_control_values_are_clear_errors(kw, match):
 def test_corrector_needs_fixed_features():
     with pytest.raises(ValueError, match="fix="):
         reds_jax.traverse(linear, jnp.ones(3), vary=BOTTOM, method="maxc", correct=1)
+
+
+def test_job_config_and_cli_flags_carry_path_control_to_the_traversal(capsys):
+    from reds_jax.jobs import cli, models
+    from reds_jax.jobs.config import ConfigError, JobConfig
+    from reds_jax.jobs.experiment import get_experiment
+
+    w = np.random.default_rng(5).standard_normal((4 * 4 * 3, 4)) / 2.0
+
+    def toy():
+        return None, lambda z: 0.5 * (jnp.tanh(jnp.asarray(w, z.dtype) @ z).reshape(4, 4, 3) + 1), 4
+
+    models.register_model(
+        "toy_pc", toy, description="toy", vary=("lowpass:1",), fix=("highpass:1",), step_size=0.3
+    )
+    try:
+        cfg = JobConfig(
+            model="toy_pc", seeds="0:2", k=1, steps=2, step_target=0.2, correct=1, dtype="float64"
+        ).resolved()
+        exp = get_experiment(cfg)
+        got = exp.run(seeds=[0, 1])
+        z0 = exp.start_latents([0, 1])
+        ref = [
+            reds_jax.traverse(
+                exp.model.generator, z0[i], vary=exp.vary, fix=exp.fix, k=1, steps=2,
+                step_size=0.3, step_target=0.2, correct=1,
+                key=jax.random.fold_in(jax.random.fold_in(jax.random.key(0), i), 1),
+            )
+            for i in range(2)
+        ]  # fmt: skip
+        np.testing.assert_allclose(got["latents"], np.stack([r.latents for r in ref]), atol=1e-9)
+        assert (
+            "step_target" in cfg.identity()
+            and "correct" not in JobConfig(model="toy_pc", seeds="0:2").identity()
+        )  # path control off: the identity of older jobs
+        with pytest.raises(ConfigError, match="step_target"):
+            JobConfig(model="toy_pc", seeds="0:2", step_target=-1.0).resolved()
+        with pytest.raises(ConfigError, match="correct"):
+            JobConfig(model="toy_pc", seeds="0:2", correct=-2).resolved()
+        ns = cli._parser().parse_args(
+            ["traverse", "--model", "toy_pc", "--seeds", "0", "--step-target", "0.1",
+             "--correct", "2"]
+        )  # fmt: skip
+        job = cli._job_config(ns, augment=False)
+        job = job[0] if isinstance(job, tuple) else job
+        assert (job.step_target, job.correct) == (0.1, 2)
+    finally:
+        models.MODELS.pop("toy_pc", None)

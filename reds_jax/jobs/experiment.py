@@ -95,6 +95,8 @@ class Experiment:
             k=cfg.k,
             steps=cfg.steps,
             step_size=cfg.step_size,
+            step_target=cfg.step_target,
+            correct=cfg.correct,
             key=key,
             **({} if cfg.solver == "dense" else {"solver": cfg.solver}),
             **cfg.options,
