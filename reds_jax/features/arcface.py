@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reds_jax.features.closed_form import Feature, _box_pixels
+from reds_jax.features.closed_form import Feature, box_pixels
 from reds_jax.formats.torch_zip import load_torch_zip
 
 __all__ = ["IResNet", "IResNetConfig", "arcface", "convert_iresnet_state_dict", "load_iresnet"]
@@ -309,7 +309,7 @@ def arcface(
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"arcface takes an RGB image [H, W, 3]; got {image.shape}.")
         if box is not None:
-            top, left, h, w = _box_pixels(box, image.shape[0], image.shape[1], "auto")
+            top, left, h, w = box_pixels(box, image.shape[0], image.shape[1], "auto")
             image = image[top : top + h, left : left + w]
         if image.shape[:2] != (size, size):
             image = jax.image.resize(image, (size, size, 3), "linear", antialias=antialias)
