@@ -111,7 +111,7 @@ def lowpass(sigma: float) -> Feature:
       Feature ``image [H, W, C] -> [H·W·C]``.
 
     >>> import jax.numpy as jnp
-    >>> float(lowpass(2.0)(jnp.ones((16, 16, 3))).mean())
+    >>> round(float(lowpass(2.0)(jnp.ones((16, 16, 3))).mean()), 6)
     1.0
     """
     gaussian_kernel(sigma)

@@ -103,6 +103,6 @@ def load_ada_pickle(path: str | os.PathLike[str]) -> Any:
     Raises:
         pickle.UnpicklingError: the pickle names anything outside the allow-list.
 
-    >>> data = load_ada_pickle("ffhq.pkl")  # doctest: +SKIP (needs a network pickle)
+    >>> data = load_ada_pickle("ffhq.pkl")  # needs a network pickle  # doctest: +SKIP
     """
     return load_torch_pickle(path, extra_globals=ADA_GLOBALS)

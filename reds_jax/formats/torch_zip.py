@@ -238,8 +238,8 @@ def load_torch_zip(
             a storage is missing or too short.
         ValueError: the file is not a zip archive in the torch layout.
 
-    >>> sd = load_torch_zip(reds_jax.assets.fetch("face_dcgan"))  # doctest: +SKIP
-    >>> sd["netG_state_dict"]["main.0.weight"].shape  # doctest: +SKIP
+    >>> sd = load_torch_zip(reds_jax.assets.fetch("face_dcgan"))  # fetches the face DCGAN weights  # doctest: +SKIP
+    >>> sd["netG_state_dict"]["main.0.weight"].shape  # needs a checkpoint file  # doctest: +SKIP
     (100, 512, 4, 4)
     """
     if not zipfile.is_zipfile(path):
@@ -484,7 +484,7 @@ def load_torch_pickle(
             storage (nothing from the file is executed).
         ValueError: the file is a zip archive (use :func:`load_torch_zip`).
 
-    >>> data = load_torch_pickle("network-snapshot.pkl", extra_globals=...)  # doctest: +SKIP
+    >>> data = load_torch_pickle("network-snapshot.pkl", extra_globals=...)  # needs a checkpoint file  # doctest: +SKIP
     """
     if zipfile.is_zipfile(path):
         raise ValueError(

@@ -182,9 +182,9 @@ def stylegan2(
         ValueError: an unknown ``space`` / ``noise_mode``, a missing ``key``, a cutoff in ``w``
             space, or a checkpoint that does not fit.
 
-    >>> g = stylegan2("ffhq.msgpack", space="w+", truncation=0.7)  # doctest: +SKIP
-    >>> w0 = jax.vmap(g.from_z)(jax.random.normal(jax.random.key(0), (4, 512)))  # doctest: +SKIP
-    >>> reds_jax.traverse(g.generator, w0, vary=features.lowpass(4.0))  # doctest: +SKIP
+    >>> g = stylegan2("ffhq.msgpack", space="w+", truncation=0.7)  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
+    >>> w0 = jax.vmap(g.from_z)(jax.random.normal(jax.random.key(0), (4, 512)))  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
+    >>> reds_jax.traverse(g.generator, w0, vary=features.lowpass(4.0))  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
     """
     if space not in SPACES:
         raise ValueError(f"space={space!r}; pass one of {SPACES}.")

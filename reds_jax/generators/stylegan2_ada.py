@@ -205,7 +205,7 @@ def load_stylegan2_ada(
         pickle.UnpicklingError: the pickle names anything outside the allow-list.
         ValueError: no such entry, or not an unconditional StyleGAN2 skip generator.
 
-    >>> ckpt = load_stylegan2_ada("ffhq.pkl")  # doctest: +SKIP
+    >>> ckpt = load_stylegan2_ada("ffhq.pkl")  # needs a network pickle  # doctest: +SKIP
     """
     data = load_ada_pickle(path)
     if isinstance(data, PersistentRecord):

@@ -99,7 +99,7 @@ def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 def save_stylegan2_checkpoint(ckpt: StyleGAN2Checkpoint, path: str | os.PathLike[str]) -> None:
     """Writes a checkpoint as msgpack: ``{"format", "version", "config" (JSON), "variables"}``.
 
-    >>> save_stylegan2_checkpoint(ckpt, "ffhq.msgpack")  # doctest: +SKIP
+    >>> save_stylegan2_checkpoint(ckpt, "ffhq.msgpack")  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
     """
     variables = check_variables(ckpt.config, ckpt.variables)
     data = serialization.msgpack_serialize(
@@ -119,7 +119,7 @@ def load_stylegan2_checkpoint(path: str | os.PathLike[str]) -> StyleGAN2Checkpoi
     Raises:
         ValueError: not such a file, or its variables do not fit its config.
 
-    >>> ckpt = load_stylegan2_checkpoint("ffhq.msgpack")  # doctest: +SKIP
+    >>> ckpt = load_stylegan2_checkpoint("ffhq.msgpack")  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
     """
     try:
         data = serialization.msgpack_restore(pathlib.Path(path).read_bytes())

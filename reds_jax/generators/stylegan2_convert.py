@@ -146,7 +146,7 @@ def convert_rosinality_state_dict(
     Raises:
         ValueError: a missing or unexpected key, or a shape that does not fit.
 
-    >>> ckpt = convert_rosinality_state_dict(load_torch_zip("550000.pt")["g_ema"])  # doctest: +SKIP
+    >>> ckpt = convert_rosinality_state_dict(load_torch_zip("550000.pt")["g_ema"])  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
     """
     sd = {k: np.asarray(v) for k, v in state_dict.items()}
     n_mlp = 0
@@ -245,7 +245,7 @@ def load_stylegan2_rosinality(
             ``argparse.Namespace`` (nothing from it is executed).
         ValueError: not a rosinality generator.
 
-    >>> ckpt = load_stylegan2_rosinality("stylegan2-ffhq-config-f.pt")  # doctest: +SKIP
+    >>> ckpt = load_stylegan2_rosinality("stylegan2-ffhq-config-f.pt")  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
     """
     ckpt = load_torch_zip(path, extra_globals=NAMESPACE_GLOBALS)
     if not isinstance(ckpt, dict):
@@ -304,7 +304,7 @@ def convert_stylegan2(
         The :class:`StyleGAN2Checkpoint`; load a saved one with
         :func:`~reds_jax.generators.stylegan2` or ``load_stylegan2_checkpoint``.
 
-    >>> convert_stylegan2("ffhq.pkl", "ffhq.msgpack")  # doctest: +SKIP
+    >>> convert_stylegan2("ffhq.pkl", "ffhq.msgpack")  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
     """
     path = pathlib.Path(path)
     if not path.is_file():

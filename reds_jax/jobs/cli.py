@@ -454,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       Exit status: 0 on success, 2 for bad arguments / configuration (printed without a
       traceback), 1 when an asset cannot be obtained.
 
-    >>> main(["bench", "--help"])  # doctest: +SKIP
+    >>> main(["bench", "--help"])  # runs the benchmark script  # doctest: +SKIP
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "evaluate":  # passed on untouched (argparse would eat leading flags)
