@@ -246,7 +246,7 @@ def augment(
       AugmentError: the folder holds another configuration, or another job is writing to it.
 
     >>> augment({"model": "rooms", "model_args": {"size": 16}, "seeds": "0:4", "k": 1,
-    ...          "steps": 2, "shard_size": 2}, "out")  # doctest: +SKIP
+    ...          "steps": 2, "shard_size": 2}, "out")  # writes a job folder  # doctest: +SKIP
     """
     if not isinstance(config, JobConfig):
         config = JobConfig.from_mapping(config)

@@ -76,8 +76,8 @@ class Experiment:
         larger than the varied feature or latent size).
 
     >>> exp = Experiment(JobConfig(model="rooms", model_args={"latent_dim": 4, "size": 16},
-    ...                            k=1, steps=1))  # doctest: +SKIP
-    >>> exp.run(seeds=[0, 1])["images"].shape  # doctest: +SKIP
+    ...                            k=1, steps=1))  # compiles a traversal  # doctest: +SKIP
+    >>> exp.run(seeds=[0, 1])["images"].shape  # compiles a traversal  # doctest: +SKIP
     (2, 2, 2, 16, 16, 3)
     """
 
