@@ -308,7 +308,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
 
     from reds_jax import imageio
     from reds_jax._io import atomic_write, npz_bytes
-    from reds_jax.jobs.experiment import ConfigError, get_experiment
+    from reds_jax.jobs.experiment import ConfigError, diagnostics_warning, get_experiment
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
@@ -339,6 +339,9 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
         f"columns = steps) and traversals.npz (latents {list(result['latents'].shape)}, "
         f"vary/fix distances, images) to {out.resolve()} in {time.perf_counter() - t0:.1f} s"
     )
+    warning = diagnostics_warning(result)
+    if warning:
+        print(f"{PROG} traverse: {warning}", file=sys.stderr)
     return 0
 
 
@@ -428,24 +431,10 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(command: str, candidates: Sequence[str], args: Sequence[str]) -> int:
-    for name in candidates:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is not None and name.startswith(err.name):
-                continue  # the module itself is missing; a missing dependency is re-raised
-            raise
-        entry = getattr(module, "main", None)
-        if callable(entry):
-            code = entry(list(args))
-            return code if isinstance(code, int) else 0
-    print(
-        f"{PROG} {command}: not available yet in this installation (looked for main() in "
-        f"{', '.join(candidates)}).",
-        file=sys.stderr,
-    )
-    return 2
+def _delegate(module: str, args: Sequence[str]) -> int:
+    """Runs ``module.main(args)``: ``evaluate`` and ``convert`` parse their own arguments."""
+    code = importlib.import_module(module).main(list(args))
+    return code if isinstance(code, int) else 0
 
 
 def _bench_script() -> pathlib.Path:
@@ -477,11 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       Exit status: 0 on success, 2 for bad arguments / configuration (printed without a
       traceback), 1 when an asset cannot be obtained.
 
-    >>> main(["bench", "--help"])  # doctest: +SKIP
+    >>> main(["bench", "--help"])  # runs the benchmark script  # doctest: +SKIP
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "evaluate":  # passed on untouched (argparse would eat leading flags)
-        return _delegate("evaluate", ("reds_jax.evaluation.runner",), argv[1:])
+        return _delegate("reds_jax.evaluation.runner", argv[1:])
     if argv and argv[0] == "convert":
         kinds = {"stylegan2": "reds_jax.generators.stylegan2_convert"}
         if len(argv) < 2 or argv[1] not in kinds:
@@ -491,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        return _delegate("convert", (kinds[argv[1]],), argv[2:])
+        return _delegate(kinds[argv[1]], argv[2:])
     if argv and argv[0] == "bench":
         return _bench(argv[1:])
     ns = _parser().parse_args(argv)

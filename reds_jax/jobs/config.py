@@ -20,13 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from reds_jax._io import sha256_file
-from reds_jax.core.traverse import METHODS, OPTIONS, PATHS
+from reds_jax.core.traverse import METHODS, OPTIONS, PATHS, SOLVERS
 from reds_jax.jobs import models
-
-try:
-    from reds_jax.core.matrix_free import SOLVERS
-except ImportError:  # pragma: no cover - older core without the matrix-free solver
-    SOLVERS = ("dense",)
 
 __all__ = ["ConfigError", "JobConfig", "StartItems", "load_latents", "parse_seeds"]
 
