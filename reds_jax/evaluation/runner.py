@@ -138,7 +138,7 @@ def _grid(
     :data:`STEP_TARGETS`, ``unit`` being the raw varied change per step that reaches δ in T."""
     if name in CONTROLLED:
         base = dict(base or {"step_size": scale * cfg.step_sizes[0], "ridge": cfg.ridges[0]})
-        if "step_target" not in METHODS[name][3]:
+        if "step_target" not in EVAL_METHODS[name][3]:
             return [base]
         base["step_size"] = 2.0 * base["step_size"]
         return [{**base, "step_target": m * unit} for m in STEP_TARGETS]
