@@ -49,6 +49,8 @@ def diagnostics_warning(arrays: Mapping[str, np.ndarray]) -> str | None:
     >>> diagnostics_warning({"diagnostics_solve_fallback": np.array([[0, 2]])})
     'warning: numerical fallbacks on some paths: solve_fallback=2 (per-path counts in the \
 diagnostics_* arrays; see the README, Numerical fallbacks)'
+    >>> diagnostics_warning({"diagnostics_ridge_raised": np.array([[1, 1]])}).split(" (")[0]
+    'note: ridge raised to the precision floor: ridge_raised=2'
     """
     counts = {
         f: int(np.sum(arrays[DIAGNOSTICS_PREFIX + f]))
@@ -59,9 +61,15 @@ diagnostics_* arrays; see the README, Numerical fallbacks)'
     if not counts:
         return None
     listed = ", ".join(f"{f}={c}" for f, c in counts.items())
+    # A raised ridge alone is routine in float32 (the precision floor exceeds the default ridge).
+    what = (
+        "note: ridge raised to the precision floor"
+        if list(counts) == ["ridge_raised"]
+        else "warning: numerical fallbacks on some paths"
+    )
     return (
-        f"warning: numerical fallbacks on some paths: {listed} (per-path counts in the "
-        f"{DIAGNOSTICS_PREFIX}* arrays; see the README, Numerical fallbacks)"
+        f"{what}: {listed} (per-path counts in the {DIAGNOSTICS_PREFIX}* arrays; see the "
+        "README, Numerical fallbacks)"
     )
 
 
