@@ -74,6 +74,9 @@ def arrays_on_devices(code: str, counts: Sequence[int] = (8, 1)) -> list[np.ndar
     for n in counts:
         out = f"/tmp/reds_devices_{os.getpid()}_{n}.npy"
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+        # benchmarks/ (bench_problems) is not in the package: put it on the child's path
+        paths = [os.path.join(os.path.dirname(__file__), "..", "benchmarks")]
+        env["PYTHONPATH"] = os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")])
         src = code.replace("OUT", out).replace("== 8", f"== {n}")
         subprocess.run([sys.executable, "-c", src], check=True, env=env, timeout=300)
         outs.append(np.load(out))

@@ -224,11 +224,13 @@ def test_sharded_batch_matches_single_device():
         z0 = jax.random.normal(jax.random.key(0), (11, 6))  # not a multiple of 8: padded
         tr = reds_jax.traverse(gen, z0, vary=F.region((1, 0, 3, 4)), fix=[F.region((0, 0, 1, 4))],
                                k=2, steps=3)
-        np.save("OUT", np.asarray(tr.latents))
+        pc = reds_jax.traverse(gen, z0, vary=F.region((1, 0, 3, 4)), fix=[F.region((0, 0, 1, 4))],
+                               k=1, steps=2, step_target=0.05, correct=1)  # path control
+        np.save("OUT", np.concatenate([np.ravel(tr.latents), np.ravel(pc.latents)]))
         """
     )
     outs = arrays_on_devices(code, (8, 1))
-    assert outs[0].shape == (11, 4, 4, 6)
+    assert outs[0].shape == (11 * 4 * 4 * 6 + 11 * 2 * 3 * 6,)
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-10)
 
 

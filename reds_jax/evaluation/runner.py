@@ -111,14 +111,37 @@ EVAL_METHODS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "sefa": ("sefa", "", "linear", ()),
     "supervised": ("supervised", "", "linear", ("condition",)),
     "supervised-gt": ("supervised-gt", "", "linear", ()),
+    # path control (issue 19): feature-space steps and/or the drift corrector
+    "reds-local-fs": ("core", "reds", "local", ("step_target",)),
+    "reds-local-c": ("core", "reds", "local", ()),
+    "reds-local-pc": ("core", "reds", "local", ("step_target",)),
 }
+
+# Controlled variants of reds-local: Gauss-Newton corrector iterations per step, and the
+# multipliers of δ/T (the per-step change that reaches δ in T steps) tried as ``step_target``.
+# They inherit reds-local's tuned ridge and step size (the step size is their cap, doubled for
+# feature-space steps, whose steps are chosen below the cap), so they differ from it only in
+# the control; run with reds-local (it is tuned first).
+CONTROLLED = {"reds-local-fs": 0, "reds-local-c": 2, "reds-local-pc": 2}
+STEP_TARGETS = (1.25, 2.0)
 
 
 # ---------------------------------------------------------------------------------------------
 # Running
 
 
-def _grid(name: str, cfg: Config, scale: float) -> list[dict[str, Any]]:
+def _grid(
+    name: str, cfg: Config, scale: float, base: dict[str, Any] | None = None, unit: float = 1.0
+) -> list[dict[str, Any]]:
+    """Settings to try: the product of the method's grids. Controlled variants (``CONTROLLED``)
+    start from ``base`` (reds-local's choice) and try ``step_target = m·unit`` for ``m`` in
+    :data:`STEP_TARGETS`, ``unit`` being the raw varied change per step that reaches δ in T."""
+    if name in CONTROLLED:
+        base = dict(base or {"step_size": scale * cfg.step_sizes[0], "ridge": cfg.ridges[0]})
+        if "step_target" not in EVAL_METHODS[name][3]:
+            return [base]
+        base["step_size"] = 2.0 * base["step_size"]
+        return [{**base, "step_target": m * unit} for m in STEP_TARGETS]
     extra = {
         "ridge": cfg.ridges,
         "beta_fix": cfg.betas,
@@ -188,7 +211,9 @@ class _Runner:
         if kind != "core":
             dirs = self._global(kind, settings.get("condition", 0))
             return baselines.linear_paths(z0, dirs, steps=cfg.steps, step_size=step)
-        opts = {k: settings[k] for k in ("ridge", "beta_fix") if k in settings}
+        opts = {k: settings[k] for k in ("ridge", "beta_fix", "step_target") if k in settings}
+        if name in CONTROLLED:
+            opts["correct"] = CONTROLLED[name]
         common = dict(vary=exp.vary, fix=exp.fix, method=method, k=cfg.k, key=self.key_random)
         if cfg.chunk_size:
             common["chunk_size"] = cfg.chunk_size
@@ -198,8 +223,15 @@ class _Runner:
             if path == "linear":
                 dirs = directions(exp.generator, z, **kw).vectors
                 return baselines.linear_paths(z, dirs, steps=cfg.steps, step_size=step)
+            # Distances are measured by `measure` (normalised, with truth measures): skip them here.
             return traverse(
-                exp.generator, z, **kw, path="local", steps=cfg.steps, step_size=step
+                exp.generator,
+                z,
+                **kw,
+                path="local",
+                steps=cfg.steps,
+                step_size=step,
+                distances=False,
             ).latents
 
         if not cfg.start_batch:
@@ -276,9 +308,12 @@ def run_experiment(
         "methods": {},
     }
     frames = {}
+    # raw varied change per step that reaches δ in T steps (controlled variants' step_target unit)
+    unit = exp.delta * math.sqrt(sum(runner.scales[f.name] ** 2 for f in exp.vary)) / cfg.steps
     for name in names:
         t0 = time.perf_counter()
-        grid = _grid(name, cfg, exp.step_scale)
+        base = result["methods"].get("reds-local", {}).get("settings")
+        grid = _grid(name, cfg, exp.step_scale, base, unit)
         tried = []
         for settings in grid if len(grid) > 1 else []:
             s = runner.score(runner.measure(runner.paths(name, settings, runner.z_tune)))

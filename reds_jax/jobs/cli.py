@@ -47,6 +47,8 @@ _JOB_FLAGS = {
     "k": "k",
     "steps": "steps",
     "step_size": "step_size",
+    "step_target": "step_target",
+    "correct": "correct",
     "solver": "solver",
     "dtype": "dtype",
     "shard_size": "shard_size",
@@ -113,6 +115,13 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
     p.add_argument("-k", type=int, dest="k", help="directions per start latent (2k paths)")
     p.add_argument("--steps", type=int, help="steps per path (default 8)")
     p.add_argument("--step-size", type=float, help="latent step length (default: the model's)")
+    p.add_argument(
+        "--step-target", type=float,
+        help="feature-space steps: varied-feature change per step (--step-size caps the step)",
+    )  # fmt: skip
+    p.add_argument(
+        "--correct", type=int, help="drift-corrector iterations per step (default 0: none)"
+    )
     p.add_argument("--solver", help="dense (default) or matrix_free (reds/maxc; big features)")
     p.add_argument(
         "--option",
@@ -299,7 +308,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
 
     from reds_jax import imageio
     from reds_jax._io import atomic_write, npz_bytes
-    from reds_jax.jobs.experiment import ConfigError, get_experiment
+    from reds_jax.jobs.experiment import ConfigError, diagnostics_warning, get_experiment
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
@@ -330,6 +339,9 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
         f"columns = steps) and traversals.npz (latents {list(result['latents'].shape)}, "
         f"vary/fix distances, images) to {out.resolve()} in {time.perf_counter() - t0:.1f} s"
     )
+    warning = diagnostics_warning(result)
+    if warning:
+        print(f"{PROG} traverse: {warning}", file=sys.stderr)
     return 0
 
 
