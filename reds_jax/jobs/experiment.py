@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from reds_jax.core.traverse import METHODS, OPTIONS, PATHS, traverse
 from reds_jax.jobs import models
+from reds_jax.jobs.shards import FORMATS
 
 try:
     from reds_jax.core.matrix_free import SOLVERS
@@ -123,6 +124,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "shard_size": ((int,), "an int >= 1"),
     "batch_size": ((int,), "an int >= 1"),
     "compress": ((bool,), "true or false"),
+    "format": ((str,), f"one of {FORMATS}"),
 }
 
 
@@ -149,7 +151,9 @@ class JobConfig:
       shard_size: start latents per shard file.
       batch_size: start latents per compiled call (changes outputs only by float rounding; not
         part of :meth:`identity`, so a resume may use another one).
-      compress: deflate the ``.npz`` shards.
+      compress: deflate the ``.npz`` shards (zstd Parquet columns, PNG zlib level 6 instead of 1).
+      format: shard files of ``reds-jax augment``: ``npz``, ``webdataset`` (tar of PNG frames +
+        metadata) or ``parquet`` (see :mod:`reds_jax.jobs.shards`).
     """
 
     model: str = "rooms"
@@ -170,6 +174,7 @@ class JobConfig:
     shard_size: int = 64
     batch_size: int = 16
     compress: bool = True
+    format: str = "npz"
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str = "config") -> JobConfig:
@@ -263,6 +268,8 @@ class JobConfig:
         unknown = sorted(set(self.options) - set(OPTIONS))
         if unknown:
             raise bad("options", f"has unknown key(s) {unknown}; valid keys are {OPTIONS}.")
+        if self.format not in FORMATS:
+            raise bad("format", f"is {self.format!r}; pass one of {FORMATS}.")
         if self.dtype not in ("float32", "float64"):
             raise bad("dtype", f"is {self.dtype!r}; pass 'float32' or 'float64'.")
         return dataclasses.replace(
@@ -291,7 +298,7 @@ class JobConfig:
 
 
 def _shard_batch(x: jax.Array) -> jax.Array:
-    devices = jax.devices()
+    devices = jax.local_devices()  # under jax.distributed each process computes on its own
     if len(devices) == 1:
         return x
     mesh = Mesh(np.asarray(devices), ("batch",))
@@ -389,7 +396,7 @@ class Experiment:
         """Traverses from the start latents of ``seeds`` (or the given ``latents``) and renders.
 
         Every compiled call gets exactly ``batch_size`` latents (the last batch is padded), so a
-        job compiles once; the batch is sharded over ``jax.devices()``.
+        job compiles once; the batch is sharded over this process's ``jax.local_devices()``.
 
         Args:
           seeds: ``[N]`` seeds (the traversal keys; the start latents too unless ``latents``).
@@ -411,7 +418,7 @@ class Experiment:
             )
         if not np.all(np.isfinite(z)):
             raise ValueError("latents contain NaN or inf; pass finite start latents.")
-        n_dev = len(jax.devices())
+        n_dev = len(jax.local_devices())
         bs = batch_size or min(self.config.batch_size, len(seeds))
         bs = -(-bs // n_dev) * n_dev
         parts = []
@@ -440,7 +447,7 @@ def get_experiment(config: JobConfig) -> Experiment:
     """A compiled :class:`Experiment` for ``config``, reused across calls in this process.
 
     The last 8 configurations are kept (keyed by every field but ``seeds``, ``latents``,
-    ``shard_size``, ``batch_size`` and ``compress``), so repeated jobs compile once.
+    ``shard_size``, ``batch_size``, ``compress`` and ``format``), so repeated jobs compile once.
 
     Args:
       config: a :class:`JobConfig`.
@@ -450,7 +457,7 @@ def get_experiment(config: JobConfig) -> Experiment:
     """
     cfg = config.resolved()
     fields = dataclasses.asdict(cfg)
-    for name in ("seeds", "latents", "shard_size", "batch_size", "compress"):
+    for name in ("seeds", "latents", "shard_size", "batch_size", "compress", "format"):
         fields.pop(name)
     fields["vary"], fields["fix"] = list(cfg.vary), list(cfg.fix)
     try:
