@@ -239,3 +239,24 @@ def test_sigkill_and_resume_per_format(fmt, toy_dir, tmp_path, tmp_path_factory)
     assert not list(out.glob(".*.tmp"))
     lines = (out / "manifest.jsonl").read_text().splitlines()
     assert all(json.loads(line)["format"] == fmt for line in lines)
+
+
+def test_writer_thread_errors_surface_and_resume_completes(jobs, tmp_path, monkeypatch):
+    real = A.encode_shard
+    calls = []
+
+    def failing(arrays, fmt, *, compress=True):
+        calls.append(int(arrays["items"][0]))
+        if len(calls) == 2:
+            raise OSError("disk full (injected)")
+        return real(arrays, fmt, compress=compress)
+
+    monkeypatch.setattr(A, "encode_shard", failing)
+    out = tmp_path / "job"
+    with pytest.raises(OSError, match="injected"):
+        A.augment(CFG, out, progress=False)  # raised in the calling thread, not lost in the writer
+    assert [e["index"] for e in A.read_manifest(out)] == [0]
+    monkeypatch.setattr(A, "encode_shard", real)
+    res = A.augment(CFG, out, progress=False, queue_size=0)  # and without the writer thread
+    assert res.skipped == (0,) and res.written == (1, 2)
+    assert [_sha(p) for p in _shards(out)] == [_sha(p) for p in _shards(jobs["npz"])]
