@@ -163,7 +163,7 @@ def test_failed_first_run_leaves_the_folder_free(toy_dir, tmp_path):
         ({"k": 5}, "k"),  # k > d = 4
         ({"model_args": {"colour": 3}}, "colour"),
         ({"options": {"ridge": -1.0}}, "ridge"),
-        ({"latents": str(tmp_path / "z_nan.npy")}, "row 1"),
+        ({"latents": str(tmp_path / "z_nan.npy")}, "NaN"),
     ]
     for over, words in bad:
         with pytest.raises(A.ConfigError, match=words):

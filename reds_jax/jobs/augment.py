@@ -67,16 +67,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from reds_jax._io import TMP_SUFFIX, atomic_write, sha256_file
+
+from .config import ConfigError, JobConfig, parse_seeds
 from .distributed import Coordinator, initialize, owned_shards
-from .experiment import (
-    ConfigError,
-    Experiment,
-    JobConfig,
-    _sha256_file,
-    get_experiment,
-    parse_seeds,
-)
-from .shards import FORMATS, _npz_bytes, encode_shard, load_shard, require, shard_name
+from .experiment import Experiment, get_experiment
+from .shards import FORMATS, encode_shard, load_shard, require, shard_name
 
 __all__ = [
     "FORMATS",
@@ -97,7 +93,6 @@ MANIFEST_FILE = "manifest.jsonl"
 LOCK_FILE = ".lock"
 _START_TIMEOUT_S = 1800.0  # how long processes 1.. wait for process 0 to validate the folder
 _DONE_TIMEOUT_S = 7 * 86400.0  # how long a finished process waits for the others
-__all__ += ["_npz_bytes"]  # used by reds-jax traverse
 
 
 class AugmentError(RuntimeError):
@@ -106,26 +101,6 @@ class AugmentError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------
 # Atomic files and the append-only manifests
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    """Write ``data`` to a temp file in ``path``'s folder, fsync, rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def manifest_name(process: int) -> str:
@@ -304,7 +279,7 @@ def _check_config(out: pathlib.Path, header: dict[str, Any], *, write: bool) -> 
                 f"{out} has a {MANIFEST_FILE} but no {CONFIG_FILE}; it was not written by this job. "
                 "Pass an empty or new output folder."
             )
-        _atomic_write(path, (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write(path, (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
         return
     try:
         old = json.loads(path.read_text())["config"]
@@ -342,7 +317,7 @@ def _verified(
         path = out / shard_name(idx, fmt)
         ok = e.get("shard") == path.name and isinstance(e.get("count"), int)
         ok = ok and path.is_file() and path.stat().st_size == e.get("bytes")
-        ok = ok and (not verify or _sha256_file(path) == e.get("sha256"))
+        ok = ok and (not verify or sha256_file(path) == e.get("sha256"))
         if ok:
             done[idx] = dict(e)
         else:
@@ -399,25 +374,6 @@ class _Writer:
             self._raise()
 
 
-def _load_latents(cfg: JobConfig) -> np.ndarray:
-    try:
-        latents = np.load(cfg.latents, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"config: field 'latents': cannot read {cfg.latents!r}: {err}") from None
-    if latents.ndim != 2 or not np.issubdtype(latents.dtype, np.floating) or not len(latents):
-        raise ConfigError(
-            f"config: field 'latents' must hold a float array [N, d] with N >= 1; got "
-            f"{latents.dtype} {latents.shape}."
-        )
-    bad = np.flatnonzero(~np.all(np.isfinite(latents), axis=1))
-    if bad.size:
-        raise ConfigError(
-            f"config: field 'latents': {bad.size} row(s) hold NaN or inf (first: row {bad[0]}); "
-            "pass finite start latents."
-        )
-    return latents
-
-
 def _experiment(cfg: JobConfig, latents: np.ndarray | None) -> Experiment:
     """Loads and checks the model and options (no compile yet): every ``ConfigError`` is here."""
     try:
@@ -472,20 +428,13 @@ def augment(
     if not isinstance(config, JobConfig):
         config = JobConfig.from_mapping(config)
     cfg = config.resolved()
-    if (cfg.seeds is None) == (cfg.latents is None):
-        raise ConfigError(
-            "config: pass exactly one of 'seeds' (e.g. '0:1000') or 'latents' (a .npy file)."
-        )
     if not isinstance(queue_size, int) or isinstance(queue_size, bool) or queue_size < 0:
         raise ValueError(f"queue_size must be an int >= 0; got {queue_size!r}.")
     try:
         require(cfg.format)
     except ImportError as err:
         raise ConfigError(f"config: field 'format': {err}") from None
-    latents = None if cfg.latents is None else _load_latents(cfg)
-    seeds = (
-        np.arange(len(latents), dtype=np.int64) if latents is not None else parse_seeds(cfg.seeds)
-    )
+    seeds, latents = cfg.starts()
     n_items = len(seeds)
     n_shards = -(-n_items // cfg.shard_size)
     procs = initialize(distributed)
@@ -535,7 +484,7 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
     _cut_torn_tail(mine)  # only this process appends to it
     owned = owned_shards(n_shards, procs)
     for idx in owned:  # temp files of a killed run; only this process writes these shards
-        for stale in out.glob(f".{shard_name(idx, fmt)}.*.tmp"):
+        for stale in out.glob(f".{shard_name(idx, fmt)}.*{TMP_SUFFIX}"):
             stale.unlink(missing_ok=True)
     latest = _latest(_manifest_lines(out))
     done = _verified(out, latest, owned, fmt, verify)
@@ -550,7 +499,7 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
         lo, hi = bounds(idx)
         data = encode_shard(arrays, fmt, compress=cfg.compress)
         name = shard_name(idx, fmt)
-        _atomic_write(out / name, data)
+        atomic_write(out / name, data)
         previous = latest.get(idx)
         entry = {
             "shard": name,

@@ -32,17 +32,17 @@ import json
 import os
 import pathlib
 import tarfile
-import zipfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from reds_jax._io import npz_bytes
+
 __all__ = ["FORMATS", "encode_shard", "load_shard", "require", "shard_name"]
 
 FORMATS = ("npz", "webdataset", "parquet")
 _SUFFIX = {"npz": ".npz", "webdataset": ".tar", "parquet": ".parquet"}
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _PNG_LEVEL = {True: 6, False: 1}
 # arrays every shard has; anything else is an "extra" stored per sample
 _KNOWN = (
@@ -88,19 +88,6 @@ def sample_key(item: int, path: int) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Writers
-
-
-def _npz_bytes(arrays: Mapping[str, np.ndarray], compress: bool) -> bytes:
-    """A reproducible ``.npz`` (fixed timestamps, fixed order), readable by ``numpy.load``."""
-    buf = io.BytesIO()
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with zipfile.ZipFile(buf, "w", compression=method) as zf:
-        for name, arr in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-            info.compress_type = method
-            with zf.open(info, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.asarray(arr, order="C"), allow_pickle=False)
-    return buf.getvalue()
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -269,7 +256,7 @@ def encode_shard(arrays: Mapping[str, np.ndarray], fmt: str, *, compress: bool =
     True
     """
     if fmt == "npz":
-        return _npz_bytes(arrays, compress)
+        return npz_bytes(arrays, compress)
     if fmt == "webdataset":
         return _tar_bytes(arrays, compress)
     if fmt == "parquet":
