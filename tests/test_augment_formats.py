@@ -18,27 +18,10 @@ from reds_jax.jobs import augment as A
 from reds_jax.jobs import cli
 
 # A toy generator that compiles in a second, importable as "toyfmt:make" by CLI subprocesses too.
-TOYGEN = """
-import jax.numpy as jnp
-import numpy as np
+TOYGEN = (pathlib.Path(__file__).parent / "fixtures" / "toygen.py").read_text()
 
-
-def make(latent_dim=4, size=8):
-    w = np.random.default_rng(0).standard_normal((size * size * 3, latent_dim)) / np.sqrt(latent_dim)
-
-    def generator(z):
-        x = jnp.tanh(jnp.asarray(w, z.dtype) @ z)
-        return 0.5 * (x.reshape(size, size, 3) + 1.0)
-
-    return generator, latent_dim
-
-
-make.vary = ("lowpass:1",)
-make.fix = ("highpass:1", "pixels")
-make.step_size = 0.2
-"""
-
-CFG = {"model": "toyfmt:make", "seeds": "0:5", "k": 2, "steps": 2, "shard_size": 2}
+FIX = ["highpass:1", "pixels"]
+CFG = {"model": "toyfmt:make", "seeds": "0:5", "k": 2, "steps": 2, "shard_size": 2, "fix": FIX}
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +202,8 @@ def _env(tmp_path, toy_dir, **extra):
 def test_sigkill_and_resume_per_format(fmt, toy_dir, tmp_path, tmp_path_factory):
     # CFG's experiment and batch size, so that the in-process resume compiles nothing new
     job = ["--model", "toyfmt:make", "--seeds", "0:16", "-k", "2", "--steps", "2",
-           "--shard-size", "2", "--no-progress", "--format", fmt]  # fmt: skip
+           "--shard-size", "2", "--fix", FIX[0], "--fix", FIX[1], "--no-progress",
+           "--format", fmt]  # fmt: skip
     cfg = {**CFG, "seeds": "0:16", "format": fmt}
     out = tmp_path / "job"
     run_killed(job, out, _env(tmp_path_factory.getbasetemp(), toy_dir))

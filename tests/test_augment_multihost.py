@@ -17,26 +17,9 @@ import numpy as np
 import pytest
 
 from reds_jax.jobs import augment as A
+from reds_jax.jobs import cli
 
-TOYGEN = """
-import jax.numpy as jnp
-import numpy as np
-
-
-def make(latent_dim=4, size=8):
-    w = np.random.default_rng(0).standard_normal((size * size * 3, latent_dim)) / np.sqrt(latent_dim)
-
-    def generator(z):
-        x = jnp.tanh(jnp.asarray(w, z.dtype) @ z)
-        return 0.5 * (x.reshape(size, size, 3) + 1.0)
-
-    return generator, latent_dim
-
-
-make.vary = ("lowpass:1",)
-make.fix = ("highpass:1",)
-make.step_size = 0.2
-"""
+TOYGEN = (pathlib.Path(__file__).parent / "fixtures" / "toygen.py").read_text()
 
 N_SHARDS = 24
 JOB = ["augment", "--model", "toymh:make", "--seeds", f"0:{N_SHARDS}", "-k", "1", "--steps", "2",
@@ -164,3 +147,21 @@ def test_two_processes_resume_after_sigkill_and_process_count_changes(env, tmp_p
     # and one process again (count 2 -> 1): every shard verified and skipped, none recomputed
     res = A.augment(CFG, job, progress=False)
     assert res.written == () and res.skipped == tuple(range(N_SHARDS))
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (
+            ["--num-processes", "2", "--process-id", "2"],
+            "process_id must lie in [0, num_processes = 2)",
+        ),
+        (["--num-processes", "0"], "num_processes must be >= 1"),
+        (["--coordinator", "host0", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
+    ],
+)
+def test_bad_distributed_flags_are_one_line_errors(flags, words, tmp_path, capsys):
+    code = cli.main(["augment", "--seeds", "0:2", "--out", str(tmp_path / "o"), *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and words in err, err
+    assert not (tmp_path / "o").exists()

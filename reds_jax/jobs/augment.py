@@ -422,6 +422,8 @@ def augment(
       ConfigError: a bad configuration field (nothing is written to ``out`` then).
       AugmentError: the folder holds another configuration, or another job is writing to it.
 
+    Not run as a doctest (it compiles the rooms model and writes ``./out``):
+
     >>> augment({"model": "rooms", "model_args": {"size": 16}, "seeds": "0:4", "k": 1,
     ...          "steps": 2, "shard_size": 2, "format": "parquet"}, "out")  # doctest: +SKIP
     """

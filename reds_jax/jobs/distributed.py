@@ -61,7 +61,7 @@ def initialize(distributed: bool | Mapping[str, Any] | None) -> Processes:
     Raises:
       ValueError: the runtime cannot start with these arguments (the message says why).
 
-    >>> initialize(None)  # doctest: +SKIP
+    >>> initialize(None)  # a single process
     Processes(index=0, count=1)
     """
     import jax
@@ -71,15 +71,36 @@ def initialize(distributed: bool | Mapping[str, Any] | None) -> Processes:
 
         if state.global_state.client is None:  # already initialised: keep it
             kwargs = {} if distributed is True else dict(distributed)
+            _check(kwargs)
             try:
                 jax.distributed.initialize(**kwargs)
             except (RuntimeError, ValueError, TypeError) as err:
                 raise ValueError(
-                    f"distributed: jax.distributed.initialize({_show(kwargs)}) failed: {err}. "
+                    f"distributed: jax.distributed.initialize({_show(kwargs)}) failed: "
+                    f"{str(err).rstrip('.')}. "
                     "Pass coordinator address, number of processes and process id (or run "
                     "under SLURM / a TPU pod for auto-detection)."
                 ) from None
     return Processes(jax.process_index(), jax.process_count())
+
+
+def _check(kwargs: Mapping[str, Any]) -> None:
+    n, i = kwargs.get("num_processes"), kwargs.get("process_id")
+    for name, value in (("num_processes", n), ("process_id", i)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"distributed: {name} must be an int; got {value!r}.")
+    if n is not None and n < 1:
+        raise ValueError(f"distributed: num_processes must be >= 1; got {n}.")
+    if i is not None and (i < 0 or (n is not None and i >= n)):
+        raise ValueError(
+            f"distributed: process_id must lie in [0, num_processes{'' if n is None else f' = {n}'}); "
+            f"got {i}."
+        )
+    address = kwargs.get("coordinator_address")
+    if address is not None and (not isinstance(address, str) or ":" not in address):
+        raise ValueError(
+            f"distributed: coordinator address must be HOST:PORT (e.g. 10.0.0.1:12345); got {address!r}."
+        )
 
 
 def _show(kwargs: Mapping[str, Any]) -> str:
