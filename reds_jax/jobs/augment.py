@@ -93,6 +93,7 @@ MANIFEST_FILE = "manifest.jsonl"
 LOCK_FILE = ".lock"
 _START_TIMEOUT_S = 1800.0  # how long processes 1.. wait for process 0 to validate the folder
 _DONE_TIMEOUT_S = 7 * 86400.0  # how long a finished process waits for the others
+_SEE_CONFIG_S = 30.0  # how long processes 1.. wait to see process 0's config.json
 
 
 class AugmentError(RuntimeError):
@@ -456,6 +457,9 @@ def augment(
             try:
                 out.mkdir(parents=True, exist_ok=True)
                 stack.enter_context(_locked(out))
+                for name in (CONFIG_FILE, MANIFEST_FILE):  # temp files of a killed writer
+                    for stale in out.glob(f".{name}.*{TMP_SUFFIX}"):
+                        stale.unlink(missing_ok=True)
                 if not (out / CONFIG_FILE).is_file():  # validate before claiming the folder
                     exp = _experiment(cfg, latents)
                 _check_config(out, header, write=True)
@@ -467,6 +471,9 @@ def augment(
             word = coord.receive("start", _START_TIMEOUT_S)
             if word != "ok":
                 raise AugmentError(f"process 0 did not start the job: {word}")
+            deadline = time.monotonic() + _SEE_CONFIG_S  # a shared file system may lag a little
+            while not (out / CONFIG_FILE).is_file() and time.monotonic() < deadline:
+                time.sleep(0.5)
             _check_config(out, header, write=False)
         result = _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue_size)
         try:
