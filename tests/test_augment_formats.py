@@ -244,3 +244,39 @@ def test_writer_thread_errors_surface_and_resume_completes(jobs, tmp_path, monke
     res = A.augment(CFG, out, progress=False, queue_size=0)  # and without the writer thread
     assert res.skipped == (0,) and res.written == (1, 2)
     assert [_sha(p) for p in _shards(out)] == [_sha(p) for p in _shards(jobs["npz"])]
+
+
+def _arrays(n, k, t1, v, f, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "images": rng.integers(0, 256, (n, 2 * k, t1, 6, 5, 3), dtype=np.uint8),
+        "latents": rng.standard_normal((n, 2 * k, t1, 3)).astype(np.float32),
+        "vary_distances": rng.standard_normal((n, v, 2 * k, t1)).astype(np.float32),
+        "fix_distances": rng.standard_normal((n, f, 2 * k, t1)).astype(np.float32),
+        "values": rng.standard_normal((n, k)).astype(np.float32),
+        "seeds": np.arange(7, 7 + n, dtype=np.int64),
+        # further arrays of a job: per path, per path and step, per item (strings too)
+        "diagnostics_fallbacks": rng.integers(0, 3, (n, 2 * k)).astype(np.int32),
+        "diagnostics_residual": rng.standard_normal((n, 2 * k, t1)),
+        "names": np.asarray([f"image{i}.png" for i in range(n)]),
+        "items": np.arange(3, 3 + n, dtype=np.int64),
+        "vary_features": np.asarray(["lowpass:1"] * v, dtype=str),
+        "fix_features": np.asarray(["highpass:1", "pixels"][:f], dtype=str).reshape(f),
+    }
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 3, 1, 2), (1, 1, 1, 2, 0)])
+def test_shard_formats_round_trip_every_array(shape, tmp_path):
+    from reds_jax.jobs.shards import encode_shard, load_shard, shard_name
+
+    arrays = _arrays(*shape)
+    for fmt in A.FORMATS:
+        data = encode_shard(arrays, fmt)
+        assert data == encode_shard(_arrays(*shape), fmt)  # same arrays, same bytes
+        path = tmp_path / shard_name(0, fmt)
+        path.write_bytes(data)
+        back = load_shard(path)
+        assert sorted(back) == sorted(arrays), fmt
+        for name, want in arrays.items():
+            assert back[name].dtype == want.dtype and back[name].shape == want.shape, (fmt, name)
+            np.testing.assert_array_equal(back[name], want, err_msg=f"{fmt} {name}")

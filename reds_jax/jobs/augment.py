@@ -20,7 +20,7 @@ Guarantees, for every format:
 
 * **Deterministic bytes.** The same configuration on the same machine gives the same sha256 for
   every shard, whichever process wrote it and however many processes the job had.
-* **Atomic.** Every shard is written to a temporary name in the same folder, fsynced and renamed;
+* **Atomic.** (:mod:`reds_jax.jobs.manifest`) Every shard is written to a temporary name in the same folder, fsynced and renamed;
   only then is its manifest line appended (one ``write`` on an ``O_APPEND`` file, fsynced). A job
   killed at any moment never lists a partial shard; a torn last line (a kill inside that write)
   is cut off by the next run of the process that owns the file.
@@ -62,16 +62,27 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from reds_jax._io import TMP_SUFFIX, atomic_write, sha256_file
+from reds_jax._io import TMP_SUFFIX, atomic_write
 
 from .config import ConfigError, JobConfig, parse_seeds
 from .distributed import Coordinator, initialize, owned_shards
 from .experiment import Experiment, get_experiment
+from .manifest import (
+    MANIFEST_FILE,
+    append_line,
+    cut_torn_tail,
+    latest_entries,
+    manifest_files,
+    manifest_name,
+    read_manifest,
+    seq,
+    verified,
+)
 from .shards import FORMATS, encode_shard, load_shard, require, shard_name
 
 __all__ = [
@@ -89,7 +100,6 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.json"
-MANIFEST_FILE = "manifest.jsonl"
 LOCK_FILE = ".lock"
 _START_TIMEOUT_S = 1800.0  # how long processes 1.. wait for process 0 to validate the folder
 _DONE_TIMEOUT_S = 7 * 86400.0  # how long a finished process waits for the others
@@ -101,99 +111,7 @@ class AugmentError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Atomic files and the append-only manifests
-
-
-def manifest_name(process: int) -> str:
-    """``manifest.jsonl`` for process 0 (and single-process jobs), ``manifest-P.jsonl`` else."""
-    return MANIFEST_FILE if process == 0 else f"manifest-{process}.jsonl"
-
-
-def _manifest_files(out: pathlib.Path) -> list[pathlib.Path]:
-    files = [out / MANIFEST_FILE] + sorted(out.glob("manifest-*.jsonl"))
-    return [p for p in files if p.is_file()]
-
-
-def _append_line(path: pathlib.Path, entry: Mapping[str, Any]) -> None:
-    """Appends one JSON line with a single ``write`` and fsyncs it (crash-safe append)."""
-    data = (json.dumps(entry, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _cut_torn_tail(path: pathlib.Path) -> None:
-    """Drops a last line without its newline (a kill inside :func:`_append_line`)."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _manifest_lines(out: pathlib.Path) -> list[dict[str, Any]]:
-    entries = []
-    for path in _manifest_files(out):
-        text = path.read_bytes().decode("utf-8", "replace")
-        lines = text.split("\n")
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                if number < len(lines):  # a torn last line is expected after a kill; others not
-                    print(
-                        f"reds-jax augment: ignoring unreadable line {number} of {path}",
-                        file=sys.stderr,
-                    )
-                continue
-            if isinstance(entry, dict) and isinstance(entry.get("index"), int):
-                entries.append(entry)
-    return entries
-
-
-def _latest(entries: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
-    best: dict[int, dict[str, Any]] = {}
-    for e in entries:
-        old = best.get(e["index"])
-        if old is None or _seq(e) >= _seq(old):
-            best[e["index"]] = dict(e)
-    return best
-
-
-def _seq(entry: Mapping[str, Any]) -> int:
-    seq = entry.get("seq", 0)
-    return seq if isinstance(seq, int) else 0
-
-
-def read_manifest(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The completed shards of an augmentation folder, one dict per shard, by index.
-
-    Reads every process's manifest (``manifest.jsonl``, ``manifest-1.jsonl``, ...); where a
-    shard is listed more than once (recomputed after its file went bad) the line with the largest
-    ``seq`` wins.
-
-    Args:
-      out: the job's output folder.
-
-    Returns:
-      One dict per completed shard (an empty list when there is none), sorted by ``index``:
-      ``shard`` (file name), ``index``, ``sha256``, ``bytes``, ``items`` (``[start, stop)``
-      positions in the job's item list), ``seed_first``, ``seed_last``, ``count``, ``format``,
-      ``process`` (who wrote it), ``seq``.
-
-    >>> read_manifest("no/such/folder")
-    []
-    """
-    latest = _latest(_manifest_lines(pathlib.Path(out)))
-    return [latest[i] for i in sorted(latest)]
+# Reading a job's folder
 
 
 def load_dataset(out: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -275,7 +193,7 @@ def _check_config(out: pathlib.Path, header: dict[str, Any], *, write: bool) -> 
                 f"process 0 wrote {path} but this process does not see it: pass an output folder "
                 "on a file system that every host of the job shares."
             )
-        if _manifest_files(out):
+        if manifest_files(out):
             raise AugmentError(
                 f"{out} has a {MANIFEST_FILE} but no {CONFIG_FILE}; it was not written by this job. "
                 "Pass an empty or new output folder."
@@ -300,30 +218,6 @@ def _check_config(out: pathlib.Path, header: dict[str, Any], *, write: bool) -> 
             + "; ".join(diff)
             + ". Pass the same configuration to resume, or a new output folder to start over."
         )
-
-
-def _verified(
-    out: pathlib.Path,
-    latest: Mapping[int, Mapping[str, Any]],
-    owned: Sequence[int],
-    fmt: str,
-    verify: bool,
-) -> dict[int, dict[str, Any]]:
-    """The entries of ``owned`` shards whose files are present and intact."""
-    done: dict[int, dict[str, Any]] = {}
-    for idx in owned:
-        e = latest.get(idx)
-        if e is None:
-            continue
-        path = out / shard_name(idx, fmt)
-        ok = e.get("shard") == path.name and isinstance(e.get("count"), int)
-        ok = ok and path.is_file() and path.stat().st_size == e.get("bytes")
-        ok = ok and (not verify or sha256_file(path) == e.get("sha256"))
-        if ok:
-            done[idx] = dict(e)
-        else:
-            print(f"reds-jax augment: manifest entry {e!r} is invalid; redoing it", file=sys.stderr)
-    return done
 
 
 class _Writer:
@@ -490,13 +384,13 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
     """This process's share of the job, in a validated folder."""
     fmt, n_items = cfg.format, len(seeds)
     mine = out / manifest_name(procs.index)
-    _cut_torn_tail(mine)  # only this process appends to it
+    cut_torn_tail(mine)  # only this process appends to it
     owned = owned_shards(n_shards, procs)
     for idx in owned:  # temp files of a killed run; only this process writes these shards
         for stale in out.glob(f".{shard_name(idx, fmt)}.*{TMP_SUFFIX}"):
             stale.unlink(missing_ok=True)
-    latest = _latest(_manifest_lines(out))
-    done = _verified(out, latest, owned, fmt, verify)
+    latest = latest_entries(out)
+    done = verified(out, latest, owned, fmt, verify)
     pending = [i for i in owned if i not in done]
     if pending and exp is None:
         exp = _experiment(cfg, latents)
@@ -524,9 +418,9 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
             "image_shape": list(arrays["images"].shape[3:]),
             "format": fmt,
             "process": procs.index,
-            "seq": max(time.time_ns(), 0 if previous is None else _seq(previous) + 1),
+            "seq": max(time.time_ns(), 0 if previous is None else seq(previous) + 1),
         }
-        _append_line(mine, entry)
+        append_line(mine, entry)
 
     from tqdm.auto import tqdm
 

@@ -135,7 +135,11 @@ def _columns(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], d
         a = np.asarray(a)
         per_path = a.ndim >= 2 and a.shape[:2] == (n, paths)
         cols[name] = flat(a) if per_path else rep(a)
-        layout[name] = {"per": "path" if per_path else "item", "shape": list(cols[name].shape[1:])}
+        layout[name] = {
+            "per": "path" if per_path else "item",
+            "shape": list(cols[name].shape[1:]),
+            "dtype": cols[name].dtype.str,
+        }
     facts = {
         "frames": frames,
         "image_shape": list(images.shape[3:]),
@@ -369,11 +373,7 @@ def _load_parquet(path: pathlib.Path) -> dict[str, np.ndarray]:
             col, [len(feats), t1], col.type.value_type.value_type.to_pandas_dtype()
         )
     for name, how in meta["layout"].items():
-        col = table.column(name)
-        inner = col.type
-        while hasattr(inner, "value_type"):
-            inner = inner.value_type
-        cols[name] = _from_lists(col, how["shape"], inner.to_pandas_dtype())
+        cols[name] = _from_lists(table.column(name), how["shape"], how["dtype"])
     return _assemble(cols, {**meta, "vary_features": vary, "fix_features": fix})
 
 
