@@ -153,8 +153,23 @@ def test_failed_first_run_leaves_the_folder_free(toy_dir, tmp_path):
             A.augment({**base, **over}, out, progress=False)
         assert not (out / "config.json").exists()
         assert not list(out.glob("manifest*")) and not list(out.glob("shard-*"))
+    # a folder whose job stopped before its first shard (e.g. written by an older version, which
+    # wrote config.json first) is not locked either
+    (out / "config.json").write_text(json.dumps({"config": {"k": 5}}))
     res = A.augment(base, out, progress=False)
     assert res.written == (0, 1) and A.load_dataset(out)["latents"].shape == (3, 4, 3, 4)
+    assert json.loads((out / "config.json").read_text())["config"]["k"] == 2
+
+
+def test_failed_first_cli_run_then_the_corrected_command(toy_dir, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    job = ["augment", "--model", "toyfmt:make", "--seeds", "0:5", "-k", "2", "--steps", "2",
+           "--shard-size", "2", "--fix", FIX[0], "--fix", FIX[1], "--no-progress", "--out", out]  # fmt: skip
+    assert cli.main([*job, "--model-arg", "colour=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "colour" in err and not (tmp_path / "out" / "config.json").exists()
+    assert cli.main(job) == 0
+    assert "wrote 3, already complete 0" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -184,9 +184,27 @@ def _locked(out: pathlib.Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def _unused(out: pathlib.Path) -> bool:
+    """No manifest and no shard file: nothing of a job would be lost by starting another."""
+    return not manifest_files(out) and not any(out.glob("shard-*"))
+
+
 def _check_config(out: pathlib.Path, header: dict[str, Any], *, write: bool) -> None:
-    """Compares ``config.json`` with ``header``; writes it first when missing and ``write``."""
+    """Compares ``config.json`` with ``header``; writes it first when missing and ``write``.
+
+    With ``write``, a ``config.json`` in a folder without any manifest or shard (a job stopped
+    before its first shard) is replaced rather than refused.
+    """
     path = out / CONFIG_FILE
+    if write and path.is_file() and _unused(out):
+        old = path.read_bytes()
+        new = (json.dumps(header, indent=2, sort_keys=True) + "\n").encode()
+        if old != new:
+            print(
+                f"reds-jax augment: replacing {path} of a job that finished no shard",
+                file=sys.stderr,
+            )
+            path.unlink()
     if not path.is_file():
         if not write:
             raise AugmentError(
@@ -354,8 +372,8 @@ def augment(
                 for name in (CONFIG_FILE, MANIFEST_FILE):  # temp files of a killed writer
                     for stale in out.glob(f".{name}.*{TMP_SUFFIX}"):
                         stale.unlink(missing_ok=True)
-                if not (out / CONFIG_FILE).is_file():  # validate before claiming the folder
-                    exp = _experiment(cfg, latents)
+                if not (out / CONFIG_FILE).is_file() or _unused(out):
+                    exp = _experiment(cfg, latents)  # validate before claiming the folder
                 _check_config(out, header, write=True)
             except BaseException as err:
                 coord.publish("start", f"{type(err).__name__}: {err}")

@@ -5,6 +5,8 @@ Subcommands::
   reds-jax demo      [--model faces|rooms] [--out PNG]          a traversal grid from a real generator
   reds-jax traverse  --seeds 0 1 --vary lowpass:2 --fix highpass:2 ... --out DIR
   reds-jax augment   --seeds 0:1000 --out DIR [--shard-size 64 --batch-size 16]   resumable dataset job
+                     [--format npz|webdataset|parquet] [--distributed | --coordinator HOST:PORT
+                     --num-processes N --process-id I]   (multi-host: shard i on process i % N)
   reds-jax invert    IMAGES... [--images DIR] --model faces|rooms --out DIR   GAN inversion
   reds-jax evaluate  ...                                         quality suites (reds_jax.evaluation.runner)
   reds-jax bench     ...                                         benchmarks
