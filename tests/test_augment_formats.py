@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import cli_command, cli_env
 
 from reds_jax.jobs import augment as A
 from reds_jax.jobs import cli
@@ -176,16 +177,11 @@ def test_failed_first_cli_run_then_the_corrected_command(toy_dir, tmp_path, caps
 # A real SIGKILL in the middle of a CLI job of each format, then a resume
 
 
-def _cli() -> list[str]:
-    script = pathlib.Path(sys.executable).with_name("reds-jax")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "reds_jax.jobs.cli"]
-
-
-def run_killed(args, out, env, manifest="manifest.jsonl", lines=1, proc_env=None):
+def run_killed(args, out, env, manifest="manifest.jsonl", lines=1):
     """Starts ``reds-jax augment ARGS --out OUT``, SIGKILLs it once ``manifest`` has ``lines``."""
     proc = subprocess.Popen(
-        [*_cli(), "augment", *args, "--out", str(out)],
-        env=proc_env or env,
+        [*cli_command(), "augment", *args, "--out", str(out)],
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -201,15 +197,9 @@ def run_killed(args, out, env, manifest="manifest.jsonl", lines=1, proc_env=None
     return proc
 
 
-def _env(tmp_path, toy_dir, **extra):
-    env = dict(os.environ)
-    env.update(
-        JAX_PLATFORMS="cpu",
-        PYTHONUNBUFFERED="1",
-        JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"),
-        PYTHONPATH=os.pathsep.join([str(toy_dir), env.get("PYTHONPATH", "")]),
-        **extra,
-    )
+def _env(root, toy_dir):
+    env = cli_env(root / "jax-cache")
+    env["PYTHONPATH"] = os.pathsep.join([str(toy_dir), env.get("PYTHONPATH", "")])
     return env
 
 

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import cli_command, cli_env
 
 from reds_jax.jobs import augment as A
 from reds_jax.jobs import cli
@@ -25,11 +26,6 @@ N_SHARDS = 24
 JOB = ["augment", "--model", "toymh:make", "--seeds", f"0:{N_SHARDS}", "-k", "1", "--steps", "2",
        "--shard-size", "1", "--batch-size", "2", "--no-progress"]  # fmt: skip
 CFG = {"model": "toymh:make", "seeds": f"0:{N_SHARDS}", "k": 1, "steps": 2, "shard_size": 1}
-
-
-def _cli() -> list[str]:
-    script = pathlib.Path(sys.executable).with_name("reds-jax")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "reds_jax.jobs.cli"]
 
 
 def _port() -> int:
@@ -48,7 +44,7 @@ def _start(out, env, n=2):
     flags = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n)]
     return [
         subprocess.Popen(
-            [*_cli(), *JOB, "--out", str(out), *flags, "--process-id", str(i)],
+            [*cli_command(), *JOB, "--out", str(out), *flags, "--process-id", str(i)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -66,14 +62,9 @@ def _finish(procs, timeout=300):
 @pytest.fixture
 def env(tmp_path, tmp_path_factory):
     (tmp_path / "toymh.py").write_text(TOYGEN)
-    env = dict(os.environ)
-    env.update(
-        JAX_PLATFORMS="cpu",
-        PYTHONUNBUFFERED="1",
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
-        JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "jax-cache-2dev"),
-        PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
-    )
+    env = cli_env(tmp_path_factory.getbasetemp() / "jax-cache-2dev")
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
     sys.path.insert(0, str(tmp_path))
     yield env
     sys.path.remove(str(tmp_path))
@@ -84,7 +75,7 @@ def test_two_processes_resume_after_sigkill_and_process_count_changes(env, tmp_p
     ref, job = tmp_path / "ref", tmp_path / "job"
     # the single-process reference, same local devices (2) and batch size
     done = subprocess.run(
-        [*_cli(), *JOB, "--out", str(ref)], env=env, capture_output=True, text=True
+        [*cli_command(), *JOB, "--out", str(ref)], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     assert len(A.read_manifest(ref)) == N_SHARDS

@@ -8,7 +8,9 @@ A job is described by a :class:`reds_jax.jobs.experiment.JobConfig` (also readab
     manifest-1.jsonl     ... those of process 1 of a multi-host job, and so on
     shard-00000.npz      images uint8 [n, 2k, T+1, H, W, 3], latents [n, 2k, T+1, d],
     shard-00001.npz      vary_distances [n, V, 2k, T+1], fix_distances [n, F, 2k, T+1],
-    ...                  values [n, k], seeds [n], items [n], vary_features [V], fix_features [F]
+    ...                  values [n, k], seeds [n], items [n], vary_features [V], fix_features [F],
+                         diagnostics_<field> int32 [n, 2k] (fallback counts per path, see
+                         reds_jax.Diagnostics), diagnostics_residual [n, 2k, T+1]
 
 ``format`` chooses the shard files: ``npz`` (above; ``numpy.load`` reads them, no pickle),
 ``webdataset`` (``shard-00000.tar``: one sample per start latent × path, frames as PNGs) or
@@ -71,7 +73,7 @@ from reds_jax._io import TMP_SUFFIX, atomic_write
 
 from .config import ConfigError, JobConfig, parse_seeds
 from .distributed import Coordinator, initialize, owned_shards
-from .experiment import Experiment, get_experiment
+from .experiment import DIAGNOSTICS_PREFIX, Experiment, diagnostics_warning, get_experiment
 from .manifest import (
     MANIFEST_FILE,
     append_line,
@@ -335,10 +337,8 @@ def augment(
       ConfigError: a bad configuration field (nothing is written to ``out`` then).
       AugmentError: the folder holds another configuration, or another job is writing to it.
 
-    Not run as a doctest (it compiles the rooms model and writes ``./out``):
-
     >>> augment({"model": "rooms", "model_args": {"size": 16}, "seeds": "0:4", "k": 1,
-    ...          "steps": 2, "shard_size": 2, "format": "parquet"}, "out")  # doctest: +SKIP
+    ...          "steps": 2, "shard_size": 2, "format": "parquet"}, "out")  # compiles, writes ./out  # doctest: +SKIP
     """
     if not isinstance(config, JobConfig):
         config = JobConfig.from_mapping(config)
@@ -451,6 +451,7 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
         disable=not progress,
         file=sys.stderr,
     )
+    totals: dict[str, Any] = {}
     writer = _Writer(write, queue_size)
     try:
         with bar:
@@ -462,6 +463,9 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
                     batch_size=min(cfg.batch_size, cfg.shard_size),
                     on_batch=bar.update,
                 )
+                for name, v in arrays.items():  # fallback totals, one warning at the end
+                    if name.startswith(DIAGNOSTICS_PREFIX):
+                        totals[name] = totals.get(name, 0) + np.sum(v)
                 arrays["items"] = np.arange(lo, hi, dtype=np.int64)
                 arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
                 arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
@@ -470,6 +474,9 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
         writer.close(raise_error=False)  # finish what was computed, then the first error wins
         raise
     writer.close()
+    warning = diagnostics_warning(totals)
+    if warning:
+        print(f"reds-jax augment: {warning}", file=sys.stderr)
     return AugmentResult(
         out, n_items, n_shards, tuple(pending), tuple(sorted(done)), procs.index, procs.count
     )
