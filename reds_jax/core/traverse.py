@@ -435,7 +435,10 @@ def _control(step_size, step_target, step_min, correct, cg_iters, fix):
 
 
 def shard_batch(x: Array, size: int | None = None) -> tuple[Array, int]:
-    """Pad the leading axis (repeating the last row) and shard it across ``jax.devices()``.
+    """Pad the leading axis (repeating the last row) and shard it across ``jax.local_devices()``.
+
+    Local devices: under ``jax.distributed`` every process computes its own batches (see
+    :mod:`reds_jax.jobs.distributed`); with one process they are all devices.
 
     Args:
       x: ``[N, ...]``.
@@ -447,7 +450,7 @@ def shard_batch(x: Array, size: int | None = None) -> tuple[Array, int]:
     >>> shard_batch(jnp.ones((3, 2)), 4)[0].shape
     (4, 2)
     """
-    devices = jax.devices()
+    devices = jax.local_devices()
     n = x.shape[0]
     size = -(-n // len(devices)) * len(devices) if size is None else size
     if size > n:
@@ -590,7 +593,7 @@ def traverse(
 
     One jit compile per configuration (generator, features, method, path, k, steps, solver,
     options); ``vmap`` over start latents, ``lax.scan`` over steps, and the batch is sharded over
-    all local devices (``jax.devices()``) when there is more than one. For your own
+    all local devices (``jax.local_devices()``) when there is more than one. For your own
     ``vmap``/``jit``, use :func:`traverse_one`.
 
     Args:

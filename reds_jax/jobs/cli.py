@@ -5,6 +5,8 @@ Subcommands::
   reds-jax demo      [--model faces|rooms] [--out PNG]          a traversal grid from a real generator
   reds-jax traverse  --seeds 0 1 --vary lowpass:2 --fix highpass:2 ... --out DIR
   reds-jax augment   --seeds 0:1000 --out DIR [--shard-size 64 --batch-size 16]   resumable dataset job
+                     [--format npz|webdataset|parquet] [--distributed | --coordinator HOST:PORT
+                     --num-processes N --process-id I]   (multi-host: shard i on process i % N)
   reds-jax invert    IMAGES... [--images DIR] --model faces|rooms --out DIR   GAN inversion
   reds-jax evaluate  ...                                         quality suites (reds_jax.evaluation.runner)
   reds-jax bench     ...                                         benchmarks
@@ -54,6 +56,7 @@ _JOB_FLAGS = {
     "shard_size": "shard_size",
     "batch_size": "batch_size",
     "compress": "compress",
+    "format": "format",
 }
 
 
@@ -140,6 +143,16 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
             "--no-compress", dest="compress", action="store_false", default=None,
             help="store shards uncompressed",
         )  # fmt: skip
+        p.add_argument(
+            "--format", help="shard files: npz (default), webdataset (tar of PNGs) or parquet"
+        )
+        p.add_argument(
+            "--distributed", action="store_true",
+            help="multi-host: jax.distributed.initialize() with auto-detection (SLURM, TPU, ...)",
+        )  # fmt: skip
+        p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-host: process 0's address")
+        p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+        p.add_argument("--process-id", type=int, help="multi-host: this process's index")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument(
             "--no-verify", action="store_true", help="skip sha256 checks of finished shards"
@@ -172,7 +185,9 @@ def _parser() -> argparse.ArgumentParser:
         "traverse", help="traverse from seeds with named features; writes PNG grids and .npz"
     )
     _add_job_flags(t, augment=False)
-    a = sub.add_parser("augment", help="resumable dataset augmentation into .npz shards")
+    a = sub.add_parser(
+        "augment", help="resumable dataset augmentation into npz / webdataset / parquet shards"
+    )
     _add_job_flags(a, augment=True)
     inv = sub.add_parser("invert", help="invert image files: .npy/.npz latents + reconstructions")
     inv.add_argument("files", nargs="*", help="image files or folders (PNG/JPEG)")
@@ -220,7 +235,7 @@ def _job_config(ns: argparse.Namespace, *, augment: bool):
     if out is not None and not isinstance(out, str):
         raise _UsageError(f"{where}: field 'out' must be a folder path string; got {out!r}.")
     if not augment:
-        for field in ("shard_size", "compress"):
+        for field in ("shard_size", "compress", "format"):
             if field in data:
                 raise _UsageError(
                     f"{where}: field {field!r} only applies to 'reds-jax augment'; remove it."
@@ -419,12 +434,26 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
             "augment needs an output folder: pass --out DIR (or out = '...' in TOML)."
         )
     cfg = _with_inverted_images(ns, cfg, out)
+    given = {
+        "coordinator_address": ns.coordinator,
+        "num_processes": ns.num_processes,
+        "process_id": ns.process_id,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
+    distributed = given or (True if ns.distributed else None)
     try:
-        res = augment(cfg, out, progress=not ns.no_progress, verify=not ns.no_verify)
-    except (ConfigError, AugmentError) as err:
+        res = augment(
+            cfg,
+            out,
+            progress=not ns.no_progress,
+            verify=not ns.no_verify,
+            distributed=distributed,
+        )
+    except (ConfigError, AugmentError, ValueError) as err:
         raise _UsageError(str(err)) from None
+    who = f" (process {res.process} of {res.processes})" if res.processes > 1 else ""
     print(
-        f"{PROG} augment: {res.n_shards} shard(s) of {res.n_items} start latents in "
+        f"{PROG} augment{who}: {res.n_shards} shard(s) of {res.n_items} start latents in "
         f"{res.out.resolve()}: wrote {len(res.written)}, already complete {len(res.skipped)} "
         f"({time.perf_counter() - t0:.1f} s)"
     )

@@ -22,6 +22,7 @@ import numpy as np
 from reds_jax._io import sha256_file
 from reds_jax.core.traverse import METHODS, OPTIONS, PATHS, SOLVERS
 from reds_jax.jobs import models
+from reds_jax.jobs.shards import FORMATS
 
 __all__ = ["ConfigError", "JobConfig", "StartItems", "load_latents", "parse_seeds"]
 
@@ -160,6 +161,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "shard_size": ((int,), "an int >= 1"),
     "batch_size": ((int,), "an int >= 1"),
     "compress": ((bool,), "true or false"),
+    "format": ((str,), f"one of {FORMATS}"),
 }
 
 
@@ -191,7 +193,9 @@ class JobConfig:
       shard_size: start latents per shard file.
       batch_size: start latents per compiled call (changes outputs only by float rounding; not
         part of :meth:`identity`, so a resume may use another one).
-      compress: deflate the ``.npz`` shards.
+      compress: deflate the ``.npz`` shards (zstd Parquet columns, PNG zlib level 6 instead of 1).
+      format: shard files of ``reds-jax augment``: ``npz``, ``webdataset`` (tar of PNG frames +
+        metadata) or ``parquet`` (see :mod:`reds_jax.jobs.shards`).
     """
 
     model: str = "rooms"
@@ -214,6 +218,7 @@ class JobConfig:
     shard_size: int = 64
     batch_size: int = 16
     compress: bool = True
+    format: str = "npz"
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str = "config") -> JobConfig:
@@ -327,6 +332,8 @@ class JobConfig:
         unknown = sorted(set(self.options) - set(OPTIONS))
         if unknown:
             raise bad("options", f"has unknown key(s) {unknown}; valid keys are {OPTIONS}.")
+        if self.format not in FORMATS:
+            raise bad("format", f"is {self.format!r}; pass one of {FORMATS}.")
         if self.dtype not in ("float32", "float64"):
             raise bad("dtype", f"is {self.dtype!r}; pass 'float32' or 'float64'.")
         out = dataclasses.replace(

@@ -167,7 +167,7 @@ class Experiment:
         """Traverses from the start latents of ``seeds`` (or the given ``latents``) and renders.
 
         Every compiled call gets exactly ``batch_size`` latents (the last batch is padded), so a
-        job compiles once; the batch is sharded over ``jax.devices()``.
+        job compiles once; the batch is sharded over this process's ``jax.local_devices()``.
 
         Args:
           seeds: ``[N]`` seeds (the traversal keys; the start latents too unless ``latents``).
@@ -191,7 +191,7 @@ class Experiment:
             )
         if not np.all(np.isfinite(z)):
             raise ValueError("latents contain NaN or inf; pass finite start latents.")
-        n_dev = len(jax.devices())
+        n_dev = len(jax.local_devices())
         bs = batch_size or min(self.config.batch_size, len(seeds))
         bs = -(-bs // n_dev) * n_dev
         parts = []
@@ -217,7 +217,7 @@ def get_experiment(config: JobConfig) -> Experiment:
     """A compiled :class:`Experiment` for ``config``, reused across calls in this process.
 
     The last 8 configurations are kept (keyed by every field but ``seeds``, ``latents``,
-    ``shard_size``, ``batch_size`` and ``compress``), so repeated jobs compile once.
+    ``shard_size``, ``batch_size``, ``compress`` and ``format``), so repeated jobs compile once.
 
     Args:
       config: a :class:`JobConfig`.
@@ -227,7 +227,7 @@ def get_experiment(config: JobConfig) -> Experiment:
     """
     cfg = config.resolved()
     fields = dataclasses.asdict(cfg)
-    for name in ("seeds", "latents", "shard_size", "batch_size", "compress"):
+    for name in ("seeds", "latents", "shard_size", "batch_size", "compress", "format"):
         fields.pop(name)
     fields["vary"], fields["fix"] = list(cfg.vary), list(cfg.fix)
     try:
