@@ -6,9 +6,16 @@ ordered ``[+v1, -v1, +v2, -v2, …]``):
 
 * ``"linear"``: ``z_t = z_0 + t·ε·v``.
 * ``"local"``: after the first step, directions are recomputed at every latent; the previous
-  direction is projected onto the span of the new top-``k`` (or the ``beta_vary`` span for
-  ``method="nullspace"``), renormalised, and flipped if it turned backwards. If the projection
-  vanishes or is not finite, the previous direction is kept (documented fallback).
+  direction is projected onto the *span* of the new system, renormalised, and flipped if it turned
+  backwards. If the projection vanishes or is not finite, the previous direction is kept
+  (documented fallback).
+
+The span (option ``local_span``): ``"k"`` — the new top-``k`` directions; ``"system"`` — the
+method's own span, re-selected at every step as the reference code does: the ``beta_vary`` span
+for ``nullspace``/``maxc`` (leading directions explaining ``beta_vary`` of the squared spectrum),
+the whole null space for ``minf_mode="union"``, all of ``R^d`` otherwise. Default: ``"system"``
+when ``beta_vary`` is given (``nullspace``, ``maxc``) or ``minf_mode="union"``, else ``"k"``.
+``preset="official"`` (:mod:`reds_jax.core.presets`) sets every reference default at once.
 
 Every step has length ``step_size``.
 """
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -25,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from reds_jax.core import matrix_free, rayleigh
-from reds_jax.core.jacobians import check_mode, feature_grams
+from reds_jax.core import matrix_free, presets, rayleigh
+from reds_jax.core.jacobians import check_mode, feature_grams, point_mode
 
 Array = jax.Array
 
@@ -42,7 +50,13 @@ OPTIONS = matrix_free.OPTIONS + (
     "mode",
     "chunk_size",
     "eps",
+    "local_span",
+    "minf_mode",
+    "random_dist",
+    "gram_noise",
+    "cap_k",
 )
+LOCAL_SPANS = ("k", "system")
 
 
 class Directions(NamedTuple):
@@ -91,6 +105,11 @@ class _Config:
     eps: float
     solver: str = "dense"
     mf: matrix_free.MFConfig | None = None  # matrix-free options (solver="matrix_free")
+    minf_mode: str = "sum"
+    random_dist: str = "orthogonal"
+    gram_noise: float = 0.0
+    cap_k: bool = False
+    local_span: str = "k"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +185,25 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense") ->
         raise ValueError(f"method={method!r} needs fixed features: pass fix=[...].")
     mode = options.get("mode", "auto")
     check_mode(mode)
+    if solver == "matrix_free" and mode.startswith("fd"):
+        raise ValueError(
+            f"solver='matrix_free' uses exact products; mode={mode!r} is for solver='dense' only."
+        )
+    minf_mode = options.get("minf_mode", "sum")
+    if minf_mode not in rayleigh.MINF_MODES:
+        raise ValueError(
+            f"minf_mode={minf_mode!r} is not valid; pass one of {rayleigh.MINF_MODES}."
+        )
+    random_dist = options.get("random_dist", "orthogonal")
+    if random_dist not in rayleigh.RANDOM_DISTS:
+        raise ValueError(
+            f"random_dist={random_dist!r} is not valid; pass one of {rayleigh.RANDOM_DISTS}."
+        )
+    gram_noise = options.get("gram_noise", 0.0)
+    if not (np.ndim(gram_noise) == 0 and math.isfinite(float(gram_noise)) and gram_noise >= 0):
+        raise ValueError(
+            f"gram_noise must be a finite number >= 0 (e.g. 1e-9); got {gram_noise!r}."
+        )
     one = z[0] if z.ndim == 2 else z
     m_vary = sum(_feature_size(generator, f, one) for f in vary)
     limit = min(d, m_vary) if method in ("reds", "nullspace", "maxc") else d
@@ -185,7 +223,15 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense") ->
     beta_vary = options.get("beta_vary")
     if beta_vary is not None:
         beta_vary = _float_tuple(beta_vary, 1, "beta_vary", 1.0, 1e-12, 1.0)[0]
-    span = d if (method == "nullspace" and beta_vary is not None) else int(k)
+    local_span = options.get("local_span")
+    if local_span is None:
+        own = (method in ("nullspace", "maxc") and beta_vary is not None) or (
+            method == "minf" and minf_mode == "union"
+        )
+        local_span = "system" if own else "k"
+    if local_span not in LOCAL_SPANS:
+        raise ValueError(f"local_span={local_span!r} is not valid; pass one of {LOCAL_SPANS}.")
+    span = d if local_span == "system" else int(k)
     return _Config(
         method=method,
         k=int(k),
@@ -203,6 +249,11 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense") ->
         eps=float(options.get("eps", 1e-3)),
         solver=solver,
         mf=mf,
+        minf_mode=minf_mode,
+        random_dist=random_dist,
+        gram_noise=float(gram_noise),
+        cap_k=bool(options.get("cap_k", False)),
+        local_span=local_span,
     )
 
 
@@ -210,42 +261,52 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense") ->
 # One latent
 
 
-def _system(generator, vary, fix, cfg: _Config, z: Array, key: Array):
-    """Full sorted direction system at one latent: ``values [d]``, ``vectors [d, d]``, ``span [d]``."""
+def _system(generator, vary, fix, cfg: _Config, z: Array, key: Array, jac=None):
+    """Full sorted direction system at one latent: ``values [d]``, ``vectors [d, d]``, ``valid [d]``.
+
+    ``valid`` marks the method's own span (see the module docstring); ``jac`` is the Jacobian
+    ``(mode, eps)`` at this latent (default ``(cfg.mode, cfg.eps)``; see ``point_mode``).
+    """
     d = z.shape[0]
-    span = (jnp.arange(d) < cfg.span).astype(z.dtype)
+    mode, eps = (cfg.mode, cfg.eps) if jac is None else jac
+    ones = jnp.ones((d,), z.dtype)
     if cfg.method == "random":
-        values, vectors = rayleigh.random_system(key, d, z.dtype)
-        return values, vectors, span
+        values, vectors = rayleigh.random_system(key, d, z.dtype, cfg.random_dist)
+        return values, vectors, ones
     feats = (vary if cfg.method != "minf" else ()) + (fix if cfg.method != "maxc" else ())
-    grams = feature_grams(
-        generator, feats, z, mode=cfg.mode, chunk_size=cfg.chunk_size, eps=cfg.eps
-    )
+    grams = feature_grams(generator, feats, z, mode=mode, chunk_size=cfg.chunk_size, eps=eps)
+    if cfg.gram_noise:  # the reference's 1e-9·randn(d, d) before normalising (seeded by `key`)
+        noise = jax.random.normal(jax.random.fold_in(key, 7), grams.shape, z.dtype)
+        grams = grams + cfg.gram_noise * noise
     if cfg.normalize:
         grams = jax.vmap(rayleigh.normalize_gram)(grams)
     n_vary = 0 if cfg.method == "minf" else len(vary)
     a_vary = jnp.einsum("k,kij->ij", jnp.asarray(cfg.vary_weights, z.dtype), grams[:n_vary])
     a_fix = grams[n_vary:]
     weights = jnp.asarray(cfg.weights, z.dtype)
+    beta_fix = jnp.asarray(cfg.beta_fix, z.dtype)
+    valid = ones
     if cfg.method == "maxc":
         values, vectors = rayleigh.maxc_system(a_vary)
+        valid = rayleigh.beta_span(values, ones, cfg.beta_vary)
+    elif cfg.method == "minf" and cfg.minf_mode == "union":
+        values, vectors, valid = rayleigh.minf_union_system(a_fix, weights, beta_fix=beta_fix)
     elif cfg.method == "minf":
         values, vectors = rayleigh.minf_system(a_fix, weights)
     elif cfg.method == "nullspace":
-        values, vectors, span = rayleigh.nullspace_system(
-            a_vary, a_fix, beta_fix=jnp.asarray(cfg.beta_fix, z.dtype), beta_vary=cfg.beta_vary
+        values, vectors, valid = rayleigh.nullspace_system(
+            a_vary, a_fix, beta_fix=beta_fix, beta_vary=cfg.beta_vary
         )
-        if cfg.beta_vary is None:
-            span = span * (jnp.arange(d) < cfg.k).astype(z.dtype)
     else:
         b = jnp.einsum("k,kij->ij", weights, a_fix) if fix else jnp.zeros((d, d), z.dtype)
         values, vectors = rayleigh.rayleigh_system(a_vary, b, ridge=cfg.ridge)
-    return values, vectors, span
+    return values, vectors, valid
 
 
 def _local_step(generator, vary, fix, cfg, step_size, key, carry, t):
     z, v = carry
-    _, vectors, span = _system(generator, vary, fix, cfg, z, jax.random.fold_in(key, t))
+    jac = point_mode(cfg.mode, cfg.eps, step_size, at_start=False)
+    _, vectors, span = _system(generator, vary, fix, cfg, z, jax.random.fold_in(key, t), jac)
     p = rayleigh.project_onto_span(v, vectors[: cfg.span], span[: cfg.span])
     norm = jnp.linalg.norm(p)
     p = p / jnp.where(norm > 0, norm, jnp.ones_like(norm))
@@ -263,7 +324,8 @@ def _traverse_one(generator, vary, fix, cfg, path, steps, step_size, z0, key):
     if cfg.solver == "matrix_free":
         values, vectors, ctx = matrix_free.start(generator, vary, fix, cfg, z0, key0)
     else:
-        values, vectors, _ = _system(generator, vary, fix, cfg, z0, key0)
+        jac = point_mode(cfg.mode, cfg.eps, step_size, at_start=True)
+        values, vectors, _ = _system(generator, vary, fix, cfg, z0, key0, jac)
     signs = jnp.tile(jnp.asarray([1.0, -1.0], z0.dtype), k)
     v0 = jnp.repeat(vectors[:k], 2, axis=0) * signs[:, None]  # [2k, d]
     size = jnp.asarray(step_size, z0.dtype)
@@ -318,7 +380,8 @@ def _directions_batch(generator, vary, fix, cfg, z, keys):
         if cfg.solver == "matrix_free":
             values, vectors, _ = matrix_free.start(generator, vary, fix, cfg, zi, ki)
         else:
-            values, vectors, _ = _system(generator, vary, fix, cfg, zi, ki)
+            jac = point_mode(cfg.mode, cfg.eps, None, at_start=True)
+            values, vectors, _ = _system(generator, vary, fix, cfg, zi, ki, jac)
         return values[: cfg.k], vectors[: cfg.k]
 
     return jax.vmap(one)(z, keys)
@@ -345,12 +408,52 @@ def _keys(key, n: int, method: str) -> Array:
     return jax.random.split(key, n)
 
 
-def _prepare(generator, z, vary, fix, method, k, key, options, solver):
+def _span_ranks(generator, vary, fix, cfg, z, keys, step_size):
+    """``[N]`` rows in the method's own span at each start latent (for ``cap_k``)."""
+
+    def one(zi, ki):
+        if step_size is not None:  # traverse: the start solve uses the first half of the key
+            ki = jax.random.split(ki)[0]
+        jac = point_mode(cfg.mode, cfg.eps, step_size, at_start=True)
+        return jnp.sum(_system(generator, vary, fix, cfg, zi, ki, jac)[2])
+
+    return jax.vmap(one)(z, keys)
+
+
+_span_ranks_jit = jax.jit(_span_ranks, static_argnums=(0, 1, 2, 3))
+
+
+def _cap_k(generator, vary, fix, cfg, batch, keys, n, step_size):
+    """``cfg`` with ``k`` cut to the smallest span rank over the starts (``cap_k=True``)."""
+    if not cfg.cap_k or cfg.solver != "dense":
+        return cfg
+    if isinstance(batch, jax.core.Tracer):  # the rank is data: it cannot set a shape under jit
+        warnings.warn(
+            f"cap_k=True is skipped under jit/vmap (k stays {cfg.k}): call traverse/directions "
+            "on concrete latents to cap k, or pass cap_k=False.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return cfg
+    ranks = _span_ranks_jit(generator, vary, fix, cfg, batch, keys, step_size)
+    what = {
+        "nullspace": f"the beta_vary={cfg.beta_vary} span inside the fixed null space",
+        "maxc": f"the beta_vary={cfg.beta_vary} span of the varied Gram",
+        "minf": "the fixed features' null space",
+    }.get(cfg.method, "the direction system")
+    k = presets.cap_k(cfg.k, int(jnp.min(ranks[:n])), what=what)
+    if k == cfg.k:
+        return cfg
+    return dataclasses.replace(cfg, k=k, span=cfg.span if cfg.local_span == "system" else k)
+
+
+def _prepare(generator, z, vary, fix, method, k, key, options, solver, preset, step_size=None):
     """Validate the shared arguments (before tracing); batch, key and shard the latents.
 
     Returns ``(vary, fix, config, latents [N', d], keys [N'], N)``: ``N'`` is ``N`` padded to a
     multiple of the device count.
     """
+    method, options = presets.resolve(preset, method, options)
     vary_t = _as_features(vary, "vary", allow_empty=False)
     fix_t = _as_features(fix, "fix", allow_empty=True)
     cfg = _make_config(generator, z, vary_t, fix_t, method, k, options, solver)
@@ -358,6 +461,7 @@ def _prepare(generator, z, vary, fix, method, k, key, options, solver):
     keys = _keys(key, batch.shape[0], method)
     batch_s, n = _shard_batch(batch)
     keys_s, _ = _shard_batch(keys)
+    cfg = _cap_k(generator, vary_t, fix_t, cfg, batch_s, keys_s, n, step_size)
     return vary_t, fix_t, cfg, batch_s, keys_s, n
 
 
@@ -367,10 +471,11 @@ def directions(
     *,
     vary: Callable | Sequence[Callable],
     fix: Sequence[Callable] = (),
-    method: str = "reds",
+    method: str | None = None,
     k: int = 1,
     key: Array | None = None,
     solver: str = "dense",
+    preset: str | None = None,
     **options: Any,
 ) -> Directions:
     """Top-``k`` REDs (or baseline) directions at one or many latents.
@@ -380,8 +485,8 @@ def directions(
       z: ``[d]`` or ``[N, d]`` latents.
       vary: feature(s) ``image -> array`` to change.
       fix: features to hold fixed.
-      method: ``"reds"`` (Rayleigh form), ``"nullspace"`` (reference form), ``"maxc"``,
-        ``"minf"`` or ``"random"`` (needs ``key``).
+      method: ``"reds"`` (Rayleigh form; the default), ``"nullspace"`` (reference form),
+        ``"maxc"``, ``"minf"`` or ``"random"`` (needs ``key``); None: the preset's, else ``"reds"``.
       k: number of directions.
       key: PRNG key (``random``; ``solver="matrix_free"`` with ``cold_start="iterative"``;
         per-latent keys are split from it).
@@ -389,10 +494,18 @@ def directions(
         ``"matrix_free"`` (``reds``/``maxc`` only: the same Rayleigh form from Gram-vector
         products ``Jᵀ(Jv)`` and a warm-started block LOBPCG along ``local`` paths; see
         :mod:`reds_jax.core.matrix_free`).
+      preset: None (reds_jax's defaults) or ``"official"``: the reference code's defaults
+        (:mod:`reds_jax.core.presets`); explicit arguments override it.
       **options: ``weights`` (per fixed feature, default 1), ``vary_weights``, ``normalize``
         (Frobenius-normalise each Gram, default True), ``ridge`` (default 1e-6), ``beta_fix``
         (default 0.99), ``beta_vary`` (default None: no cut), ``mode`` (Jacobian mode, default
-        ``"auto"``), ``chunk_size``, ``eps`` (``mode="fd"`` step). With
+        ``"auto"``; ``"fd"``, ``"fd_forward"``, ``"fd_official"``), ``chunk_size``, ``eps`` (finite
+        difference step; ``fd_official`` uses the step size in :func:`traverse`), ``local_span``
+        (``"k"`` or ``"system"``, see the module docstring), ``minf_mode`` (``"sum"``, default, or
+        the reference's ``"union"``; :func:`reds_jax.core.rayleigh.minf_union_system`),
+        ``random_dist`` (``"orthogonal"``, default, or the reference's ``"uniform"``),
+        ``gram_noise`` (default 0; the reference's 1e-9, seeded by ``key``), ``cap_k`` (default
+        False: cut ``k`` to the method's span rank at the start latents, with a warning). With
         ``solver="matrix_free"`` also ``iters`` (LOBPCG iterations per step, default 1),
         ``guard`` (extra block columns, default 1), ``cold_start`` (``"dense"`` default, or
         ``"iterative"``), ``cold_iters`` (default 50), ``probes`` (Hutchinson probes for the
@@ -411,7 +524,7 @@ def directions(
     """
     z = _check_latents(z, "z")
     vary_t, fix_t, cfg, batch_s, keys_s, n = _prepare(
-        generator, z, vary, fix, method, k, key, options, solver
+        generator, z, vary, fix, method, k, key, options, solver, preset
     )
     values, vectors = _directions_jit(generator, vary_t, fix_t, cfg, batch_s, keys_s)
     values, vectors = values[:n], vectors[:n]
@@ -426,13 +539,14 @@ def traverse(
     *,
     vary: Callable | Sequence[Callable],
     fix: Sequence[Callable] = (),
-    method: str = "reds",
+    method: str | None = None,
     path: str = "local",
     k: int = 1,
     steps: int = 10,
     step_size: float = 0.1,
     key: Array | None = None,
     solver: str = "dense",
+    preset: str | None = None,
     **options: Any,
 ) -> Trajectories:
     """Traverse from start latents along the top-``k`` directions, both signs.
@@ -453,6 +567,7 @@ def traverse(
       step_size: step length ``ε`` in latent units.
       key: PRNG key (see :func:`directions`).
       solver: ``"dense"`` or ``"matrix_free"`` (see :func:`directions`).
+      preset: None or ``"official"`` (see :func:`directions`).
       **options: see :func:`directions`.
 
     Returns:
@@ -473,7 +588,7 @@ def traverse(
     if not (np.ndim(step_size) == 0 and math.isfinite(float(step_size)) and step_size > 0):
         raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}.")
     vary_t, fix_t, cfg, batch_s, keys_s, n = _prepare(
-        generator, z0, vary, fix, method, k, key, options, solver
+        generator, z0, vary, fix, method, k, key, options, solver, preset, float(step_size)
     )
     out = _traverse_jit(
         generator, vary_t, fix_t, cfg, path, int(steps), float(step_size), batch_s, keys_s

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from reds_jax.core import presets
 from reds_jax.core.traverse import METHODS, OPTIONS, PATHS, traverse
 from reds_jax.jobs import models
 
@@ -113,6 +114,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "vary": ((str, list), "a feature spec or a list of them"),
     "fix": ((str, list), "a feature spec or a list of them"),
     "method": ((str,), f"one of {METHODS}"),
+    "preset": ((str,), f"one of {presets.PRESETS}"),
     "path": ((str,), f"one of {PATHS}"),
     "k": ((int,), "an int >= 1"),
     "steps": ((int,), "an int >= 0"),
@@ -138,7 +140,12 @@ class JobConfig:
       key: base PRNG seed of the start latents and traversal keys.
       vary: varied feature specs (see :func:`reds_jax.jobs.models.parse_feature`); None: the model's.
       fix: fixed feature specs; None: the model's default; ``[]``: none.
-      method: REDs method (``reds``, ``nullspace``, ``maxc``, ``minf``, ``random``).
+      method: REDs method (``reds``, ``nullspace``, ``maxc``, ``minf``, ``random``); None: the
+        preset's (``nullspace`` for ``official``), else ``reds``.
+      preset: None or ``"official"``: the reference code's defaults
+        (:mod:`reds_jax.core.presets`), resolved into ``method`` and ``options`` (explicit fields
+        win). A job's shapes are fixed, so ``k`` is not capped at the span rank here
+        (``cap_k=False`` unless given): pick ``k`` no larger than it.
       path: ``local`` or ``linear``.
       k: directions per start latent (``2k`` paths).
       steps: steps per path ``T``.
@@ -159,7 +166,8 @@ class JobConfig:
     key: int = 0
     vary: tuple[str, ...] | None = None
     fix: tuple[str, ...] | None = None
-    method: str = "reds"
+    method: str | None = None
+    preset: str | None = None
     path: str = "local"
     k: int = 2
     steps: int = 8
@@ -242,8 +250,14 @@ class JobConfig:
                     raise bad(field, f"has a bad feature: {err}") from None
         if self.vary is not None and not self.vary:
             raise bad("vary", "needs at least one feature, e.g. vary = ['lowpass:4'].")
-        if self.method not in METHODS:
-            raise bad("method", f"is {self.method!r}; pass one of {METHODS}.")
+        try:
+            method, options = presets.resolve(self.preset, self.method, self.options)
+        except ValueError as err:
+            raise bad("preset", f"is bad: {err}") from None
+        if self.preset is not None and "cap_k" not in self.options:
+            options["cap_k"] = False  # fixed shapes: see the `preset` field
+        if method not in METHODS:
+            raise bad("method", f"is {method!r}; pass one of {METHODS}.")
         if self.path not in PATHS:
             raise bad("path", f"is {self.path!r}; pass one of {PATHS}.")
         for field, lo in (("k", 1), ("steps", 0), ("shard_size", 1), ("batch_size", 1)):
@@ -260,7 +274,7 @@ class JobConfig:
             raise bad("step_size", f"must be a finite number > 0; got {self.step_size!r}.")
         if self.solver not in SOLVERS:
             raise bad("solver", f"is {self.solver!r}; pass one of {SOLVERS}.")
-        unknown = sorted(set(self.options) - set(OPTIONS))
+        unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise bad("options", f"has unknown key(s) {unknown}; valid keys are {OPTIONS}.")
         if self.dtype not in ("float32", "float64"):
@@ -268,7 +282,8 @@ class JobConfig:
         return dataclasses.replace(
             self,
             model_args=dict(self.model_args),
-            options=dict(self.options),
+            method=method,
+            options=options,
             seeds=None if self.seeds is None else _seed_tokens(self.seeds),
             vary=entry.vary if self.vary is None else tuple(self.vary),
             fix=entry.fix if self.fix is None else tuple(self.fix),
@@ -279,6 +294,8 @@ class JobConfig:
         """The JSON-able fields that determine the outputs (everything but ``batch_size``)."""
         d = dataclasses.asdict(self.resolved())
         d.pop("batch_size")
+        if d["preset"] is None:  # identities of jobs from before presets existed stay the same
+            d.pop("preset")
         d["vary"], d["fix"] = list(d["vary"]), list(d["fix"])
         if self.latents is not None:
             path = pathlib.Path(self.latents)
