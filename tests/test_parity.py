@@ -74,6 +74,15 @@ def _oracle_dirs(method, jacs, n_fix, beta_f, beta_c):
     return null @ _kept(null.T @ varied @ null, beta_c)  # the reference's "reds" (nullspace)
 
 
+def _ref_step(v, span):
+    """The reference's local step: project ``v`` onto ``span``'s columns (QR), renormalise, and keep
+    the sign that agrees with ``v``."""
+    q, _ = np.linalg.qr(span)
+    y = q @ (q.T @ v)
+    y = y / np.linalg.norm(y)
+    return y if np.dot(y, v) > 0 else -y
+
+
 def _fix_sign(v):
     return v if v[np.argmax(np.abs(v))] > 0 else -v
 
@@ -101,10 +110,7 @@ def _oracle_paths(features, z0, method, n_eig, n_step, step, *, n_fix, beta_f, b
         for j in range(n_step):
             if j > 0:
                 span = _oracle_dirs(method, jacs_at(zs[-1], False), n_fix, beta_f, beta_c)
-                q, _ = np.linalg.qr(span)
-                y = q @ (q.T @ v)
-                y = y / np.linalg.norm(y)
-                v = y if np.dot(y, v) > 0 else -y
+                v = _ref_step(v, span)
                 rs.append(span.shape[1])
             zs.append(zs[-1] + step * v)
         paths.append(np.stack(zs))
@@ -188,10 +194,7 @@ def _switch_oracle(z0, step, steps, beta):
         if j > 0:
             span = _kept(_gram(_switch_jac(zs[-1])), beta)
             ranks.append(span.shape[1])
-            q, _ = np.linalg.qr(span)
-            y = q @ (q.T @ v)
-            y = y / np.linalg.norm(y)
-            v = y if np.dot(y, v) > 0 else -y
+            v = _ref_step(v, span)
         zs.append(zs[-1] + step * v)
     return np.stack(zs), ranks
 
