@@ -48,6 +48,8 @@ _JOB_FLAGS = {
     "k": "k",
     "steps": "steps",
     "step_size": "step_size",
+    "step_target": "step_target",
+    "correct": "correct",
     "solver": "solver",
     "dtype": "dtype",
     "shard_size": "shard_size",
@@ -118,6 +120,13 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
     p.add_argument("-k", type=int, dest="k", help="directions per start latent (2k paths)")
     p.add_argument("--steps", type=int, help="steps per path (default 8)")
     p.add_argument("--step-size", type=float, help="latent step length (default: the model's)")
+    p.add_argument(
+        "--step-target", type=float,
+        help="feature-space steps: varied-feature change per step (--step-size caps the step)",
+    )  # fmt: skip
+    p.add_argument(
+        "--correct", type=int, help="drift-corrector iterations per step (default 0: none)"
+    )
     p.add_argument("--solver", help="dense (default) or matrix_free (reds/maxc; big features)")
     p.add_argument(
         "--option",
@@ -304,7 +313,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
 
     from reds_jax import imageio
     from reds_jax._io import atomic_write, npz_bytes
-    from reds_jax.jobs.experiment import ConfigError, get_experiment
+    from reds_jax.jobs.experiment import ConfigError, diagnostics_warning, get_experiment
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
@@ -335,6 +344,9 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
         f"columns = steps) and traversals.npz (latents {list(result['latents'].shape)}, "
         f"vary/fix distances, images) to {out.resolve()} in {time.perf_counter() - t0:.1f} s"
     )
+    warning = diagnostics_warning(result)
+    if warning:
+        print(f"{PROG} traverse: {warning}", file=sys.stderr)
     return 0
 
 
@@ -424,24 +436,10 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(command: str, candidates: Sequence[str], args: Sequence[str]) -> int:
-    for name in candidates:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is not None and name.startswith(err.name):
-                continue  # the module itself is missing; a missing dependency is re-raised
-            raise
-        entry = getattr(module, "main", None)
-        if callable(entry):
-            code = entry(list(args))
-            return code if isinstance(code, int) else 0
-    print(
-        f"{PROG} {command}: not available yet in this installation (looked for main() in "
-        f"{', '.join(candidates)}).",
-        file=sys.stderr,
-    )
-    return 2
+def _delegate(module: str, args: Sequence[str]) -> int:
+    """Runs ``module.main(args)``: ``evaluate`` and ``convert`` parse their own arguments."""
+    code = importlib.import_module(module).main(list(args))
+    return code if isinstance(code, int) else 0
 
 
 def _bench_script() -> pathlib.Path:
@@ -473,11 +471,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       Exit status: 0 on success, 2 for bad arguments / configuration (printed without a
       traceback), 1 when an asset cannot be obtained.
 
-    >>> main(["bench", "--help"])  # doctest: +SKIP
+    >>> main(["bench", "--help"])  # runs the benchmark script  # doctest: +SKIP
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "evaluate":  # passed on untouched (argparse would eat leading flags)
-        return _delegate("evaluate", ("reds_jax.evaluation.runner",), argv[1:])
+        return _delegate("reds_jax.evaluation.runner", argv[1:])
     if argv and argv[0] == "convert":
         kinds = {"stylegan2": "reds_jax.generators.stylegan2_convert"}
         if len(argv) < 2 or argv[1] not in kinds:
@@ -487,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        return _delegate("convert", (kinds[argv[1]],), argv[2:])
+        return _delegate(kinds[argv[1]], argv[2:])
     if argv and argv[0] == "bench":
         return _bench(argv[1:])
     ns = _parser().parse_args(argv)
