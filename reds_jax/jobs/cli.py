@@ -45,6 +45,7 @@ _JOB_FLAGS = {
     "vary": "vary",
     "fix": "fix",
     "method": "method",
+    "preset": "preset",
     "path": "path",
     "k": "k",
     "steps": "steps",
@@ -114,6 +115,10 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
         "--no-fix", action="store_true", help="no fixed features (instead of the model's default)"
     )
     p.add_argument("--method", help="reds (default), nullspace, maxc, minf, random")
+    p.add_argument(
+        "--preset",
+        help="official: the paper's reference code's defaults (explicit flags override them)",
+    )
     p.add_argument("--path", help="local (default) or linear")
     p.add_argument("-k", type=int, dest="k", help="directions per start latent (2k paths)")
     p.add_argument("--steps", type=int, help="steps per path (default 8)")
