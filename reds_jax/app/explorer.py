@@ -735,12 +735,13 @@ class Explorer:
                 else np.zeros((0, *latents.shape[:2]), latents.dtype)
             )
 
+        # the key order of reds-jax traverse's traversals.npz (the jitted pytree's sorted keys)
         arrays = {
+            "fix_distances": stack(tr.fix_distances)[None],
             "images": images[None],
             "latents": latents[None],
-            "vary_distances": stack(tr.vary_distances)[None],
-            "fix_distances": stack(tr.fix_distances)[None],
             "values": np.asarray(tr.values)[None],
+            "vary_distances": stack(tr.vary_distances)[None],
             "seeds": np.asarray([seed], np.int64),
             "vary_features": np.asarray(cfg.vary, dtype=str),
             "fix_features": np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix)),
