@@ -48,6 +48,8 @@ _JOB_FLAGS = {
     "k": "k",
     "steps": "steps",
     "step_size": "step_size",
+    "step_target": "step_target",
+    "correct": "correct",
     "solver": "solver",
     "dtype": "dtype",
     "shard_size": "shard_size",
@@ -114,6 +116,13 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
     p.add_argument("-k", type=int, dest="k", help="directions per start latent (2k paths)")
     p.add_argument("--steps", type=int, help="steps per path (default 8)")
     p.add_argument("--step-size", type=float, help="latent step length (default: the model's)")
+    p.add_argument(
+        "--step-target", type=float,
+        help="feature-space steps: varied-feature change per step (--step-size caps the step)",
+    )  # fmt: skip
+    p.add_argument(
+        "--correct", type=int, help="drift-corrector iterations per step (default 0: none)"
+    )
     p.add_argument("--solver", help="dense (default) or matrix_free (reds/maxc; big features)")
     p.add_argument(
         "--option",
@@ -232,12 +241,8 @@ def _job_config(ns: argparse.Namespace, *, augment: bool):
         data["fix"] = []
     if ns.out is not None:
         out = ns.out
-    if ns.seeds is not None and ns.latents is not None:
-        raise _UsageError("pass either --seeds or --latents, not both.")
-    if ns.latents is not None:
-        data.pop("seeds", None)
-    if ns.seeds is not None:
-        data.pop("latents", None)
+    if (ns.latents is None) != (ns.seeds is None):  # a flag replaces the TOML file's other one
+        data.pop("seeds" if ns.seeds is None else "latents", None)
     try:
         return JobConfig.from_mapping(data, where=where), out
     except ConfigError as err:
@@ -304,24 +309,14 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
     import numpy as np
 
     from reds_jax import imageio
-    from reds_jax.jobs.augment import _atomic_write, _npz_bytes
-    from reds_jax.jobs.experiment import ConfigError, get_experiment, parse_seeds
+    from reds_jax._io import atomic_write, npz_bytes
+    from reds_jax.jobs.experiment import ConfigError, diagnostics_warning, get_experiment
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
     cfg = _with_inverted_images(ns, cfg, out)
-    if cfg.latents is not None:
-        try:
-            latents = np.load(cfg.latents, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise _UsageError(f"cannot read --latents {cfg.latents}: {err}") from None
-        if latents.ndim == 1:
-            latents = latents[None]
-        seeds = np.arange(len(latents))
-    else:
-        latents = None
-        seeds = parse_seeds(cfg.seeds if cfg.seeds is not None else [0])
     try:
+        seeds, latents = cfg.starts(default_seeds=[0])
         exp = get_experiment(cfg)
         result = exp.run(seeds=seeds, latents=latents)
     except ConfigError as err:
@@ -338,7 +333,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
     arrays = dict(result)
     arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
     arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
-    _atomic_write(out / "traversals.npz", _npz_bytes(arrays, compress=True))
+    atomic_write(out / "traversals.npz", npz_bytes(arrays, compress=True))
     for i, seed in enumerate(seeds[:4]):
         print(f"seed {int(seed)}:\n{_describe(result, cfg.vary, cfg.fix, i)}")
     print(
@@ -346,6 +341,9 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
         f"columns = steps) and traversals.npz (latents {list(result['latents'].shape)}, "
         f"vary/fix distances, images) to {out.resolve()} in {time.perf_counter() - t0:.1f} s"
     )
+    warning = diagnostics_warning(result)
+    if warning:
+        print(f"{PROG} traverse: {warning}", file=sys.stderr)
     return 0
 
 
@@ -423,10 +421,6 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
             "augment needs an output folder: pass --out DIR (or out = '...' in TOML)."
         )
     cfg = _with_inverted_images(ns, cfg, out)
-    if cfg.seeds is None and cfg.latents is None:
-        raise _UsageError(
-            "augment needs start latents: pass --seeds 0:1000, --latents FILE.npy or --images DIR."
-        )
     try:
         res = augment(cfg, out, progress=not ns.no_progress, verify=not ns.no_verify)
     except (ConfigError, AugmentError) as err:
@@ -439,29 +433,20 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(command: str, candidates: Sequence[str], args: Sequence[str]) -> int:
-    for name in candidates:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is not None and name.startswith(err.name):
-                continue  # the module itself is missing; a missing dependency is re-raised
-            raise
-        entry = getattr(module, "main", None)
-        if callable(entry):
-            code = entry(list(args))
-            return code if isinstance(code, int) else 0
-    print(
-        f"{PROG} {command}: not available yet in this installation (looked for main() in "
-        f"{', '.join(candidates)}).",
-        file=sys.stderr,
-    )
-    return 2
+def _delegate(module: str, args: Sequence[str]) -> int:
+    """Runs ``module.main(args)``: ``evaluate`` and ``convert`` parse their own arguments."""
+    code = importlib.import_module(module).main(list(args))
+    return code if isinstance(code, int) else 0
+
+
+def _bench_script() -> pathlib.Path:
+    """``benchmarks/bench_traverse.py`` of the checkout this package was installed from."""
+    return pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_traverse.py"
 
 
 def _bench(args: Sequence[str]) -> int:
-    """Run ``benchmarks/bench_traverse.py`` of the checkout this package was installed from."""
-    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_traverse.py"
+    """Run the checkout's traversal benchmark (it is not part of the installed package)."""
+    script = _bench_script()
     if not script.is_file():
         print(
             f"{PROG} bench: error: the benchmarks are not part of the installed package; from a "
@@ -483,11 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       Exit status: 0 on success, 2 for bad arguments / configuration (printed without a
       traceback), 1 when an asset cannot be obtained.
 
-    >>> main(["bench", "--help"])  # doctest: +SKIP
+    >>> main(["bench", "--help"])  # runs the benchmark script  # doctest: +SKIP
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "evaluate":  # passed on untouched (argparse would eat leading flags)
-        return _delegate("evaluate", ("reds_jax.evaluation.runner",), argv[1:])
+        return _delegate("reds_jax.evaluation.runner", argv[1:])
     if argv and argv[0] == "convert":
         kinds = {"stylegan2": "reds_jax.generators.stylegan2_convert"}
         if len(argv) < 2 or argv[1] not in kinds:
@@ -497,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        return _delegate("convert", (kinds[argv[1]],), argv[2:])
+        return _delegate(kinds[argv[1]], argv[2:])
     if argv and argv[0] == "bench":
         return _bench(argv[1:])
     if argv and argv[0] == "app":
