@@ -288,16 +288,23 @@ def test_invert_an_upload(explorer, tmp_path):
         explorer.invert(INPUTS, path, steps=0)
 
 
-def test_toml_and_command_line_quote_everything():
+def test_toml_and_command_line_are_the_same_job():
     cfg = JobConfig.from_mapping(
         {"model": "rooms", "vary": ["lowpass:4"], "fix": [], "options": {"ridge": 1e-4},
-         "model_args": {"size": 16}, "key": 3, "solver": "dense", "step_size": 0.25}
+         "model_args": {"size": 16}, "key": 3, "solver": "dense", "step_size": 0.25,
+         "step_target": 0.1, "correct": 2}
     )  # fmt: skip
     line = E.command_line(cfg, seed=2, out="my out")
     assert "--no-fix" in line and "--option ridge=0.0001" in line and "--key 3" in line
     assert shlex.split(line)[-1] == "my out"
+    # the CLI's own parser reads the line back into the same JobConfig
+    ns = cli._parser().parse_args(shlex.split(line)[1:])
+    parsed, out = cli._job_config(ns, augment=False)
+    assert out == "my out" and parsed.seeds == ["2"]
+    assert dataclasses.replace(parsed, seeds=None) == cfg
     job = tomllib.loads(E.toml_job(cfg, seed=2))
-    assert job["fix"] == [] and job["options"] == {"ridge": 1e-4} and job["key"] == 3
+    assert job.pop("out") == E.OUT and job.pop("seeds") == [2]
+    assert JobConfig.from_mapping(job) == cfg
 
 
 def test_app_command_arguments_are_checked(capsys):

@@ -35,9 +35,10 @@ import numpy as np
 
 import reds_jax
 from reds_jax import imageio
-from reds_jax.core.traverse import METHODS, PATHS
+from reds_jax.core.traverse import METHODS, PATHS, SOLVERS
 from reds_jax.jobs import models
-from reds_jax.jobs.experiment import SOLVERS, ConfigError, JobConfig
+from reds_jax.jobs.config import ConfigError, JobConfig
+from reds_jax.jobs.experiment import DIAGNOSTICS_PREFIX
 
 __all__ = [
     "FACE_FEATURES",
@@ -332,6 +333,8 @@ class Inputs:
       vary: varied feature specs, one per line.
       fix: fixed feature specs, one per line (may be empty).
       method, path, k, steps, step_size, solver: as in ``reds-jax traverse``.
+      step_target: feature-space steps (``--step-target``; None or "" for fixed latent steps).
+      correct: drift-corrector iterations per step (``--correct``).
       options: extra traverse options ``"ridge=1e-4, beta_fix=0.99"``.
       dtype: ``float32`` or ``float64``.
     """
@@ -350,6 +353,8 @@ class Inputs:
     solver: str = "dense"
     options: str = ""
     dtype: str = "float32"
+    step_target: float | None = None
+    correct: int = 0
 
 
 @dataclasses.dataclass
@@ -489,6 +494,8 @@ def toml_job(config: JobConfig, *, seed: int, latents: str | None = None, out: s
         "k": config.k,
         "steps": config.steps,
         "step_size": float(config.step_size),
+        **({} if config.step_target is None else {"step_target": float(config.step_target)}),
+        **({"correct": config.correct} if config.correct else {}),
         "solver": config.solver,
         "dtype": config.dtype,
         "out": out,
@@ -522,6 +529,10 @@ def command_line(
         args.append("--no-fix")
     args += ["--method", config.method, "--path", config.path, "-k", str(config.k)]
     args += ["--steps", str(config.steps), "--step-size", repr(float(config.step_size))]
+    if config.step_target is not None:
+        args += ["--step-target", repr(float(config.step_target))]
+    if config.correct:
+        args += ["--correct", str(config.correct)]
     if config.solver != "dense":
         args += ["--solver", config.solver]
     for k, v in config.options.items():
@@ -593,6 +604,10 @@ class Explorer:
         }
         if inputs.step_size not in (None, ""):
             data["step_size"] = _number(inputs.step_size, "step size")
+        if inputs.step_target not in (None, "", 0):
+            data["step_target"] = _number(inputs.step_target, "step target")
+        if inputs.correct not in (None, "", 0):
+            data["correct"] = _int(inputs.correct, "correct")
         try:
             return JobConfig.from_mapping(data, where="page")
         except ConfigError as err:
@@ -716,8 +731,10 @@ class Explorer:
                 k=cfg.k,
                 steps=cfg.steps,
                 step_size=cfg.step_size,
+                step_target=cfg.step_target,
+                correct=cfg.correct,
                 key=key,
-                **({} if cfg.solver == "dense" else {"solver": cfg.solver}),
+                solver=cfg.solver,
                 **cfg.options,
             )
             jax.block_until_ready(tr.latents)
@@ -735,13 +752,19 @@ class Explorer:
                 else np.zeros((0, *latents.shape[:2]), latents.dtype)
             )
 
-        # the key order of reds-jax traverse's traversals.npz (the jitted pytree's sorted keys)
-        arrays = {
+        computed = {
             "fix_distances": stack(tr.fix_distances)[None],
             "images": images[None],
             "latents": latents[None],
             "values": np.asarray(tr.values)[None],
             "vary_distances": stack(tr.vary_distances)[None],
+        }
+        if tr.diagnostics is not None:
+            for name, value in tr.diagnostics._asdict().items():
+                computed[DIAGNOSTICS_PREFIX + name] = np.asarray(value)[None]
+        # the key order of reds-jax traverse's traversals.npz (the jitted pytree's sorted keys)
+        arrays = {
+            **{name: computed[name] for name in sorted(computed)},
             "seeds": np.asarray([seed], np.int64),
             "vary_features": np.asarray(cfg.vary, dtype=str),
             "fix_features": np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix)),
@@ -844,7 +867,7 @@ class Explorer:
           ``{"grid": grid.png, "npz": traversals.npz, "toml": job.toml, "command": command.sh}``
           plus ``"latents": start.npy`` when the run started from an uploaded image.
         """
-        from reds_jax.jobs.augment import _npz_bytes
+        from reds_jax._io import npz_bytes
 
         folder = pathlib.Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -853,7 +876,7 @@ class Explorer:
             "grid": imageio.save_grid(images, folder / "grid.png", scale=_scale(images.shape[2]))
         }
         files["npz"] = folder / "traversals.npz"
-        files["npz"].write_bytes(_npz_bytes(result.arrays, compress=True))
+        files["npz"].write_bytes(npz_bytes(result.arrays, compress=True))
         latents = None
         if result.latent is not None:
             files["latents"] = folder / "start.npy"

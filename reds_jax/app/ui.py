@@ -26,11 +26,13 @@ import numpy as np  # noqa: E402
 
 from reds_jax.app import explorer as ex  # noqa: E402
 from reds_jax.jobs import models  # noqa: E402
+from reds_jax.jobs.experiment import diagnostics_warning  # noqa: E402
 
 __all__ = ["build", "main", "overlay"]
 
 try:
     import gradio as gr
+
     _SelectData = gr.SelectData
 except ImportError as _err:  # pragma: no cover - depends on the environment
     gr = None
@@ -120,8 +122,13 @@ def _safe(fn):
     return wrapper
 
 
-def _inputs(model, model_args, seed, key, vary, fix, method, path, k, steps, step, solver, opts):
+def _inputs(
+    model, model_args, seed, key, vary, fix, method, path, k, steps, step, solver, opts,
+    step_target=None, correct=0,
+):  # fmt: skip
     return ex.Inputs(
+        step_target=step_target,
+        correct=correct,
         model=model,
         model_args=model_args,
         seed=seed,
@@ -208,8 +215,11 @@ class _Page:
             + f"; start values {np.array2string(res.arrays['values'][0], precision=4)}"
         ]
         if res.diagnostics:
-            counts = ", ".join(f"{k}: {v:g}" for k, v in res.diagnostics.items())
-            status.append(f"Diagnostics: {counts}")
+            counts = ", ".join(f"{k} {v:.3g}" for k, v in res.diagnostics.items())
+            status.append(f"Diagnostics (counts over the paths; residual: max): {counts}")
+        warning = diagnostics_warning(res.arrays)
+        if warning:
+            status.append(f"⚠ {warning}")
         return (
             _upscale_grid(images),
             gr.update(choices=res.path_labels, value=res.path_labels[0]),
@@ -359,6 +369,12 @@ def build(
                         minimum=0,
                     )
                     key = gr.Number(0, label="key", precision=0, minimum=0)
+                with gr.Row():
+                    step_target = gr.Number(
+                        None, label="step target (feature change per step; empty: off)",
+                        minimum=0, step=0.01,
+                    )  # fmt: skip
+                    correct = gr.Number(0, label="corrector iterations", precision=0, minimum=0)
                 options = gr.Textbox(label="options", placeholder="ridge=1e-4, beta_fix=0.99")
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id="run")
@@ -392,7 +408,7 @@ def build(
 
         # -- wiring --------------------------------------------------------------------------
         how = [model_in, model_args, seed, key, sides["vary"][6], sides["fix"][6], method, path,
-               k, steps, step, solver, options]  # fmt: skip
+               k, steps, step, solver, options, step_target, correct]  # fmt: skip
         view = [model_in, model_args, start, seed, key, sides["vary"][3], sides["fix"][3], latent,
                 pending]  # fmt: skip
         show = _safe(page.start_image)

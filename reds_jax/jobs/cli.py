@@ -486,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "bench":
         return _bench(argv[1:])
     if argv and argv[0] == "app":
-        return _delegate("app", ("reds_jax.app.ui",), argv[1:])
+        return _delegate("reds_jax.app.ui", argv[1:])
     ns = _parser().parse_args(argv)
     try:
         if ns.command == "demo":
