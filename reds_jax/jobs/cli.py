@@ -11,6 +11,7 @@ Subcommands::
   reds-jax evaluate  ...                                         quality suites (reds_jax.evaluation.runner)
   reds-jax bench     ...                                         benchmarks
   reds-jax convert   stylegan2 IN.pkl|IN.pt OUT.msgpack           StyleGAN2 checkpoints, no torch
+  reds-jax app       [--host 127.0.0.1 --port 7860]              interactive explorer (extra [app])
 
 ``traverse`` and ``augment`` start from ``--seeds``, ``--latents FILE.npy`` or ``--images DIR``
 (the images are inverted first, into ``OUT/inverted``; see :mod:`reds_jax.jobs.inversion`).
@@ -213,6 +214,7 @@ def _parser() -> argparse.ArgumentParser:
         ("evaluate", "quality suites"),
         ("bench", "performance benchmarks"),
         ("convert", "checkpoint converters: 'convert stylegan2 IN.pkl|.pt OUT.msgpack'"),
+        ("app", "interactive explorer in the browser (pip install 'reds-jax[app]')"),
     ):
         e = sub.add_parser(name, help=f"{what} (arguments are passed on)", add_help=False)
         e.add_argument("args", nargs=argparse.REMAINDER)
@@ -517,6 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _delegate(kinds[argv[1]], argv[2:])
     if argv and argv[0] == "bench":
         return _bench(argv[1:])
+    if argv and argv[0] == "app":
+        return _delegate("reds_jax.app.ui", argv[1:])
     ns = _parser().parse_args(argv)
     try:
         if ns.command == "demo":
