@@ -3,12 +3,20 @@
 Every file here is crafted byte by byte in the test; none is larger than a few hundred bytes.
 """
 
+import json
+import os
+import tracemalloc
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from _crafted import png
 
 from reds_jax import imageio
-from reds_jax.jobs import cli
+from reds_jax.jobs import cli, models
+from reds_jax.jobs.augment import read_manifest
+from reds_jax.jobs.experiment import JobConfig, parse_seeds
 from reds_jax.jobs.inversion import InversionJobError, invert_files, list_images, load_images
 
 # --- image files (item 2 and item 7) ----------------------------------------------------------
@@ -94,16 +102,21 @@ def test_invert_on_a_bad_path_is_one_line_exit_2(tmp_path, capsys, kind):
 
 
 @pytest.mark.parametrize(
-    "flag, value", [("--lr", "nan"), ("--lr", "-1"), ("--prior-weight", "inf"), ("--steps", "0")]
+    "settings, words",
+    [
+        ({"lr": float("nan")}, "--lr must be a finite number > 0"),
+        ({"lr": -1.0}, "--lr must be a finite number > 0"),
+        ({"prior_weight": float("inf")}, "--prior-weight must be a finite number >= 0"),
+        ({"steps": 0}, "--steps must be a whole number >= 1"),
+        ({"restarts": True}, "--restarts must be a whole number >= 1"),
+    ],
 )
-def test_invert_refuses_non_finite_or_negative_options(tmp_path, capsys, flag, value):
+def test_invert_files_refuses_bad_settings(tmp_path, settings, words):
     img = tmp_path / "a.png"
     imageio.save_png(np.zeros((4, 4, 3)), img)
-    assert _invert(tmp_path, img, flag, value) == 2
-    err = capsys.readouterr().err
-    assert flag in err and "must be" in err
-    with pytest.raises(InversionJobError, match="--lr must be a finite number > 0"):
-        invert_files("rooms", [img], tmp_path / "o", lr=float("nan"))
+    with pytest.raises(InversionJobError, match=words):
+        invert_files("rooms", [img], tmp_path / "o", **settings)
+    assert not (tmp_path / "o").exists()
 
 
 def test_corrupt_inversion_npz_names_the_file(tmp_path, capsys):
@@ -118,3 +131,145 @@ def test_corrupt_inversion_npz_names_the_file(tmp_path, capsys):
     np.savez(tmp_path / "o" / "inversion.npz", fingerprint=np.array([None], dtype=object))
     assert _invert(tmp_path, img) == 2
     assert "inversion.npz is not a readable inversion" in capsys.readouterr().err
+
+
+# --- the command line: one line, exit 2, no traceback (items 7, 8, 9) -------------------------
+
+
+def _toy(latent_dim: int = 4, size: int = 8):
+    w = np.random.default_rng(0).standard_normal((size * size * 3, latent_dim)) / 2.0
+
+    def generator(z):
+        return jax.nn.sigmoid(jnp.asarray(w, z.dtype) @ z).reshape(size, size, 3)
+
+    return None, generator, latent_dim
+
+
+@pytest.fixture
+def toy():
+    models.register_model(
+        "toy_bad", _toy, description="test toy", vary=("pixels",), fix=(), step_size=0.2
+    )
+    yield "toy_bad"
+    models.MODELS.pop("toy_bad", None)
+
+
+def _one_line_error(capsys, *words):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["traverse", "augment", "invert"])
+@pytest.mark.parametrize("kind", ["file", "under-file", "read-only"])
+def test_out_that_cannot_be_written(tmp_path, capsys, monkeypatch, toy, command, kind):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    out = {"file": notes, "under-file": notes / "sub", "read-only": locked / "o"}[kind]
+    if kind == "read-only":
+        locked.chmod(0o500)
+        if os.geteuid() == 0:  # root may write anywhere: emulate the permission check
+            real = os.access
+            monkeypatch.setattr(os, "access", lambda p, m: real(p, m) and p != locked)
+    img = tmp_path / "a.png"
+    imageio.save_png(np.zeros((8, 8, 3)), img)
+    args = {
+        "traverse": ["traverse", "--model", toy, "--seeds", "0"],
+        "augment": ["augment", "--model", toy, "--seeds", "0:2"],
+        "invert": ["invert", str(img), "--model", toy],
+    }[command]
+    try:
+        assert cli.main([*args, "--out", str(out)]) == 2
+    finally:
+        locked.chmod(0o700)
+    want = {"file": "is a file", "under-file": "lies under the file", "read-only": "not writable"}
+    _one_line_error(capsys, "--out", want[kind])
+    assert not (tmp_path / "locked" / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["invert", "a.png", "--lr", "nan"], "--lr"),
+        (["invert", "a.png", "--prior-weight", "-1"], "--prior-weight"),
+        (["traverse", "--step-size", "inf"], "--step-size"),
+        (["traverse", "-k", "0"], "-k"),
+        (["traverse", "--steps", "1.5"], "--steps"),
+        (["augment", "--batch-size", "-3", "--out", "o"], "--batch-size"),
+    ],
+)
+def test_non_finite_or_out_of_range_numbers_are_refused(capsys, argv, flag):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    _one_line_error(capsys, f"argument {flag}", "must be", "--help")
+
+
+def test_config_that_is_a_folder(tmp_path, capsys, toy):
+    assert cli.main(["traverse", "--config", str(tmp_path), "--model", toy]) == 2
+    _one_line_error(capsys, "--config", "is a folder", "TOML file")
+
+
+def test_duplicate_seeds_are_refused_and_touching_ranges_are_one_config(capsys, toy):
+    assert cli.main(["traverse", "--model", toy, "--seeds", "0:5", "3"]) == 2
+    _one_line_error(capsys, "seed 3 is given more than once")
+    split = JobConfig.from_mapping({"model": toy, "seeds": ["0:20", "20:40"]})
+    whole = JobConfig.from_mapping({"model": toy, "seeds": "0:40"})
+    assert split.identity() == whole.identity() and split.seeds == ["0:40"]
+    assert JobConfig.from_mapping({"model": toy, "seeds": [3, 4, 5]}).seeds == ["3:6"]
+
+
+def test_huge_seed_ranges_are_not_materialised():
+    tracemalloc.start()
+    try:
+        seeds = parse_seeds("0:3000000000")
+        cfg = JobConfig.from_mapping({"model": "rooms", "seeds": ["0:200000000"]}).identity()
+        chunk = seeds[2_999_999_990:]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # bytes, not the 24 GB of an int64 array of them
+    assert len(seeds) == 3_000_000_000 and chunk.tolist() == list(range(2_999_999_990, 3 * 10**9))
+    assert cfg["seeds"] == ["0:200000000"]
+
+
+def test_huge_traverse_jobs_get_a_memory_estimate_up_front(capsys, toy):
+    assert cli.main(["traverse", "--model", toy, "--seeds", "0:3000000000"]) == 2
+    _one_line_error(capsys, "3000000000 start latent(s)", "GB of memory", "fewer seeds")
+    assert (
+        cli.main(["traverse", "--model", toy, "--seeds", "0", "-k", "4", "--steps", "9999999"]) == 2
+    )
+    _one_line_error(capsys, "k=4, steps=9999999", "GB of memory", "lower k, steps")
+
+
+def test_unexpected_errors_are_one_line_unless_debug(capsys, monkeypatch):
+    def boom(ns):
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(cli, "_cmd_traverse", boom)
+    assert cli.main(["traverse"]) == 1
+    _one_line_error(capsys, "internal error RuntimeError: something broke", "--debug")
+    with pytest.raises(RuntimeError, match="something broke"):
+        cli.main(["traverse", "--debug"])
+
+
+def test_manifest_entry_without_count_is_redone(tmp_path, capsys, toy):
+    out = tmp_path / "o"
+    argv = ["augment", "--model", toy, "--seeds", "0:2", "--steps", "1", "-k", "1",
+            "--shard-size", "1", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    manifest = out / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    first = json.loads(lines[0])
+    del first["count"]
+    manifest.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"ignoring line 1 of {manifest} (no 'count')" in err and "KeyError" not in err
+    assert len(read_manifest(out)) == 2  # the shard was redone and listed again

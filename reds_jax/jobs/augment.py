@@ -134,11 +134,45 @@ def read_manifest(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
-            print(f"reds-jax augment: ignoring unreadable line {number} of {path}", file=sys.stderr)
+            entry = None
+        problem = _entry_problem(entry)
+        if problem:
+            print(
+                f"reds-jax augment: ignoring line {number} of {path} ({problem}); its shard is "
+                "redone",
+                file=sys.stderr,
+            )
             continue
-        if isinstance(entry, dict):
-            entries.append(entry)
+        entries.append(entry)
     return entries
+
+
+# The fields every manifest line must have, with their JSON types.
+_ENTRY_FIELDS = {
+    "shard": str,
+    "index": int,
+    "sha256": str,
+    "bytes": int,
+    "items": list,
+    "count": int,
+}
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """Why a parsed manifest line is unusable (None when it is a well-formed entry)."""
+    if not isinstance(entry, dict):
+        return "not a JSON object"
+    for name, kind in _ENTRY_FIELDS.items():
+        if name not in entry:
+            return f"no {name!r}"
+        if not isinstance(entry[name], kind) or isinstance(entry[name], bool):
+            return f"{name!r} is not a {kind.__name__}"
+    lo_hi = entry["items"]
+    if not (len(lo_hi) == 2 and all(isinstance(v, int) for v in lo_hi)):
+        return "'items' is not [start, stop]"
+    if lo_hi[1] - lo_hi[0] != entry["count"] or entry["count"] < 1:
+        return "'count' does not match 'items'"
+    return None
 
 
 def _write_manifest(out: pathlib.Path, entries: Sequence[Mapping[str, Any]]) -> None:
