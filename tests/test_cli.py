@@ -193,30 +193,21 @@ def test_help_lists_commands(capsys):
         assert command in out
 
 
-def test_evaluate_and_bench_delegate(capsys, monkeypatch):
-    seen = {}
-    fake = types.ModuleType("bench")
-    fake.main = lambda argv: seen.setdefault("bench", argv) and 0
-    monkeypatch.setitem(sys.modules, "bench", fake)
-    assert cli.main(["bench", "--quick", "x"]) == 0
-    assert seen["bench"] == ["--quick", "x"]
+def test_evaluate_delegates_and_bench_runs_the_checkout_script(capsys, monkeypatch, tmp_path):
     fake_eval = types.ModuleType("reds_jax.evaluation.runner")
     fake_eval.main = lambda argv: 3
     monkeypatch.setitem(sys.modules, "reds_jax.evaluation.runner", fake_eval)
     assert cli.main(["evaluate", "--suite", "rooms"]) == 3
+    script = tmp_path / "bench_traverse.py"
+    script.write_text("import sys\nprint('ARGS', sys.argv[1:])\nsys.exit(4)\n")
+    monkeypatch.setattr(cli, "_bench_script", lambda: script)
+    assert cli.main(["bench", "--quick", "x"]) == 4
 
 
-def test_missing_delegate_says_so(capsys, monkeypatch):
-    real = cli.importlib.import_module
-
-    def missing(name, *a, **k):
-        if name.startswith(("bench", "benchmarks")):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(cli.importlib, "import_module", missing)
+def test_bench_without_a_checkout_says_what_to_run(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "_bench_script", lambda: tmp_path / "missing.py")
     code, _, err = run_main(capsys, "bench")
-    assert code == 2 and "not available yet" in err
+    assert code == 2 and "benchmarks/bench_traverse.py" in err and "not part of the installed" in err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -529,9 +529,14 @@ def _delegate(command: str, candidates: Sequence[str], args: Sequence[str]) -> i
     return 2
 
 
+def _bench_script() -> pathlib.Path:
+    """``benchmarks/bench_traverse.py`` of the checkout this package was installed from."""
+    return pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_traverse.py"
+
+
 def _bench(args: Sequence[str]) -> int:
-    """Run ``benchmarks/bench_traverse.py`` of the checkout this package was installed from."""
-    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_traverse.py"
+    """Run the checkout's traversal benchmark (it is not part of the installed package)."""
+    script = _bench_script()
     if not script.is_file():
         print(
             f"{PROG} bench: error: the benchmarks are not part of the installed package; from a "
