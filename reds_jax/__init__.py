@@ -1,15 +1,18 @@
 """reds_jax: Rayleigh EigenDirections (REDs) in JAX.
 
 Public API: :func:`jacobian`, :func:`gram`, :func:`solve_rayleigh`, :func:`directions`,
-:func:`traverse`, :func:`invert`, and the :mod:`reds_jax.features` / :mod:`reds_jax.generators`
+:func:`traverse` (solver objects :class:`Dense` / :class:`MatrixFree`, fallback counts in
+:class:`Diagnostics`), :func:`invert`, and the :mod:`reds_jax.features` / :mod:`reds_jax.generators`
 namespaces (imported on first use, so ``import reds_jax`` loads no network and no flax).
 
 Module map (one line each; boundaries: core below features/generators below jobs/evaluation):
 
 * ``core/``: the numeric core, plain callables only (no flax, models or jobs).
   ``jacobians`` exact Jacobians and Grams; ``linalg`` small shared linear algebra; ``rayleigh``
-  dense direction systems; ``matrix_free`` Gram-vector products and block LOBPCG; ``traverse``
-  directions and traversals; ``baselines`` linear peers; ``invert`` GAN inversion.
+  dense direction systems; ``lobpcg`` block LOBPCG on products; ``matrix_free`` Gram-vector
+  product pencils; ``solvers`` the Dense / MatrixFree objects and diagnostics; ``traverse`` the
+  step rule, the per-latent traversal and the public directions/traverse; ``baselines`` linear
+  peers; ``invert`` GAN inversion.
 * ``features/``: pure ``image -> vector`` functions (closed form, face-api, ArcFace, rooms nets).
 * ``generators/``: generator modules, the procedural rooms oracle, StyleGAN2 and its converters.
 * ``formats/``: checkpoint readers without torch or TensorFlow (torch zip/pickle, tfjs).
@@ -31,6 +34,9 @@ from reds_jax.core.invert import invert as invert
 from reds_jax.core.jacobians import gram as gram
 from reds_jax.core.jacobians import jacobian as jacobian
 from reds_jax.core.rayleigh import solve_rayleigh as solve_rayleigh
+from reds_jax.core.solvers import Dense as Dense
+from reds_jax.core.solvers import Diagnostics as Diagnostics
+from reds_jax.core.solvers import MatrixFree as MatrixFree
 from reds_jax.core.traverse import Directions as Directions
 from reds_jax.core.traverse import Trajectories as Trajectories
 from reds_jax.core.traverse import directions as directions
@@ -48,8 +54,11 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "Dense",
+    "Diagnostics",
     "Directions",
     "Inversion",
+    "MatrixFree",
     "Trajectories",
     "directions",
     "features",

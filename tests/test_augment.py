@@ -114,16 +114,6 @@ def test_model_defaults_are_filled_in():
     assert A.JobConfig.from_mapping({"model": "rooms", "fix": []}).fix == ()
 
 
-def test_npz_is_reproducible_and_readable(tmp_path):
-    arrays = {"a": np.arange(6, dtype=np.uint8).reshape(2, 3), "b": np.asarray(["x", "yz"])}
-    data = A._npz_bytes(arrays, compress=True)
-    assert data == A._npz_bytes(arrays, compress=True)
-    (tmp_path / "f.npz").write_bytes(data)
-    loaded = A.load_shard(tmp_path / "f.npz")
-    assert set(loaded) == {"a", "b"}
-    np.testing.assert_array_equal(loaded["a"], arrays["a"])
-
-
 # ---------------------------------------------------------------------------------------------
 # In-process jobs on the toy model
 

@@ -20,7 +20,6 @@ work under ``jacfwd`` / ``jacrev`` / ``vmap`` in float32 or float64.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
 import pathlib
@@ -34,6 +33,7 @@ import numpy as np
 from flax import serialization
 
 from reds_jax import assets
+from reds_jax._io import load_converted
 from reds_jax.features.closed_form import Feature
 from reds_jax.features.faceapi_nets import AgeGenderNet, FaceLandmark68Net, FaceRecognitionNet
 from reds_jax.formats.tfjs import load_tfjs_weights, nest
@@ -190,27 +190,25 @@ class FaceApiNet(NamedTuple):
     input_size: int
 
 
-def _atomic_write(path: pathlib.Path, content: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
-
-
 def _convert(manifest: pathlib.Path, module: nn.Module, size: int) -> dict[str, Any]:
     """Loads the tfjs weights (through a msgpack cache) and checks them against ``module``."""
     expected = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((size, size, 3)))
     want = jax.tree.map(lambda s: tuple(s.shape), expected)
-    cached = manifest.with_name(f"{manifest.name}.flax-v{_CONVERTER_VERSION}.msgpack")
-    digest_file = cached.with_name(cached.name + ".sha256")
-    if cached.is_file() and digest_file.is_file():
-        try:
-            data = cached.read_bytes()
-            if hashlib.sha256(data).hexdigest() == digest_file.read_text().strip():
-                variables = serialization.msgpack_restore(data)
-                if jax.tree.map(np.shape, variables) == want:
-                    return variables
-        except Exception:  # a broken cache is rebuilt from the verified tfjs files
-            pass
+
+    def decode(data: bytes) -> dict[str, Any] | None:
+        variables = serialization.msgpack_restore(data)
+        return variables if jax.tree.map(np.shape, variables) == want else None
+
+    return load_converted(
+        manifest,
+        _CONVERTER_VERSION,
+        lambda: _convert_tfjs(manifest, module, want),
+        encode=serialization.msgpack_serialize,
+        decode=decode,
+    )
+
+
+def _convert_tfjs(manifest: pathlib.Path, module: nn.Module, want: Any) -> dict[str, Any]:
     variables = {"params": nest(load_tfjs_weights(manifest))}
     got = jax.tree.map(np.shape, variables)
     if got != want:
@@ -226,12 +224,6 @@ def _convert(manifest: pathlib.Path, module: nn.Module, size: int) -> dict[str, 
         raise ValueError(
             f"{manifest.name} does not fit {type(module).__name__}: " + "; ".join(diff[:8])
         )
-    try:
-        data = serialization.msgpack_serialize(variables)
-        _atomic_write(cached, data)
-        _atomic_write(digest_file, hashlib.sha256(data).hexdigest().encode())
-    except OSError:
-        pass  # a read-only cache only costs a re-conversion next time
     return variables
 
 

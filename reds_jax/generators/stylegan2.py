@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from reds_jax._io import atomic_write
 from reds_jax.generators.stylegan2_nets import NOISE_MODES, StyleGAN2, StyleGAN2Config
 
 __all__ = [
@@ -123,10 +124,7 @@ def save_stylegan2_checkpoint(ckpt: StyleGAN2Checkpoint, path: str | os.PathLike
             "variables": variables,
         }
     )
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, data)
 
 
 def load_stylegan2_checkpoint(path: str | os.PathLike[str]) -> StyleGAN2Checkpoint:

@@ -28,25 +28,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import pathlib
 import sys
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .experiment import (
-    ConfigError,
-    Experiment,
-    JobConfig,
-    _sha256_file,
-    get_experiment,
-    parse_seeds,
-)
+from reds_jax._io import TMP_SUFFIX, atomic_write, npz_bytes, sha256_file
+
+from .config import ConfigError, JobConfig, parse_seeds
+from .experiment import Experiment, get_experiment
 
 __all__ = [
     "AugmentError",
@@ -64,48 +58,10 @@ __all__ = [
 CONFIG_FILE = "config.json"
 MANIFEST_FILE = "manifest.jsonl"
 LOCK_FILE = ".lock"
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 class AugmentError(RuntimeError):
     """The output folder cannot be used (another configuration, another job writing to it)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Atomic files
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    """Write ``data`` to a temp file in ``path``'s folder, fsync, rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _npz_bytes(arrays: Mapping[str, np.ndarray], compress: bool) -> bytes:
-    """A reproducible ``.npz`` (fixed timestamps, fixed order), readable by ``numpy.load``."""
-    buf = io.BytesIO()
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with zipfile.ZipFile(buf, "w", compression=method) as zf:
-        for name, arr in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-            info.compress_type = method
-            with zf.open(info, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
-    return buf.getvalue()
 
 
 def shard_name(index: int) -> str:
@@ -177,7 +133,7 @@ def _entry_problem(entry: Any) -> str | None:
 
 def _write_manifest(out: pathlib.Path, entries: Sequence[Mapping[str, Any]]) -> None:
     text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
-    _atomic_write(out / MANIFEST_FILE, text.encode())
+    atomic_write(out / MANIFEST_FILE, text.encode())
 
 
 def load_shard(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -261,7 +217,7 @@ def _check_config(out: pathlib.Path, header: dict[str, Any]) -> None:
                 f"{out} has a {MANIFEST_FILE} but no {CONFIG_FILE}; it was not written by this job. "
                 "Pass an empty or new output folder."
             )
-        _atomic_write(path, (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write(path, (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
         return
     try:
         old = json.loads(path.read_text())["config"]
@@ -290,7 +246,7 @@ def _verified(out: pathlib.Path, entries: list[dict[str, Any]], n_shards: int, v
         ok = isinstance(idx, int) and 0 <= idx < n_shards and e.get("shard") == shard_name(idx)
         path = out / shard_name(idx) if ok else None
         ok = ok and idx not in done and path.is_file() and path.stat().st_size == e.get("bytes")
-        ok = ok and (not verify or _sha256_file(path) == e.get("sha256"))
+        ok = ok and (not verify or sha256_file(path) == e.get("sha256"))
         if ok:
             done[idx] = e
         else:
@@ -327,25 +283,7 @@ def augment(
     if not isinstance(config, JobConfig):
         config = JobConfig.from_mapping(config)
     cfg = config.resolved()
-    if (cfg.seeds is None) == (cfg.latents is None):
-        raise ConfigError(
-            "config: pass exactly one of 'seeds' (e.g. '0:1000') or 'latents' (a .npy file)."
-        )
-    latents = None
-    if cfg.latents is not None:
-        try:
-            latents = np.load(cfg.latents, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise ConfigError(
-                f"config: field 'latents': cannot read {cfg.latents!r}: {err}"
-            ) from None
-        if latents.ndim != 2 or not np.issubdtype(latents.dtype, np.floating):
-            raise ConfigError(
-                f"config: field 'latents' must hold a float array [N, d]; got {latents.dtype} {latents.shape}."
-            )
-        seeds = np.arange(len(latents), dtype=np.int64)
-    else:
-        seeds = parse_seeds(cfg.seeds)
+    seeds, latents = cfg.starts()
     n_items = len(seeds)
     n_shards = -(-n_items // cfg.shard_size)
     out = pathlib.Path(out)
@@ -360,7 +298,7 @@ def augment(
     }
     with _locked(out):
         _check_config(out, header)
-        for stale in out.glob(".*.tmp"):
+        for stale in out.glob(f".*{TMP_SUFFIX}"):
             stale.unlink(missing_ok=True)
         entries = read_manifest(out)
         done = _verified(out, entries, n_shards, verify)
@@ -397,8 +335,8 @@ def augment(
                 arrays["items"] = np.arange(lo, hi, dtype=np.int64)
                 arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
                 arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
-                data = _npz_bytes(arrays, cfg.compress)
-                _atomic_write(out / shard_name(idx), data)
+                data = npz_bytes(arrays, cfg.compress)
+                atomic_write(out / shard_name(idx), data)
                 manifest.append(
                     {
                         "shard": shard_name(idx),

@@ -271,12 +271,8 @@ def _job_config(ns: argparse.Namespace, *, augment: bool):
         data["fix"] = []
     if ns.out is not None:
         out = ns.out
-    if ns.seeds is not None and ns.latents is not None:
-        raise _UsageError("pass either --seeds or --latents, not both.")
-    if ns.latents is not None:
-        data.pop("seeds", None)
-    if ns.seeds is not None:
-        data.pop("latents", None)
+    if (ns.latents is None) != (ns.seeds is None):  # a flag replaces the TOML file's other one
+        data.pop("seeds" if ns.seeds is None else "latents", None)
     try:
         return JobConfig.from_mapping(data, where=where), out
     except ConfigError as err:
@@ -371,25 +367,15 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
     import numpy as np
 
     from reds_jax import imageio
-    from reds_jax.jobs.augment import _atomic_write, _npz_bytes
-    from reds_jax.jobs.experiment import ConfigError, get_experiment, parse_seeds
+    from reds_jax._io import atomic_write, npz_bytes
+    from reds_jax.jobs.experiment import ConfigError, get_experiment
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
     _check_out(out or "reds_jax_traverse")
     cfg = _with_inverted_images(ns, cfg, out)
-    if cfg.latents is not None:
-        try:
-            latents = np.load(cfg.latents, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise _UsageError(f"cannot read --latents {cfg.latents}: {err}") from None
-        if latents.ndim == 1:
-            latents = latents[None]
-        seeds = np.arange(len(latents))
-    else:
-        latents = None
-        seeds = parse_seeds(cfg.seeds if cfg.seeds is not None else [0])
     try:
+        seeds, latents = cfg.starts(default_seeds=[0])
         exp = get_experiment(cfg)
         result = exp.run(seeds=seeds, latents=latents)
     except ConfigError as err:
@@ -406,7 +392,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
     arrays = dict(result)
     arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
     arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
-    _atomic_write(out / "traversals.npz", _npz_bytes(arrays, compress=True))
+    atomic_write(out / "traversals.npz", npz_bytes(arrays, compress=True))
     for i, seed in enumerate(seeds[:4]):
         print(f"seed {int(seed)}:\n{_describe(result, cfg.vary, cfg.fix, i)}")
     print(
@@ -493,10 +479,6 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
         )
     _check_out(out)
     cfg = _with_inverted_images(ns, cfg, out)
-    if cfg.seeds is None and cfg.latents is None:
-        raise _UsageError(
-            "augment needs start latents: pass --seeds 0:1000, --latents FILE.npy or --images DIR."
-        )
     try:
         res = augment(cfg, out, progress=not ns.no_progress, verify=not ns.no_verify)
     except (ConfigError, AugmentError) as err:

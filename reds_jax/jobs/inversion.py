@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from reds_jax._io import atomic_write, npz_bytes, sha256_file
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -99,7 +101,7 @@ def _fingerprint(paths: Sequence[pathlib.Path], settings: dict[str, Any]) -> str
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for p in paths:
         h.update(p.name.encode())
-        h.update(hashlib.sha256(p.read_bytes()).digest())
+        h.update(bytes.fromhex(sha256_file(p)))
     return h.hexdigest()
 
 
@@ -232,8 +234,6 @@ def invert_files(
         progress=progress,
         chunk=max(1, min(50, steps)),
     )
-    from reds_jax.jobs.augment import _atomic_write, _npz_bytes
-
     out.mkdir(parents=True, exist_ok=True)
     latents = np.asarray(res.latents, np.float32)
     if not np.isfinite(latents).all():
@@ -253,8 +253,8 @@ def invert_files(
     )
     buf = io.BytesIO()
     np.save(buf, latents)
-    _atomic_write(out / "latents.npy", buf.getvalue())
-    _atomic_write(npz_path, _npz_bytes(arrays, compress=True))
+    atomic_write(out / "latents.npy", buf.getvalue())
+    atomic_write(npz_path, npz_bytes(arrays, compress=True))
     pairs = np.stack([arrays["targets"], arrays["reconstructions"]])  # [2, N, H, W, 3]
     imageio.save_grid(pairs, out / "reconstructions.png", scale=max(1, 128 // shape[0]))
     return dict(
