@@ -63,8 +63,15 @@ class Seeds(Sequence[int]):
         self._ends = np.cumsum(lengths)  # position after each range
         self._begins = self._ends - lengths  # position of each range's first seed
 
+    dtype = np.dtype(np.int64)  # what slices and np.asarray give
+
     def __len__(self) -> int:
         return int(self._ends[-1]) if len(self._ends) else 0
+
+    @property
+    def shape(self) -> tuple[int]:
+        """``(N,)``, as for the array it stands for."""
+        return (len(self),)
 
     def _at(self, positions: np.ndarray) -> np.ndarray:
         r = np.searchsorted(self._ends, positions, side="right")
