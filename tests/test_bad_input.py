@@ -5,6 +5,7 @@ Every file here is crafted byte by byte in the test; none is larger than a few h
 
 import json
 import os
+import re
 import tracemalloc
 
 import jax
@@ -13,10 +14,11 @@ import numpy as np
 import pytest
 from _crafted import png
 
+import reds_jax
 from reds_jax import imageio
 from reds_jax.jobs import cli, models
 from reds_jax.jobs.augment import read_manifest
-from reds_jax.jobs.experiment import JobConfig, parse_seeds
+from reds_jax.jobs.experiment import ConfigError, JobConfig, get_experiment, parse_seeds
 from reds_jax.jobs.inversion import InversionJobError, invert_files, list_images, load_images
 
 # --- image files (item 2 and item 7) ----------------------------------------------------------
@@ -273,3 +275,91 @@ def test_manifest_entry_without_count_is_redone(tmp_path, capsys, toy):
     err = capsys.readouterr().err
     assert f"ignoring line 1 of {manifest} (no 'count')" in err and "KeyError" not in err
     assert len(read_manifest(out)) == 2  # the shard was redone and listed again
+
+
+# --- core option checks (item 4, item 7's feature errors, item 8's z0 [0, d]) ----------------
+
+_W = np.array([[1.0, 0.0, 0.5], [0.0, 2.0, 0.0], [0.3, 0.0, 1.0], [0.0, 1.0, 1.0]])
+
+
+def _gen(z):
+    return jnp.tanh(jnp.asarray(_W, z.dtype) @ z).reshape(2, 2, 1)
+
+
+def _left(x):
+    return x[:, 0].ravel()
+
+
+def _right(x):
+    return x[:, 1].ravel()
+
+
+class _Growing:
+    """A feature with hidden state: its output grows on every call (not pure)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return jnp.tile(x.ravel(), self.calls)
+
+
+def _raises(x):
+    raise KeyError("no such landmark")
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"ridge": float("inf")}, "ridge must be a finite number >= 0"),
+        ({"ridge": float("nan")}, "ridge must be a finite number"),
+        ({"ridge": "big"}, "ridge must be a finite number >= 0; got 'big' (a str)"),
+        ({"ridge": -1.0}, "ridge must be a finite number >= 0"),
+        ({"mode": "fd", "eps": 0}, "eps must be a finite number > 0"),
+        ({"vary_weights": 0}, "vary_weights are all zero"),
+        ({"vary_weights": "x"}, "vary_weights must be one number"),
+        ({"weights": [1.0, 2.0]}, "weights needs 1 values"),
+        ({"normalize": "no"}, "normalize must be True or False; got 'no'"),
+        ({"step_size": "0.1"}, "step_size must be a finite number > 0; got '0.1' (a str)"),
+        ({"step_size": float("nan")}, "step_size must be a finite number > 0"),
+        ({"key": 5}, "key must be a PRNG key, e.g. key=jax.random.key(5)"),
+        ({"k": True}, "k=True is out of range"),
+        ({"k": 1.0}, "k=1.0 is out of range"),
+        ({"steps": True}, "steps must be an int"),
+        ({"z0": np.zeros((0, 3))}, "N, d >= 1; got shape (0, 3)"),
+        ({"vary": lambda x: (x > 0.5).ravel()}, "vary[0] returns a bool array"),
+        ({"vary": lambda x: jnp.round(x * 255).astype(jnp.int32).ravel()}, "returns a int32"),
+        ({"fix": [_right, lambda x: (x.ravel(), x.ravel())]}, "fix[1] must return one array"),
+        ({"fix": [_raises]}, "fix[0] raised KeyError on an image of shape (2, 2, 1)"),
+        ({"vary": _Growing()}, "vary[0] returns shape (4,) on one call and (8,)"),
+        ({"k": 2, "steps": 10**9}, "GB of memory"),
+    ],
+)
+def test_core_refuses_bad_options_with_the_name(kwargs, words):
+    args = {"z0": jnp.zeros(3), "vary": _left, "fix": [_right], "k": 1, "steps": 2, **kwargs}
+    args.setdefault("step_size", 0.1)
+    z0 = args.pop("z0")
+    with pytest.raises(ValueError, match=re.escape(words)):
+        reds_jax.traverse(_gen, z0, **args)
+
+
+def test_core_accepts_the_neighbouring_valid_values():
+    tr = reds_jax.traverse(
+        _gen, jnp.asarray([0.1, -0.2, 0.3]), vary=_left, fix=[_right], k=1, steps=2,
+        step_size=0.1, ridge=0.0, vary_weights=[2.0], normalize=False, key=jax.random.key(5),
+    )  # fmt: skip
+    assert tr.latents.shape == (2, 3, 3) and bool(jnp.all(jnp.isfinite(tr.latents)))
+    steps = jnp.linalg.norm(jnp.diff(tr.latents, axis=1), axis=-1)
+    np.testing.assert_allclose(steps, 0.1, rtol=1e-6)  # every step has length step_size
+
+
+def test_fd_eps_zero_in_a_toml_job_names_the_option(toy):
+    cfg = JobConfig.from_mapping(
+        {"model": toy, "seeds": "0:1", "k": 1, "options": {"mode": "fd", "eps": 0}}
+    )
+    with pytest.raises(ConfigError, match="eps must be a finite number > 0"):
+        get_experiment(cfg)
+    cfg = JobConfig.from_mapping({"model": toy, "seeds": "0:1", "options": {"ridge": "big"}})
+    with pytest.raises(ConfigError, match="ridge must be a finite number >= 0; got 'big'"):
+        get_experiment(cfg)

@@ -120,7 +120,7 @@ def feature_shape(
 
     def trace():
         try:
-            return jax.eval_shape(feature, image)
+            return jax.eval_shape(lambda x: feature(x), image)  # a fresh function: not cached
         except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
             raise ValueError(
                 f"{name} raised {type(err).__name__} on an image of shape "
