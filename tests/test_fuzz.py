@@ -14,6 +14,7 @@ import pickle
 import tomllib
 import zipfile
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from _crafted import png
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+import reds_jax
+from reds_jax import features as F
 from reds_jax import imageio
 from reds_jax.formats.torch_zip import load_torch_pickle, load_torch_zip
 from reds_jax.jobs import cli, models
@@ -295,3 +298,161 @@ def _plain(obj):
     if isinstance(obj, list | tuple):
         return type(obj)(_plain(v) for v in obj)
     return obj
+
+
+# --- traverse / directions arguments ------------------------------------------------------------
+
+_GW = np.array([[1.0, 0.0, 0.5], [0.0, 2.0, 0.0], [0.3, 0.0, 1.0], [0.0, 1.0, 1.0]])
+
+
+def _gen(z):  # d = 3 -> a 2 x 2 grey image
+    return jnp.tanh(jnp.asarray(_GW, z.dtype) @ z).reshape(2, 2, 1)
+
+
+_VARY = F.region((0.0, 0.0, 1.0, 0.5))  # the left column
+_FIX = F.region((0.0, 0.5, 1.0, 0.5))  # the right column
+_NAN = float("nan")
+_INF = float("inf")
+
+# field -> values: the valid base value first, then invalid ones of every kind. Valid static
+# values are few on purpose (each is one compile; see test_directions_* for the solver choices).
+_ARGUMENTS = {
+    "k": [1, 0, -1, 4, True, 1.5, "1", None],
+    "steps": [2, -1, True, 2.0, "2"],
+    "step_size": [0.1, 0.0, -0.1, _NAN, _INF, "0.1", None, [0.1]],
+    "ridge": [1e-6, -1.0, _NAN, _INF, "big", None],
+    "weights": [1.0, [1.0, 1.0], -1.0, _NAN, "x"],
+    "vary_weights": [1.0, 0.0, -2.0, _INF],
+    "normalize": [True, "no", 1, None],
+    "beta_fix": [0.99, 0.0, 1.5, _NAN],
+    "method": ["reds", "best", None, 3],
+    "path": ["linear", "curved", None],
+    "mode": ["auto", "sideways", 3],
+    "eps": [1e-3, 0.0, -1e-3, _NAN],
+    "key": [None, 5, "bad", "batch"],
+}
+_VALID = {"k": 1, "steps": 2, "step_size": 0.1, "method": "reds", "path": "linear"}
+
+
+@st.composite
+def _latents(draw, shapes=("[2, 3]",)):
+    kind = draw(st.sampled_from(["finite", "finite", "finite", "nan", "inf", "empty", "rank3",
+                                 "wide", "int", "list", "scalar", "string"]))  # fmt: skip
+    values = draw(st.lists(st.floats(-3, 3), min_size=6, max_size=6))
+    z = np.asarray(values).reshape(2, 3)
+    return kind, {
+        "finite": z,
+        "nan": np.where(np.eye(2, 3) > 0, _NAN, z),
+        "inf": np.where(np.eye(2, 3) > 0, -_INF, z),
+        "empty": np.zeros((0, 3)),
+        "rank3": z[None],
+        "wide": np.zeros((2, 4)),
+        "int": np.round(z).astype(np.int64),
+        "list": z.tolist(),
+        "scalar": 0.5,
+        "string": "z",
+    }[kind]
+
+
+def _key(choice):
+    if choice == "batch":  # a batch of keys where one key is expected
+        return jax.random.split(jax.random.key(1), 2)
+    return choice
+
+
+def _check_trajectories(tr, n, k, steps, step_size, d=3):
+    assert tr.latents.shape == (n, 2 * k, steps + 1, d)
+    assert tr.values.shape == (n, k)
+    assert bool(jnp.all(jnp.isfinite(tr.latents))) and bool(jnp.all(jnp.isfinite(tr.values)))
+    if steps:
+        lengths = jnp.linalg.norm(jnp.diff(tr.latents, axis=-2), axis=-1)
+        np.testing.assert_allclose(lengths, step_size, rtol=1e-6)
+    for dist in (*tr.vary_distances, *tr.fix_distances):
+        assert dist.shape == (n, 2 * k, steps + 1)
+        assert bool(jnp.all(jnp.isfinite(dist)))
+        np.testing.assert_allclose(dist[..., 0], 0.0, atol=1e-12)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(sorted(_ARGUMENTS)), st.integers(0, 8), max_size=2),
+       _latents())  # fmt: skip
+def test_traverse_arguments(choices, latents):
+    """One compiled configuration; every other value is refused before tracing."""
+    args = dict(_VALID)
+    for name, i in choices.items():
+        values = _ARGUMENTS[name]
+        args[name] = values[i % len(values)]
+    if "key" in args:
+        args["key"] = _key(args["key"])
+    kind, z0 = latents
+    try:
+        tr = reds_jax.traverse(_gen, z0, vary=_VARY, fix=[_FIX], **args)
+    except ValueError as err:
+        event(f"refused: {str(err)[:24]}")
+        assert str(err).strip()
+        return
+    event(f"traversed {kind}")
+    assert kind in ("finite", "int", "list")
+    _check_trajectories(tr, 2, args["k"], args["steps"], args["step_size"])
+
+
+_OUTPUTS = {  # feature outputs of every dtype and shape, and values that are not finite
+    "matrix": lambda x: jnp.outer(x.ravel(), x.ravel()),
+    "float16": lambda x: x.ravel().astype(jnp.float16),
+    "nan": lambda x: x.ravel() * jnp.nan,
+    "inf": lambda x: jnp.log(x.ravel() * 0.0),
+    "int": lambda x: jnp.round(10 * x).astype(jnp.int32).ravel(),
+    "bool": lambda x: x.ravel() > 0,
+    "complex": lambda x: x.ravel().astype(jnp.complex64),
+    "tuple": lambda x: (x.ravel(), x.ravel()),
+    "dict": lambda x: {"a": x.ravel()},
+    "empty": lambda x: x.ravel()[:0],
+    "none": lambda x: None,
+    "string": lambda x: "pixels",
+    "raises": lambda x: x.ravel()[jnp.asarray([1, 2])] @ jnp.ones(3),
+}
+_VALID_OUTPUTS = ("matrix", "float16", "nan", "inf")
+
+
+@FUZZ
+@given(st.sampled_from(sorted(_OUTPUTS)), st.sampled_from(["vary", "fix", "both"]))
+def test_feature_outputs(kind, role):
+    """A feature's output is a floating array, or the error names the feature's argument."""
+    feature = _OUTPUTS[kind]
+    if kind in _VALID_OUTPUTS:
+        role = "both"  # one compile per valid kind: the feature both varied and fixed
+    vary = [feature] if role in ("vary", "both") else [_VARY]
+    fix = [feature] if role in ("fix", "both") else [_FIX]
+    z = jnp.asarray([[0.3, -0.2, 0.1], [0.0, 0.5, -0.4]])
+    try:
+        dirs = reds_jax.directions(_gen, z, vary=vary, fix=fix, k=1)
+    except ValueError as err:
+        event(f"refused {kind}")
+        assert kind not in _VALID_OUTPUTS, err
+        assert ("vary[0]" if role != "fix" else "fix[0]") in str(err), err
+        return
+    event(f"solved {kind}")
+    assert kind in _VALID_OUTPUTS
+    assert bool(jnp.all(jnp.isfinite(dirs.vectors))) and bool(jnp.all(jnp.isfinite(dirs.values)))
+    np.testing.assert_allclose(jnp.linalg.norm(dirs.vectors, axis=-1), 1.0, rtol=1e-3)
+    if kind in ("nan", "inf"):  # the documented fallback, shown in the diagnostics
+        assert bool(jnp.all(dirs.diagnostics.nonfinite_jacobian > 0))
+
+
+@FUZZ
+@given(st.sampled_from(["reds", "nullspace", "maxc", "minf"]), st.sampled_from([1, 3]),
+       st.sampled_from(["dense", "matrix_free"]), _latents())  # fmt: skip
+def test_directions_are_unit_and_finite_or_refused(method, k, solver, latents):
+    kind, z = latents
+    try:
+        dirs = reds_jax.directions(_gen, z, vary=_VARY, fix=[_FIX], method=method, k=k,
+                                   solver=solver)  # fmt: skip
+    except ValueError as err:
+        event("refused")
+        assert str(err).strip()
+        return
+    event(f"solved {method} {solver} k={k}")
+    assert kind in ("finite", "int", "list")
+    assert dirs.vectors.shape == (2, k, 3) and dirs.values.shape == (2, k)
+    assert bool(jnp.all(jnp.isfinite(dirs.vectors))) and bool(jnp.all(jnp.isfinite(dirs.values)))
+    np.testing.assert_allclose(jnp.linalg.norm(dirs.vectors, axis=-1), 1.0, rtol=1e-6)

@@ -42,7 +42,7 @@ from reds_jax.core.solvers import (
     Solver,
     resolve,
 )
-from reds_jax.core.validate import check_memory, feature_shape, flag, number
+from reds_jax.core.validate import check_memory, feature_shape, flag, in_dtype, number
 
 Array = jax.Array
 
@@ -142,6 +142,17 @@ def _float_tuple(x: Any, n: int, name: str, default: float, lo: float, hi: float
 
 
 def _check_latents(z: Any, name: str) -> Array:
+    dtype = getattr(z, "dtype", None)
+    if dtype is None:  # a list, a number, a string: read it as numpy would
+        try:
+            dtype = np.asarray(z).dtype
+        except (TypeError, ValueError):  # ragged lists
+            dtype = np.dtype(object)
+    if np.dtype(dtype).kind not in "iuf":
+        raise ValueError(
+            f"{name} must be real numbers of shape [d] or [N, d]; got {type(z).__name__} of "
+            f"dtype {dtype}."
+        )
     z = jnp.asarray(z)
     if not jnp.issubdtype(z.dtype, jnp.floating):
         z = z.astype(jnp.result_type(float))
@@ -159,8 +170,12 @@ def _check_latents(z: Any, name: str) -> Array:
     return z
 
 
-def _feature_size(generator: Callable, feature: Callable, z: Array, name: str) -> int:
-    return int(np.prod(feature_shape(feature, generator, z, name)))
+def _checked_features(generator: Callable, feats: tuple, z: Array, role: str):
+    """``(features, total output size)``: each traced once with its name (see
+    :func:`~reds_jax.core.validate.feature_shape`), cast to the latents' dtype if it differs."""
+    outs = [feature_shape(f, generator, z, f"{role}[{i}]") for i, f in enumerate(feats)]
+    size = sum(int(np.prod(o.shape)) for o in outs)
+    return tuple(in_dtype(f, o, z.dtype) for f, o in zip(feats, outs, strict=True)), size
 
 
 def _make_config(generator, z, vary, fix, method, k, options, solver="dense"):
@@ -189,15 +204,14 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense"):
         raise ValueError(f"method={method!r} needs fixed features: pass fix=[...].")
     check_mode(solver.mode)
     one = z[0] if z.ndim == 2 else z
-    m_vary = sum(_feature_size(generator, f, one, f"vary[{i}]") for i, f in enumerate(vary))
+    vary, m_vary = _checked_features(generator, tuple(vary), one, "vary")
+    fix, _ = _checked_features(generator, tuple(fix), one, "fix")
     limit = min(d, m_vary) if method in ("reds", "nullspace", "maxc") else d
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= limit:
         raise ValueError(
             f"k={k!r} is out of range for method={method!r}: pass 1 <= k <= {limit} "
             f"(latent size d={d}, varied feature size m={m_vary})."
         )
-    for i, f in enumerate(fix):
-        _feature_size(generator, f, one, f"fix[{i}]")
     ridge = number(options.get("ridge", 1e-6), "ridge", low=0.0)
     vary_weights = _float_tuple(
         options.get("vary_weights"), len(vary), "vary_weights", 1.0, 0.0, math.inf

@@ -6,6 +6,7 @@ Each check names the argument and says what to pass instead. They run once, wher
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -96,8 +97,8 @@ def _upto(high: float) -> str:
 
 def feature_shape(
     feature: Callable, generator: Callable, z: jax.Array, name: str
-) -> tuple[int, ...]:
-    """The output shape of ``feature(generator(z))`` for one latent ``z [d]``, checked.
+) -> jax.ShapeDtypeStruct:
+    """The output shape and dtype of ``feature(generator(z))`` for one latent ``z [d]``, checked.
 
     The feature is traced twice (abstractly, nothing runs): an error raised inside it is re-raised
     as a ``ValueError`` naming ``name``; its output must be one floating array (not a bool or int
@@ -110,10 +111,10 @@ def feature_shape(
       name: how the feature is named in errors, e.g. ``"vary[0]"``.
 
     Returns:
-      The output shape.
+      The output's ``jax.ShapeDtypeStruct``.
 
     >>> import jax.numpy as jnp
-    >>> feature_shape(lambda x: x[:2], lambda z: 2 * z, jnp.zeros(3), "vary[0]")
+    >>> feature_shape(lambda x: x[:2], lambda z: 2 * z, jnp.zeros(3), "vary[0]").shape
     (2,)
     """
     image = jax.eval_shape(generator, z)
@@ -149,7 +150,33 @@ def feature_shape(
         )
     if 0 in out.shape:
         raise ValueError(f"{name} returns an empty array of shape {tuple(out.shape)}.")
-    return tuple(out.shape)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class InDtype:
+    """``feature`` with its output cast to ``dtype`` (hashable: equal wrappers share compiles).
+
+    Used for a feature whose floating output differs from the latents' dtype (a float16 or
+    float32 feature of float64 latents), so Jacobians and Grams are in the latents' precision.
+    """
+
+    feature: Callable
+    dtype: Any
+
+    def __call__(self, x):
+        return jax.numpy.asarray(self.feature(x)).astype(self.dtype)
+
+
+def in_dtype(feature: Callable, out: jax.ShapeDtypeStruct, dtype: Any) -> Callable:
+    """``feature`` itself when its output ``out`` is already in ``dtype``, else :class:`InDtype`.
+
+    >>> import jax.numpy as jnp
+    >>> f = lambda x: x
+    >>> in_dtype(f, jax.ShapeDtypeStruct((2,), jnp.float32), jnp.float32) is f
+    True
+    """
+    return feature if out.dtype == dtype else InDtype(feature, np.dtype(dtype))
 
 
 def available_memory() -> int | None:
