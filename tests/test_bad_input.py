@@ -363,3 +363,21 @@ def test_fd_eps_zero_in_a_toml_job_names_the_option(toy):
     cfg = JobConfig.from_mapping({"model": toy, "seeds": "0:1", "options": {"ridge": "big"}})
     with pytest.raises(ConfigError, match="ridge must be a finite number >= 0; got 'big'"):
         get_experiment(cfg)
+
+
+def test_latents_with_nan_are_one_line(tmp_path, capsys, toy):
+    z = np.zeros((2, 4))
+    z[1, 2] = np.nan
+    np.save(tmp_path / "z.npy", z)
+    for command in ("traverse", "augment"):
+        argv = [command, "--model", toy, "--latents", str(tmp_path / "z.npy")]
+        assert cli.main([*argv, "--out", str(tmp_path / command)]) == 2
+        _one_line_error(capsys, "latents", "NaN")
+    assert not (tmp_path / "augment" / "config.json").exists()
+
+
+def test_convert_of_a_hostile_pickle_is_one_line(tmp_path, capsys):
+    deep = tmp_path / "deep.pkl"
+    deep.write_bytes(b"\x80\x02" + b"]" * 200_000 + b"a" * 199_999 + b".")
+    assert cli.main(["convert", "stylegan2", str(deep), str(tmp_path / "o.msgpack")]) == 2
+    _one_line_error(capsys, "deep.pkl", "deeper than")

@@ -165,7 +165,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
-def _to_plain(obj: Any) -> Any:
+def _to_plain(obj: Any, path: Any = "the pickle") -> Any:
     """Storages -> arrays, ``OrderedDict`` -> ``dict``; shared references stay shared.
 
     Memoised by object identity, so a small pickle of shared references (``a = [a, a]`` forty
@@ -182,8 +182,8 @@ def _to_plain(obj: Any) -> Any:
             return memo[id(o)]
         if depth > MAX_DEPTH:
             raise pickle.UnpicklingError(
-                f"The pickle nests containers deeper than {MAX_DEPTH} levels; a checkpoint of "
-                "tensors never does. Refusing it (is the file corrupt or hostile?)."
+                f"{os.fspath(path)!r} nests containers deeper than {MAX_DEPTH} levels; a "
+                "checkpoint of tensors never does. Refusing it (is the file corrupt or hostile?)."
             )
         if isinstance(o, dict):
             out: Any
@@ -370,7 +370,7 @@ def load_torch_zip(
                 raise pickle.UnpicklingError(
                     f"{os.fspath(path)!r} holds a malformed pickle: {err}"
                 ) from err
-    return _to_plain(obj)
+    return _to_plain(obj, path)
 
 
 # --- plain pickles (pickle.dump of objects holding tensors) --------------------------------------
@@ -604,4 +604,4 @@ def load_torch_pickle(
             raise pickle.UnpicklingError(
                 f"{os.fspath(path)!r} is not a readable pickle: {err}"
             ) from err
-    return _to_plain(obj)
+    return _to_plain(obj, path)
