@@ -67,6 +67,8 @@ class Diagnostics(NamedTuple):
         finite, so the previous direction was kept.
       skipped_iterations: LOBPCG iterations skipped because their Rayleigh-Ritz step was not
         finite (matrix-free; zero for dense).
+      rejected_corrections: corrector iterations (``correct > 0``) whose step did not reduce the
+        fixed features' deviation or was not finite, so the latent was kept.
       residual: float, relative Ritz residual ``max_i ‖A xᵢ − θᵢ B xᵢ‖·‖xᵢ‖ / (|θᵢ|·xᵢᵀBxᵢ)``
         over the top-``k`` block of the solve at each latent, measured before LOBPCG's last
         iteration (matrix-free; zero for dense, and where no solve ran: the last latent, and every
@@ -78,13 +80,14 @@ class Diagnostics(NamedTuple):
     solve_fallback: Array
     kept_direction: Array
     skipped_iterations: Array
+    rejected_corrections: Array
     residual: Array
 
     @classmethod
     def zeros(cls, dtype) -> Diagnostics:
         """Scalars of one solve where nothing happened."""
         zero = jnp.zeros((), jnp.int32)
-        return cls(zero, zero, zero, zero, zero, jnp.zeros((), dtype))
+        return cls(zero, zero, zero, zero, zero, zero, jnp.zeros((), dtype))
 
     def nonzero(self) -> dict[str, int]:
         """Totals of the non-zero counts (host side), e.g. for a warning line."""

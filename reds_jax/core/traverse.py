@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from reds_jax.core.control import Control, Corrector, check_control, step_length, varied_rate
 from reds_jax.core.jacobians import check_mode
 from reds_jax.core.linalg import project
 from reds_jax.core.solvers import (
@@ -92,6 +93,8 @@ class Trajectories(NamedTuple):
       values: ``[N, k]`` scores of the start directions (see :class:`Directions`).
       diagnostics: :class:`~reds_jax.core.solvers.Diagnostics`, counts ``[N, 2k]`` per path,
         ``residual`` ``[N, 2k, T+1]``.
+      step_lengths: ``[N, 2k, T]`` latent length ``ε_t`` of each predictor step (``step_size``
+        unless ``step_target`` is given; a corrector's move comes on top of it).
     """
 
     latents: Array
@@ -99,6 +102,7 @@ class Trajectories(NamedTuple):
     fix_distances: tuple[Array, ...]
     values: Array
     diagnostics: Diagnostics | None = None
+    step_lengths: Array | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,8 +298,12 @@ def _paths(
     z0: Array,
     key: Array,
     distances: bool = True,
+    control: Control | None = None,
+    step_target: Array | float = 0.0,
+    step_min: Array | float = 0.0,
 ) -> Trajectories:
     """Paths from one latent: :class:`Trajectories` without the leading ``N``."""
+    control = Control() if control is None else control
     k, gen = problem.k, problem.generator
     key0, key_paths = jax.random.split(key)
     start = solver.start(problem, z0, key0)
@@ -305,30 +313,67 @@ def _paths(
     d0 = start.diagnostics
     counts0 = d0[:-1]
     res_start = jnp.zeros((steps + 1,), z0.dtype).at[0].set(d0.residual)
-    if path == "linear" or steps < 2:
+    if (path == "linear" or steps < 2) and not control.active:
         t = jnp.arange(steps + 1, dtype=z0.dtype) * size
         latents = z0[None, None, :] + t[None, :, None] * v0[:, None, :]
         counts = jax.tree_util.tree_map(lambda c: jnp.broadcast_to(c, (2 * k,)), counts0)
         residual = jnp.broadcast_to(res_start, (2 * k, steps + 1))
+        lengths = jnp.broadcast_to(size, (2 * k, steps))
     else:
+        target = jnp.asarray(step_target, z0.dtype)
+        lo = jnp.asarray(step_min, z0.dtype)
+        corrector = None
+        if control.correct:
+            corrector = Corrector.at(
+                gen, problem.fix, problem.weights, problem.normalize, z0,
+                control.correct, control.cg_iters,
+            )  # fmt: skip
+
+        def advance(z, v, x):
+            """One predictor (+ corrector) step from ``z`` along ``v``: ``(z', x', ε, rejected)``."""
+            eps = size
+            if control.adaptive:
+                eps = step_length(varied_rate(gen, problem.vary, z, v), target, lo, size)
+            z_new = z + eps * v
+            rejected = jnp.zeros((), jnp.int32)
+            if corrector is not None:
+                z_new, x, rejected = corrector(z_new, v, x)
+            return z_new, x, eps, rejected
+
+        tracked = path == "local"
 
         def one_path(v, pkey):
             def step(carry, t):
-                z, v, state, counts = carry
-                new = solver.track(problem, start.context, z, state, jax.random.fold_in(pkey, t))
-                v_new, kept = local_step(v, new.rows, new.span)
-                info = new.diagnostics._replace(kept_direction=kept)
+                z, v, state, counts, x = carry
+                if tracked:
+                    new = solver.track(
+                        problem, start.context, z, state, jax.random.fold_in(pkey, t)
+                    )
+                    v_new, kept = local_step(v, new.rows, new.span)
+                    state, info = new.state, new.diagnostics._replace(kept_direction=kept)
+                else:
+                    v_new, info = v, Diagnostics.zeros(z0.dtype)
+                z_new, x, eps, rejected = advance(z, v_new, x)
+                info = info._replace(rejected_corrections=rejected)
                 counts = tuple(a + b for a, b in zip(counts, info[:-1], strict=True))
-                z_new = z + size * v_new
-                return (z_new, v_new, new.state, counts), (z_new, info.residual)
+                return (z_new, v_new, state, counts, x), (z_new, info.residual, eps)
 
-            z1 = z0 + size * v
-            init = (z1, v, start.state, tuple(counts0))
-            (_, _, _, counts), (zs, res) = jax.lax.scan(step, init, jnp.arange(1, steps))
+            z1, x1, eps1, rej1 = advance(z0, v, jnp.zeros_like(z0))
+            counts1 = tuple(d0._replace(rejected_corrections=d0.rejected_corrections + rej1)[:-1])
+            init = (z1, v, start.state, counts1, x1)
+            (_, _, _, counts, _), (zs, res, eps) = jax.lax.scan(step, init, jnp.arange(1, steps))
             latents = jnp.concatenate([z0[None], z1[None], zs], axis=0)
-            return latents, counts, res_start.at[1:steps].set(res)
+            residual = res_start.at[1:steps].set(res) if tracked else res_start
+            return latents, counts, residual, jnp.concatenate([eps1[None], eps])
 
-        latents, counts, residual = jax.vmap(one_path)(v0, jax.random.split(key_paths, 2 * k))
+        if steps == 0:
+            latents = jnp.broadcast_to(z0, (2 * k, 1, z0.shape[0]))
+            counts = jax.tree_util.tree_map(lambda c: jnp.broadcast_to(c, (2 * k,)), counts0)
+            residual = jnp.broadcast_to(res_start, (2 * k, 1))
+            lengths = jnp.zeros((2 * k, 0), z0.dtype)
+        else:
+            keys = jax.random.split(key_paths, 2 * k)
+            latents, counts, residual, lengths = jax.vmap(one_path)(v0, keys)
     diagnostics = Diagnostics(*counts, residual)
 
     def distance(feature):
@@ -338,7 +383,7 @@ def _paths(
 
     vary_d = tuple(distance(f) for f in problem.vary) if distances else ()
     fix_d = tuple(distance(f) for f in problem.fix) if distances else ()
-    return Trajectories(latents, vary_d, fix_d, start.values, diagnostics)
+    return Trajectories(latents, vary_d, fix_d, start.values, diagnostics, lengths)
 
 
 def traverse_one(
@@ -355,6 +400,10 @@ def traverse_one(
     step_size: float | Array = 0.1,
     solver: Solver | str = "dense",
     distances: bool = True,
+    step_target: float | None = None,
+    correct: int = 0,
+    step_min: float | None = None,
+    cg_iters: int = 8,
     **options: Any,
 ) -> Trajectories:
     """The traversal from ONE start latent: pure, no ``vmap``/``jit``/sharding inside.
@@ -367,8 +416,10 @@ def traverse_one(
       generator: pure ``z [d] -> image [H, W, C]``.
       z0: ``[d]`` start latent.
       key: PRNG key of this latent.
-      vary, fix, method, path, k, steps, solver, **options: see :func:`traverse`.
-      step_size: step length (may be traced).
+      vary, fix, method, path, k, steps, solver, step_target, correct, step_min, cg_iters,
+        **options: see :func:`traverse`.
+      step_size: step length (may be traced; ``step_target`` and ``step_min`` may be too, but
+        whether ``step_target`` is None is static).
       distances: also measure feature distances along the paths (``False`` skips those
         generator passes; the distance tuples are then empty).
 
@@ -388,10 +439,24 @@ def traverse_one(
     if z0.ndim != 1:
         raise ValueError(f"z0 must be one latent of shape [d]; got shape {z0.shape}.")
     _check_path(path, steps)
+    if not isinstance(step_size, jax.core.Tracer):
+        step_size = number(step_size, "step_size", low=0.0, open_low=True)
     vary_t = _as_features(vary, "vary", allow_empty=False)
     fix_t = _as_features(fix, "fix", allow_empty=True)
     problem, solver = _make_config(generator, z0, vary_t, fix_t, method, k, options, solver)
-    return _paths(problem, solver, path, int(steps), step_size, z0, key, distances)
+    control, target, lo = _control(step_size, step_target, step_min, correct, cg_iters, fix_t)
+    return _paths(
+        problem, solver, path, int(steps), step_size, z0, key, distances, control, target, lo
+    )
+
+
+def _control(step_size, step_target, step_min, correct, cg_iters, fix):
+    traced = isinstance(step_size, jax.core.Tracer)
+    size = 1.0 if traced else float(step_size)
+    control, target, lo = check_control(size, step_target, step_min, correct, cg_iters, bool(fix))
+    if traced and step_min is None:
+        lo = 0.01 * step_size
+    return control, target, lo
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,14 +495,18 @@ def _directions_batch(problem, solver, z, keys):
 _directions_jit = jax.jit(_directions_batch, static_argnums=(0, 1))
 
 
-def _traverse_batch(problem, solver, path, steps, distances, step_size, z, keys):
+def _traverse_batch(
+    problem, solver, path, steps, distances, control, step_size, target, lo, z, keys
+):
     def one(zi, ki):
-        return _paths(problem, solver, path, steps, step_size, zi, ki, distances)
+        return _paths(
+            problem, solver, path, steps, step_size, zi, ki, distances, control, target, lo
+        )
 
     return jax.vmap(one)(z, keys)
 
 
-_traverse_jit = jax.jit(_traverse_batch, static_argnums=(0, 1, 2, 3, 4))
+_traverse_jit = jax.jit(_traverse_batch, static_argnums=(0, 1, 2, 3, 4, 5))
 
 
 def _check_traverse_memory(problem: Problem, z0: Array, n: int, steps: int, distances: bool):
@@ -567,6 +636,10 @@ def traverse(
     key: Array | None = None,
     solver: Solver | str = "dense",
     distances: bool = True,
+    step_target: float | None = None,
+    correct: int = 0,
+    step_min: float | None = None,
+    cg_iters: int = 8,
     **options: Any,
 ) -> Trajectories:
     """Traverse from start latents along the top-``k`` directions, both signs.
@@ -591,11 +664,20 @@ def traverse(
         ``"matrix_free"`` with solver keywords (see :func:`directions`).
       distances: measure feature distances along the paths (``False``: skip those generator
         passes; the distance tuples are empty).
+      step_target: feature-space steps: the linearised change of the (concatenated) varied
+        features per step, ``δ``; each step's length is ``δ / ‖J_vary v‖`` clipped to
+        ``[step_min, step_size]`` (so ``step_size`` becomes the cap). ``None`` (default): every
+        step has length ``step_size``. See :mod:`reds_jax.core.control`.
+      correct: Gauss–Newton corrector iterations after each step that pull the fixed features
+        back towards their start values, orthogonally to the direction (0, default: none; needs
+        ``fix``). See :mod:`reds_jax.core.control`.
+      step_min: the smallest step with ``step_target`` (default ``step_size / 100``).
+      cg_iters: conjugate-gradient iterations per corrector iteration (default 8).
       **options: see :func:`directions`.
 
     Returns:
-      :class:`Trajectories` with ``latents [N, 2k, T+1, d]`` (``[2k, T+1, d]`` for ``z0 [d]``) and
-      ``diagnostics`` (counts ``[N, 2k]``).
+      :class:`Trajectories` with ``latents [N, 2k, T+1, d]`` (``[2k, T+1, d]`` for ``z0 [d]``),
+      ``diagnostics`` (counts ``[N, 2k]``) and ``step_lengths [N, 2k, T]``.
 
     >>> import jax.numpy as jnp
     >>> from reds_jax import features
@@ -611,7 +693,9 @@ def traverse(
         generator, z0, vary, fix, method, k, key, options, solver
     )
     _check_traverse_memory(problem, z0, n, steps, distances)
+    control, target, lo = _control(step_size, step_target, step_min, correct, cg_iters, problem.fix)
     out = _traverse_jit(
-        problem, solver, path, int(steps), bool(distances), float(step_size), batch_s, keys_s
-    )
+        problem, solver, path, int(steps), bool(distances), control,
+        float(step_size), target, lo, batch_s, keys_s,
+    )  # fmt: skip
     return _unbatch(out, n, z0.ndim == 1)

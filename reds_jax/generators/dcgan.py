@@ -197,9 +197,9 @@ def convert_dcgan_state_dict(
     Raises:
         ValueError: a key is missing or a shape does not fit the architecture.
 
-    >>> sd = load_torch_zip(assets.fetch("face_dcgan"))["netG_state_dict"]  # doctest: +SKIP
-    >>> module, variables = convert_dcgan_state_dict(sd)  # doctest: +SKIP
-    >>> module.latent_dim  # doctest: +SKIP
+    >>> sd = load_torch_zip(assets.fetch("face_dcgan"))["netG_state_dict"]  # fetches the face DCGAN weights  # doctest: +SKIP
+    >>> module, variables = convert_dcgan_state_dict(sd)  # fetches the face DCGAN weights  # doctest: +SKIP
+    >>> module.latent_dim  # fetches the face DCGAN weights  # doctest: +SKIP
     100
     """
     missing = [
@@ -316,8 +316,8 @@ def face_dcgan(root: str | os.PathLike[str] | None = None) -> FaceDCGAN:
         reds_jax.assets.AssetError: the weights are not cached and cannot be downloaded; the
             message says where to place the file.
 
-    >>> gan = face_dcgan()  # doctest: +SKIP
-    >>> gan.generator(jnp.zeros(100, jnp.float32)).shape  # doctest: +SKIP
+    >>> gan = face_dcgan()  # fetches the face DCGAN weights  # doctest: +SKIP
+    >>> gan.generator(jnp.zeros(100, jnp.float32)).shape  # fetches the face DCGAN weights  # doctest: +SKIP
     (64, 64, 3)
     """
     module, variables = _load_variables(assets.fetch("face_dcgan", root))

@@ -7,7 +7,9 @@ A job is described by a :class:`reds_jax.jobs.experiment.JobConfig` (also readab
     manifest.jsonl       one JSON line per completed shard: file, sha256, bytes, items, seeds
     shard-00000.npz      images uint8 [n, 2k, T+1, H, W, 3], latents [n, 2k, T+1, d],
     shard-00001.npz      vary_distances [n, V, 2k, T+1], fix_distances [n, F, 2k, T+1],
-    ...                  values [n, k], seeds [n], items [n], vary_features [V], fix_features [F]
+    ...                  values [n, k], seeds [n], items [n], vary_features [V], fix_features [F],
+                         diagnostics_<field> int32 [n, 2k] (fallback counts per path, see
+                         reds_jax.Diagnostics), diagnostics_residual [n, 2k, T+1]
 
 Shards are plain ``.npz`` files (``numpy.load`` reads them; no pickle) written byte-for-byte
 reproducibly: the same configuration on the same machine gives the same sha256. Every file is written to a
@@ -40,7 +42,7 @@ import numpy as np
 from reds_jax._io import TMP_SUFFIX, atomic_write, npz_bytes, sha256_file
 
 from .config import ConfigError, JobConfig, parse_seeds
-from .experiment import Experiment, get_experiment
+from .experiment import DIAGNOSTICS_PREFIX, Experiment, diagnostics_warning, get_experiment
 
 __all__ = [
     "AugmentError",
@@ -278,7 +280,7 @@ def augment(
       AugmentError: the folder holds another configuration, or another job is writing to it.
 
     >>> augment({"model": "rooms", "model_args": {"size": 16}, "seeds": "0:4", "k": 1,
-    ...          "steps": 2, "shard_size": 2}, "out")  # doctest: +SKIP
+    ...          "steps": 2, "shard_size": 2}, "out")  # writes a job folder  # doctest: +SKIP
     """
     if not isinstance(config, JobConfig):
         config = JobConfig.from_mapping(config)
@@ -323,6 +325,7 @@ def augment(
             disable=not progress,
             file=sys.stderr,
         )
+        totals: dict[str, Any] = {}
         with bar:
             for idx in pending:
                 lo, hi = idx * cfg.shard_size, min((idx + 1) * cfg.shard_size, n_items)
@@ -332,6 +335,9 @@ def augment(
                     batch_size=min(cfg.batch_size, cfg.shard_size),
                     on_batch=bar.update,
                 )
+                for name, v in arrays.items():  # fallback totals, one warning at the end
+                    if name.startswith(DIAGNOSTICS_PREFIX):
+                        totals[name] = totals.get(name, 0) + np.sum(v)
                 arrays["items"] = np.arange(lo, hi, dtype=np.int64)
                 arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
                 arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
@@ -353,4 +359,7 @@ def augment(
                     }
                 )
                 _write_manifest(out, manifest)
+        warning = diagnostics_warning(totals)
+        if warning:
+            print(f"reds-jax augment: {warning}", file=sys.stderr)
     return AugmentResult(out, n_items, n_shards, tuple(pending), tuple(sorted(done)))

@@ -47,6 +47,8 @@ _JOB_FLAGS = {
     "k": "k",
     "steps": "steps",
     "step_size": "step_size",
+    "step_target": "step_target",
+    "correct": "correct",
     "solver": "solver",
     "dtype": "dtype",
     "shard_size": "shard_size",
@@ -145,6 +147,13 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
     p.add_argument("-k", type=_COUNT, dest="k", help="directions per start latent (2k paths)")
     p.add_argument("--steps", type=_INDEX, help="steps per path (default 8)")
     p.add_argument("--step-size", type=_POSITIVE, help="latent step length (default: the model's)")
+    p.add_argument(
+        "--step-target", type=_POSITIVE,
+        help="feature-space steps: varied-feature change per step (--step-size caps the step)",
+    )  # fmt: skip
+    p.add_argument(
+        "--correct", type=_INDEX, help="drift-corrector iterations per step (default 0: none)"
+    )
     p.add_argument("--solver", help="dense (default) or matrix_free (reds/maxc; big features)")
     p.add_argument(
         "--option",
@@ -368,7 +377,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
 
     from reds_jax import imageio
     from reds_jax._io import atomic_write, npz_bytes
-    from reds_jax.jobs.experiment import ConfigError, get_experiment
+    from reds_jax.jobs.experiment import ConfigError, diagnostics_warning, get_experiment
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
@@ -400,6 +409,9 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
         f"columns = steps) and traversals.npz (latents {list(result['latents'].shape)}, "
         f"vary/fix distances, images) to {out.resolve()} in {time.perf_counter() - t0:.1f} s"
     )
+    warning = diagnostics_warning(result)
+    if warning:
+        print(f"{PROG} traverse: {warning}", file=sys.stderr)
     return 0
 
 
@@ -491,24 +503,10 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(command: str, candidates: Sequence[str], args: Sequence[str]) -> int:
-    for name in candidates:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is not None and name.startswith(err.name):
-                continue  # the module itself is missing; a missing dependency is re-raised
-            raise
-        entry = getattr(module, "main", None)
-        if callable(entry):
-            code = entry(list(args))
-            return code if isinstance(code, int) else 0
-    print(
-        f"{PROG} {command}: not available yet in this installation (looked for main() in "
-        f"{', '.join(candidates)}).",
-        file=sys.stderr,
-    )
-    return 2
+def _delegate(module: str, args: Sequence[str]) -> int:
+    """Runs ``module.main(args)``: ``evaluate`` and ``convert`` parse their own arguments."""
+    code = importlib.import_module(module).main(list(args))
+    return code if isinstance(code, int) else 0
 
 
 def _bench_script() -> pathlib.Path:
@@ -544,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       without a traceback), 1 when an asset cannot be obtained or on an internal error, 130 on
       Ctrl-C.
 
-    >>> main(["bench", "--help"])  # doctest: +SKIP
+    >>> main(["bench", "--help"])  # runs the benchmark script  # doctest: +SKIP
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -583,7 +581,7 @@ def _classify(err: Exception) -> tuple[int, str]:
 
 def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "evaluate":  # passed on untouched (argparse would eat leading flags)
-        return _delegate("evaluate", ("reds_jax.evaluation.runner",), argv[1:])
+        return _delegate("reds_jax.evaluation.runner", argv[1:])
     if argv and argv[0] == "convert":
         kinds = {"stylegan2": "reds_jax.generators.stylegan2_convert"}
         if len(argv) < 2 or argv[1] not in kinds:
@@ -591,7 +589,7 @@ def _dispatch(argv: list[str]) -> int:
                 f"name what to convert: {', '.join(kinds)} (e.g. "
                 f"'{PROG} convert stylegan2 network.pkl out.msgpack')."
             )
-        return _delegate("convert", (kinds[argv[1]],), argv[2:])
+        return _delegate(kinds[argv[1]], argv[2:])
     if argv and argv[0] == "bench":
         return _bench(argv[1:])
     ns = _parser().parse_args(argv)

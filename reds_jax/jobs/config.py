@@ -20,13 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from reds_jax._io import sha256_file
-from reds_jax.core.traverse import METHODS, OPTIONS, PATHS
+from reds_jax.core.traverse import METHODS, OPTIONS, PATHS, SOLVERS
 from reds_jax.jobs import models
-
-try:
-    from reds_jax.core.matrix_free import SOLVERS
-except ImportError:  # pragma: no cover - older core without the matrix-free solver
-    SOLVERS = ("dense",)
 
 __all__ = ["ConfigError", "JobConfig", "Seeds", "StartItems", "load_latents", "parse_seeds"]
 
@@ -225,6 +220,8 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "k": ((int,), "an int >= 1"),
     "steps": ((int,), "an int >= 0"),
     "step_size": ((int, float), "a number > 0"),
+    "step_target": ((int, float), "a number > 0 (varied-feature change per step)"),
+    "correct": ((int,), "an int >= 0 (corrector iterations per step)"),
     "solver": ((str,), f"one of {SOLVERS}"),
     "options": ((dict,), f"a table with keys from {OPTIONS}"),
     "dtype": ((str,), "'float32' or 'float64'"),
@@ -251,7 +248,11 @@ class JobConfig:
       path: ``local`` or ``linear``.
       k: directions per start latent (``2k`` paths).
       steps: steps per path ``T``.
-      step_size: latent step length; None: the model's default.
+      step_size: latent step length; None: the model's default. With ``step_target`` it is the
+        largest step.
+      step_target: feature-space steps: varied-feature change per step (None: fixed steps; see
+        :mod:`reds_jax.core.control`).
+      correct: drift-corrector iterations per step (0: none).
       solver: ``dense`` (default) or ``matrix_free`` (see :func:`reds_jax.core.traverse`).
       options: extra :func:`reds_jax.core.traverse` options (``ridge``, ``beta_fix``, ...).
       dtype: ``float32`` or ``float64`` (the latter needs ``JAX_ENABLE_X64=1``).
@@ -273,6 +274,8 @@ class JobConfig:
     k: int = 2
     steps: int = 8
     step_size: float | None = None
+    step_target: float | None = None
+    correct: int = 0
     solver: str = "dense"
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dtype: str = "float32"
@@ -310,7 +313,7 @@ class JobConfig:
                 raise ConfigError(f"{where}: field {name!r} must be {what}; got {value!r}.")
             if name in ("vary", "fix"):
                 value = (value,) if isinstance(value, str) else tuple(value)
-            if name == "step_size":
+            if name in ("step_size", "step_target"):
                 value = float(value)
             values[name] = value
         return cls(**values).resolved(where=where)
@@ -367,12 +370,21 @@ class JobConfig:
             raise bad("method", f"is {self.method!r}; pass one of {METHODS}.")
         if self.path not in PATHS:
             raise bad("path", f"is {self.path!r}; pass one of {PATHS}.")
-        for field, lo in (("k", 1), ("steps", 0), ("shard_size", 1), ("batch_size", 1)):
+        for field, lo in (
+            ("k", 1), ("steps", 0), ("correct", 0), ("shard_size", 1), ("batch_size", 1),
+        ):  # fmt: skip
             v = getattr(self, field)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise bad(field, f"must be an int >= {lo}; got {v!r}.")
         if not isinstance(self.key, int) or not 0 <= self.key < 2**32:
             raise bad("key", f"must be an int in [0, 2**32); got {self.key!r}.")
+        if self.step_target is not None and not (
+            isinstance(self.step_target, int | float)
+            and not isinstance(self.step_target, bool)
+            and math.isfinite(self.step_target)
+            and self.step_target > 0
+        ):
+            raise bad("step_target", f"must be a finite number > 0; got {self.step_target!r}.")
         if self.step_size is not None and not (
             isinstance(self.step_size, int | float)
             and math.isfinite(self.step_size)
@@ -434,6 +446,9 @@ class JobConfig:
         """The JSON-able fields that determine the outputs (everything but ``batch_size``)."""
         d = dataclasses.asdict(self.resolved())
         d.pop("batch_size")
+        for name, default in (("step_target", None), ("correct", 0)):
+            if d[name] == default:  # path control off: the identity of jobs made before it existed
+                d.pop(name)
         d["vary"], d["fix"] = list(d["vary"]), list(d["fix"])
         if self.latents is not None:
             path = pathlib.Path(self.latents)

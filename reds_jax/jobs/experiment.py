@@ -13,32 +13,57 @@ import copy
 import dataclasses
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from reds_jax.core.traverse import traverse
+from reds_jax.core.solvers import Diagnostics
+from reds_jax.core.traverse import shard_batch, traverse_one
 from reds_jax.core.validate import check_memory
 from reds_jax.jobs import models
 from reds_jax.jobs.config import ConfigError, JobConfig, parse_seeds
 
-__all__ = ["ConfigError", "Experiment", "JobConfig", "get_experiment", "parse_seeds"]
+__all__ = [
+    "DIAGNOSTICS_PREFIX",
+    "ConfigError",
+    "Experiment",
+    "JobConfig",
+    "diagnostics_warning",
+    "get_experiment",
+    "parse_seeds",
+]
+
+DIAGNOSTICS_PREFIX = "diagnostics_"  # run() / shard keys: diagnostics_<field of Diagnostics>
 
 
 # ---------------------------------------------------------------------------------------------
 # The compiled experiment
 
 
-def _shard_batch(x: jax.Array) -> jax.Array:
-    devices = jax.devices()
-    if len(devices) == 1:
-        return x
-    mesh = Mesh(np.asarray(devices), ("batch",))
-    return jax.device_put(x, NamedSharding(mesh, PartitionSpec("batch", *([None] * (x.ndim - 1)))))
+def diagnostics_warning(arrays: Mapping[str, np.ndarray]) -> str | None:
+    """One warning line with the non-zero fallback counts of :meth:`Experiment.run` arrays (or the
+    totals of several runs), or None when every count is zero.
+
+    >>> diagnostics_warning({"diagnostics_solve_fallback": np.array([[0, 2]])})
+    'warning: numerical fallbacks on some paths: solve_fallback=2 (per-path counts in the \
+diagnostics_* arrays; see the README, Numerical fallbacks)'
+    """
+    counts = {
+        f: int(np.sum(arrays[DIAGNOSTICS_PREFIX + f]))
+        for f in Diagnostics._fields
+        if f != "residual" and DIAGNOSTICS_PREFIX + f in arrays
+    }
+    counts = {f: c for f, c in counts.items() if c}
+    if not counts:
+        return None
+    listed = ", ".join(f"{f}={c}" for f, c in counts.items())
+    return (
+        f"warning: numerical fallbacks on some paths: {listed} (per-path counts in the "
+        f"{DIAGNOSTICS_PREFIX}* arrays; see the README, Numerical fallbacks)"
+    )
 
 
 class Experiment:
@@ -52,8 +77,8 @@ class Experiment:
         larger than the varied feature or latent size).
 
     >>> exp = Experiment(JobConfig(model="rooms", model_args={"latent_dim": 4, "size": 16},
-    ...                            k=1, steps=1))  # doctest: +SKIP
-    >>> exp.run(seeds=[0, 1])["images"].shape  # doctest: +SKIP
+    ...                            k=1, steps=1))  # compiles a traversal  # doctest: +SKIP
+    >>> exp.run(seeds=[0, 1])["images"].shape  # compiles a traversal  # doctest: +SKIP
     (2, 2, 2, 16, 16, 3)
     """
 
@@ -92,9 +117,10 @@ class Experiment:
     def _one(self, z: jax.Array, seed: jax.Array):
         cfg = self.config
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.key), seed), 1)
-        tr = traverse(
+        tr = traverse_one(
             self.model.generator,
             z,
+            key,
             vary=self.vary,
             fix=self.fix,
             method=cfg.method,
@@ -102,8 +128,9 @@ class Experiment:
             k=cfg.k,
             steps=cfg.steps,
             step_size=cfg.step_size,
-            key=key,
-            **({} if cfg.solver == "dense" else {"solver": cfg.solver}),
+            step_target=cfg.step_target,
+            correct=cfg.correct,
+            solver=cfg.solver,
             **cfg.options,
         )
         images = jax.vmap(jax.vmap(self.model.generator))(tr.latents)
@@ -119,6 +146,7 @@ class Experiment:
             "vary_distances": stack(tr.vary_distances),
             "fix_distances": stack(tr.fix_distances),
             "values": tr.values,
+            **{DIAGNOSTICS_PREFIX + f: v for f, v in tr.diagnostics._asdict().items()},
         }
 
     def start_latents(self, seeds: Sequence[int]) -> np.ndarray:
@@ -150,7 +178,9 @@ class Experiment:
         Returns:
           dict of numpy arrays: ``images`` uint8 ``[N, 2k, T+1, H, W, 3]``, ``latents``
           ``[N, 2k, T+1, d]``, ``vary_distances`` ``[N, V, 2k, T+1]``, ``fix_distances``
-          ``[N, F, 2k, T+1]``, ``values`` ``[N, k]``, ``seeds`` int64 ``[N]``.
+          ``[N, F, 2k, T+1]``, ``values`` ``[N, k]``, ``seeds`` int64 ``[N]``, and the
+          :class:`~reds_jax.core.solvers.Diagnostics` fields as ``diagnostics_<field>`` (counts
+          int32 ``[N, 2k]``, ``diagnostics_residual`` ``[N, 2k, T+1]``).
         """
         n_dev = len(jax.devices())
         bs = batch_size or min(self.config.batch_size, len(seeds))
@@ -173,15 +203,12 @@ class Experiment:
             raise ValueError("latents contain NaN or inf; pass finite start latents.")
         parts = []
         for start in range(0, len(seeds), bs):
-            zb, sb = z[start : start + bs], seeds[start : start + bs]
-            pad = bs - len(sb)
-            if pad:
-                zb = np.concatenate([zb, np.repeat(zb[-1:], pad, axis=0)])
-                sb = np.concatenate([sb, np.repeat(sb[-1:], pad)])
-            out = self._fn(_shard_batch(jnp.asarray(zb)), _shard_batch(jnp.asarray(sb, jnp.uint32)))
-            parts.append({name: np.asarray(v)[: bs - pad] for name, v in out.items()})
+            zb, n = shard_batch(jnp.asarray(z[start : start + bs]), bs)
+            sb, _ = shard_batch(jnp.asarray(seeds[start : start + bs], jnp.uint32), bs)
+            out = self._fn(zb, sb)
+            parts.append({name: np.asarray(v)[:n] for name, v in out.items()})
             if on_batch is not None:
-                on_batch(bs - pad)
+                on_batch(n)
         result = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         result["seeds"] = seeds
         return result
