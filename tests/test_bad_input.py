@@ -12,11 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _crafted import png
+from helpers import png, registered_model, toy_loader
 
 import reds_jax
 from reds_jax import imageio
-from reds_jax.jobs import cli, models
+from reds_jax.jobs import cli
 from reds_jax.jobs.augment import read_manifest
 from reds_jax.jobs.experiment import ConfigError, JobConfig, get_experiment, parse_seeds
 from reds_jax.jobs.inversion import InversionJobError, invert_files, list_images, load_images
@@ -138,22 +138,10 @@ def test_corrupt_inversion_npz_names_the_file(tmp_path, capsys):
 # --- the command line: one line, exit 2, no traceback (items 7, 8, 9) -------------------------
 
 
-def _toy(latent_dim: int = 4, size: int = 8):
-    w = np.random.default_rng(0).standard_normal((size * size * 3, latent_dim)) / 2.0
-
-    def generator(z):
-        return jax.nn.sigmoid(jnp.asarray(w, z.dtype) @ z).reshape(size, size, 3)
-
-    return None, generator, latent_dim
-
-
 @pytest.fixture
 def toy():
-    models.register_model(
-        "toy_bad", _toy, description="test toy", vary=("pixels",), fix=(), step_size=0.2
-    )
-    yield "toy_bad"
-    models.MODELS.pop("toy_bad", None)
+    with registered_model("toy_bad", toy_loader, vary=("pixels",), fix=()) as name:
+        yield name
 
 
 def _one_line_error(capsys, *words):

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _crafted import png
+from helpers import png, registered_model, toy_loader
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +26,7 @@ import reds_jax
 from reds_jax import features as F
 from reds_jax import imageio
 from reds_jax.formats.torch_zip import load_torch_pickle, load_torch_zip
-from reds_jax.jobs import cli, models
+from reds_jax.jobs import cli
 from reds_jax.jobs.experiment import ConfigError, JobConfig, parse_seeds
 
 settings.register_profile(
@@ -118,19 +118,8 @@ def _toml_value(v):
 
 @pytest.fixture(scope="module")
 def toy_model():
-    def load(latent_dim: int = 3):
-        w = np.random.default_rng(0).standard_normal((4 * 4, latent_dim))
-
-        def generator(z):
-            return jnp.tanh(jnp.asarray(w, z.dtype) @ z).reshape(4, 4, 1)
-
-        return None, generator, latent_dim
-
-    models.register_model(
-        "toy_fz", load, description="fuzz toy", vary=("pixels",), fix=(), step_size=0.1
-    )
-    yield "toy_fz"
-    models.MODELS.pop("toy_fz", None)
+    with registered_model("toy_fz", toy_loader, vary=("pixels",), fix=()) as name:
+        yield name
 
 
 @FUZZ
