@@ -189,6 +189,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Run 'reds-jax COMMAND --help' for a command's options. Errors are one line; add "
         "--debug anywhere to see the traceback.",
     )
+    ap.add_argument(  # read (and removed) by main() wherever it appears
+        "--debug", action="store_true", help="show the traceback of an error (anywhere on the line)"
+    )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
