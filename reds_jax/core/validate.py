@@ -7,6 +7,7 @@ Each check names the argument and says what to pass instead. They run once, wher
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -100,9 +101,10 @@ def feature_shape(
 ) -> jax.ShapeDtypeStruct:
     """The output shape and dtype of ``feature(generator(z))`` for one latent ``z [d]``, checked.
 
-    The feature is traced twice (abstractly, nothing runs): an error raised inside it is re-raised
-    as a ``ValueError`` naming ``name``; its output must be one floating array (not a bool or int
-    array, which has no derivative, nor a tuple or dict), with the same shape on every call.
+    The feature is traced twice (abstractly, nothing runs; once per feature and image shape in a
+    process): an error raised inside it is re-raised as a ``ValueError`` naming ``name``; its output
+    must be one floating array (not a bool or int array, which has no derivative, nor a tuple or
+    dict), with the same shape on every call.
 
     Args:
       feature: ``image -> array``.
@@ -118,15 +120,27 @@ def feature_shape(
     (2,)
     """
     image = jax.eval_shape(generator, z)
+    args = (feature, name, tuple(image.shape), np.dtype(image.dtype))
+    try:
+        hash(args)
+    except TypeError:  # an unhashable callable: checked on every call
+        return _checked_output.__wrapped__(*args)
+    return _checked_output(*args)
+
+
+@functools.lru_cache(maxsize=64)  # holds the features it saw: keep it small
+def _checked_output(feature: Callable, name: str, shape: tuple, dtype) -> jax.ShapeDtypeStruct:
+    """:func:`feature_shape` for an image ``shape``/``dtype``; remembered per feature (a repeated
+    ``traverse`` call with the same features does not trace them again)."""
+    image = jax.ShapeDtypeStruct(shape, dtype)
 
     def trace():
         try:
             return jax.eval_shape(lambda x: feature(x), image)  # a fresh function: not cached
         except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
             raise ValueError(
-                f"{name} raised {type(err).__name__} on an image of shape "
-                f"{tuple(image.shape)} {image.dtype}: {err}. A feature must be a pure JAX "
-                "function image [H, W, C] -> array."
+                f"{name} raised {type(err).__name__} on an image of shape {shape} {dtype}: "
+                f"{err}. A feature must be a pure JAX function image [H, W, C] -> array."
             ) from err
 
     out = trace()
