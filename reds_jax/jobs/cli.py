@@ -17,6 +17,10 @@ fields of :class:`reds_jax.jobs.augment.JobConfig` (plus ``out``); command-line 
 Feature specs: ``pixels``, ``region:top,left,h,w[,invert]``, ``lowpass:σ``, ``highpass:σ``,
 ``band:low,high``, ``identity``, ``landmarks``, ``age``, ``gender``; join stages with ``@``
 (``highpass:2@region:0.1,0.2,0.5,0.6``).
+
+Errors: every bad argument, configuration field or input file is one line on stderr naming it and
+what to pass instead, exit status 2; an unexpected error is one line with exit status 1; add
+``--debug`` anywhere on the line to see the traceback instead.
 """
 
 from __future__ import annotations
