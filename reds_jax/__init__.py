@@ -29,8 +29,8 @@ the full map and the layer rules are in ``docs/architecture.md``):
 
 >>> import subprocess, sys
 >>> subprocess.run([sys.executable, "-c", "import sys, reds_jax; print('flax' in sys.modules)"],
-...                capture_output=True, text=True, check=True).stdout
-'False\n'
+...                capture_output=True, text=True, check=True).stdout.strip()
+'False'
 """
 
 import importlib as _importlib

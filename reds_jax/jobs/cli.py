@@ -5,10 +5,13 @@ Subcommands::
   reds-jax demo      [--model faces|rooms] [--out PNG]          a traversal grid from a real generator
   reds-jax traverse  --seeds 0 1 --vary lowpass:2 --fix highpass:2 ... --out DIR
   reds-jax augment   --seeds 0:1000 --out DIR [--shard-size 64 --batch-size 16]   resumable dataset job
+                     [--format npz|webdataset|parquet] [--distributed | --coordinator HOST:PORT
+                     --num-processes N --process-id I]   (multi-host: shard i on process i % N)
   reds-jax invert    IMAGES... [--images DIR] --model faces|rooms --out DIR   GAN inversion
   reds-jax evaluate  ...                                         quality suites (reds_jax.evaluation.runner)
   reds-jax bench     ...                                         benchmarks
   reds-jax convert   stylegan2 IN.pkl|IN.pt OUT.msgpack           StyleGAN2 checkpoints, no torch
+  reds-jax app       [--host 127.0.0.1 --port 7860]              interactive explorer (extra [app])
 
 ``traverse`` and ``augment`` start from ``--seeds``, ``--latents FILE.npy`` or ``--images DIR``
 (the images are inverted first, into ``OUT/inverted``; see :mod:`reds_jax.jobs.inversion`).
@@ -47,6 +50,7 @@ _JOB_FLAGS = {
     "vary": "vary",
     "fix": "fix",
     "method": "method",
+    "preset": "preset",
     "path": "path",
     "k": "k",
     "steps": "steps",
@@ -58,6 +62,7 @@ _JOB_FLAGS = {
     "shard_size": "shard_size",
     "batch_size": "batch_size",
     "compress": "compress",
+    "format": "format",
 }
 
 
@@ -147,6 +152,10 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
         "--no-fix", action="store_true", help="no fixed features (instead of the model's default)"
     )
     p.add_argument("--method", help="reds (default), nullspace, maxc, minf, random")
+    p.add_argument(
+        "--preset",
+        help="official: the paper's reference code's defaults (explicit flags override them)",
+    )
     p.add_argument("--path", help="local (default) or linear")
     p.add_argument("-k", type=_COUNT, dest="k", help="directions per start latent (2k paths)")
     p.add_argument("--steps", type=_INDEX, help="steps per path (default 8)")
@@ -178,6 +187,16 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
             "--no-compress", dest="compress", action="store_false", default=None,
             help="store shards uncompressed",
         )  # fmt: skip
+        p.add_argument(
+            "--format", help="shard files: npz (default), webdataset (tar of PNGs) or parquet"
+        )
+        p.add_argument(
+            "--distributed", action="store_true",
+            help="multi-host: jax.distributed.initialize() with auto-detection (SLURM, TPU, ...)",
+        )  # fmt: skip
+        p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-host: process 0's address")
+        p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+        p.add_argument("--process-id", type=int, help="multi-host: this process's index")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument(
             "--no-verify", action="store_true", help="skip sha256 checks of finished shards"
@@ -214,7 +233,9 @@ def _parser() -> argparse.ArgumentParser:
         "traverse", help="traverse from seeds with named features; writes PNG grids and .npz"
     )
     _add_job_flags(t, augment=False)
-    a = sub.add_parser("augment", help="resumable dataset augmentation into .npz shards")
+    a = sub.add_parser(
+        "augment", help="resumable dataset augmentation into npz / webdataset / parquet shards"
+    )
     _add_job_flags(a, augment=True)
     inv = sub.add_parser("invert", help="invert image files: .npy/.npz latents + reconstructions")
     inv.add_argument("files", nargs="*", help="image files or folders (PNG/JPEG)")
@@ -235,6 +256,7 @@ def _parser() -> argparse.ArgumentParser:
         ("evaluate", "quality suites"),
         ("bench", "performance benchmarks"),
         ("convert", "checkpoint converters: 'convert stylegan2 IN.pkl|.pt OUT.msgpack'"),
+        ("app", "interactive explorer in the browser (pip install 'reds-jax[app]')"),
     ):
         e = sub.add_parser(name, help=f"{what} (arguments are passed on)", add_help=False)
         e.add_argument("args", nargs=argparse.REMAINDER)
@@ -268,7 +290,7 @@ def _job_config(ns: argparse.Namespace, *, augment: bool):
     if out is not None and not isinstance(out, str):
         raise _UsageError(f"{where}: field 'out' must be a folder path string; got {out!r}.")
     if not augment:
-        for field in ("shard_size", "compress"):
+        for field in ("shard_size", "compress", "format"):
             if field in data:
                 raise _UsageError(
                     f"{where}: field {field!r} only applies to 'reds-jax augment'; remove it."
@@ -498,12 +520,26 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
         )
     _check_out(out)
     cfg = _with_inverted_images(ns, cfg, out)
+    given = {
+        "coordinator_address": ns.coordinator,
+        "num_processes": ns.num_processes,
+        "process_id": ns.process_id,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
+    distributed = given or (True if ns.distributed else None)
     try:
-        res = augment(cfg, out, progress=not ns.no_progress, verify=not ns.no_verify)
-    except (ConfigError, AugmentError) as err:
+        res = augment(
+            cfg,
+            out,
+            progress=not ns.no_progress,
+            verify=not ns.no_verify,
+            distributed=distributed,
+        )
+    except (ConfigError, AugmentError, ValueError) as err:
         raise _UsageError(str(err)) from None
+    who = f" (process {res.process} of {res.processes})" if res.processes > 1 else ""
     print(
-        f"{PROG} augment: {res.n_shards} shard(s) of {res.n_items} start latents in "
+        f"{PROG} augment{who}: {res.n_shards} shard(s) of {res.n_items} start latents in "
         f"{res.out.resolve()}: wrote {len(res.written)}, already complete {len(res.skipped)} "
         f"({time.perf_counter() - t0:.1f} s)"
     )
@@ -599,6 +635,8 @@ def _dispatch(argv: list[str]) -> int:
         return _delegate(kinds[argv[1]], argv[2:])
     if argv and argv[0] == "bench":
         return _bench(argv[1:])
+    if argv and argv[0] == "app":
+        return _delegate("reds_jax.app.ui", argv[1:])
     ns = _parser().parse_args(argv)
     commands = {
         "demo": _cmd_demo,

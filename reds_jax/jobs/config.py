@@ -20,8 +20,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from reds_jax._io import sha256_file
+from reds_jax.core import presets
 from reds_jax.core.traverse import METHODS, OPTIONS, PATHS, SOLVERS
 from reds_jax.jobs import models
+from reds_jax.jobs.shards import FORMATS
 
 __all__ = ["ConfigError", "JobConfig", "Seeds", "StartItems", "load_latents", "parse_seeds"]
 
@@ -216,6 +218,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "vary": ((str, list), "a feature spec or a list of them"),
     "fix": ((str, list), "a feature spec or a list of them"),
     "method": ((str,), f"one of {METHODS}"),
+    "preset": ((str,), f"one of {presets.PRESETS}"),
     "path": ((str,), f"one of {PATHS}"),
     "k": ((int,), "an int >= 1"),
     "steps": ((int,), "an int >= 0"),
@@ -228,6 +231,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "shard_size": ((int,), "an int >= 1"),
     "batch_size": ((int,), "an int >= 1"),
     "compress": ((bool,), "true or false"),
+    "format": ((str,), f"one of {FORMATS}"),
 }
 
 
@@ -244,7 +248,12 @@ class JobConfig:
       key: base PRNG seed of the start latents and traversal keys.
       vary: varied feature specs (see :func:`reds_jax.jobs.models.parse_feature`); None: the model's.
       fix: fixed feature specs; None: the model's default; ``[]``: none.
-      method: REDs method (``reds``, ``nullspace``, ``maxc``, ``minf``, ``random``).
+      method: REDs method (``reds``, ``nullspace``, ``maxc``, ``minf``, ``random``); None: the
+        preset's (``nullspace`` for ``official``), else ``reds``.
+      preset: None or ``"official"``: the reference code's defaults
+        (:mod:`reds_jax.core.presets`), resolved into ``method`` and ``options`` (explicit fields
+        win). A job's shapes are fixed, so ``k`` is not capped at the span rank here
+        (``cap_k=False`` unless given): pick ``k`` no larger than it.
       path: ``local`` or ``linear``.
       k: directions per start latent (``2k`` paths).
       steps: steps per path ``T``.
@@ -259,7 +268,9 @@ class JobConfig:
       shard_size: start latents per shard file.
       batch_size: start latents per compiled call (changes outputs only by float rounding; not
         part of :meth:`identity`, so a resume may use another one).
-      compress: deflate the ``.npz`` shards.
+      compress: deflate the ``.npz`` shards (zstd Parquet columns, PNG zlib level 6 instead of 1).
+      format: shard files of ``reds-jax augment``: ``npz``, ``webdataset`` (tar of PNG frames +
+        metadata) or ``parquet`` (see :mod:`reds_jax.jobs.shards`).
     """
 
     model: str = "rooms"
@@ -269,7 +280,8 @@ class JobConfig:
     key: int = 0
     vary: tuple[str, ...] | None = None
     fix: tuple[str, ...] | None = None
-    method: str = "reds"
+    method: str | None = None
+    preset: str | None = None
     path: str = "local"
     k: int = 2
     steps: int = 8
@@ -282,6 +294,7 @@ class JobConfig:
     shard_size: int = 64
     batch_size: int = 16
     compress: bool = True
+    format: str = "npz"
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str = "config") -> JobConfig:
@@ -366,8 +379,14 @@ class JobConfig:
                     raise bad(field, f"has a bad feature: {err}") from None
         if self.vary is not None and not self.vary:
             raise bad("vary", "needs at least one feature, e.g. vary = ['lowpass:4'].")
-        if self.method not in METHODS:
-            raise bad("method", f"is {self.method!r}; pass one of {METHODS}.")
+        try:
+            method, options = presets.resolve(self.preset, self.method, self.options)
+        except ValueError as err:
+            raise bad("preset", f"is bad: {err}") from None
+        if self.preset is not None and "cap_k" not in self.options:
+            options["cap_k"] = False  # fixed shapes: see the `preset` field
+        if method not in METHODS:
+            raise bad("method", f"is {method!r}; pass one of {METHODS}.")
         if self.path not in PATHS:
             raise bad("path", f"is {self.path!r}; pass one of {PATHS}.")
         for field, lo in (
@@ -393,15 +412,18 @@ class JobConfig:
             raise bad("step_size", f"must be a finite number > 0; got {self.step_size!r}.")
         if self.solver not in SOLVERS:
             raise bad("solver", f"is {self.solver!r}; pass one of {SOLVERS}.")
-        unknown = sorted(set(self.options) - set(OPTIONS))
+        unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise bad("options", f"has unknown key(s) {unknown}; valid keys are {OPTIONS}.")
+        if self.format not in FORMATS:
+            raise bad("format", f"is {self.format!r}; pass one of {FORMATS}.")
         if self.dtype not in ("float32", "float64"):
             raise bad("dtype", f"is {self.dtype!r}; pass 'float32' or 'float64'.")
         out = dataclasses.replace(
             self,
             model_args=dict(self.model_args),
-            options=dict(self.options),
+            method=method,
+            options=options,
             seeds=seeds,
             vary=entry.vary if self.vary is None else tuple(self.vary),
             fix=entry.fix if self.fix is None else tuple(self.fix),
@@ -446,8 +468,8 @@ class JobConfig:
         """The JSON-able fields that determine the outputs (everything but ``batch_size``)."""
         d = dataclasses.asdict(self.resolved())
         d.pop("batch_size")
-        for name, default in (("step_target", None), ("correct", 0)):
-            if d[name] == default:  # path control off: the identity of jobs made before it existed
+        for name, default in (("step_target", None), ("correct", 0), ("preset", None)):
+            if d[name] == default:  # off: the identity of jobs made before it existed
                 d.pop(name)
         d["vary"], d["fix"] = list(d["vary"]), list(d["fix"])
         if self.latents is not None:

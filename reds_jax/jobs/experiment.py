@@ -50,6 +50,8 @@ def diagnostics_warning(arrays: Mapping[str, np.ndarray]) -> str | None:
     >>> diagnostics_warning({"diagnostics_solve_fallback": np.array([[0, 2]])})
     'warning: numerical fallbacks on some paths: solve_fallback=2 (per-path counts in the \
 diagnostics_* arrays; see the README, Numerical fallbacks)'
+    >>> diagnostics_warning({"diagnostics_ridge_raised": np.array([[1, 1]])}).split(" (")[0]
+    'note: ridge raised to the precision floor: ridge_raised=2'
     """
     counts = {
         f: int(np.sum(arrays[DIAGNOSTICS_PREFIX + f]))
@@ -60,9 +62,15 @@ diagnostics_* arrays; see the README, Numerical fallbacks)'
     if not counts:
         return None
     listed = ", ".join(f"{f}={c}" for f, c in counts.items())
+    # A raised ridge alone is routine in float32 (the precision floor exceeds the default ridge).
+    what = (
+        "note: ridge raised to the precision floor"
+        if list(counts) == ["ridge_raised"]
+        else "warning: numerical fallbacks on some paths"
+    )
     return (
-        f"warning: numerical fallbacks on some paths: {listed} (per-path counts in the "
-        f"{DIAGNOSTICS_PREFIX}* arrays; see the README, Numerical fallbacks)"
+        f"{what}: {listed} (per-path counts in the {DIAGNOSTICS_PREFIX}* arrays; see the "
+        "README, Numerical fallbacks)"
     )
 
 
@@ -166,7 +174,7 @@ class Experiment:
         """Traverses from the start latents of ``seeds`` (or the given ``latents``) and renders.
 
         Every compiled call gets exactly ``batch_size`` latents (the last batch is padded), so a
-        job compiles once; the batch is sharded over ``jax.devices()``.
+        job compiles once; the batch is sharded over this process's ``jax.local_devices()``.
 
         Args:
           seeds: ``[N]`` seeds (the traversal keys; the start latents too unless ``latents``).
@@ -182,7 +190,7 @@ class Experiment:
           :class:`~reds_jax.core.solvers.Diagnostics` fields as ``diagnostics_<field>`` (counts
           int32 ``[N, 2k]``, ``diagnostics_residual`` ``[N, 2k, T+1]``).
         """
-        n_dev = len(jax.devices())
+        n_dev = len(jax.local_devices())
         bs = batch_size or min(self.config.batch_size, len(seeds))
         bs = -(-bs // n_dev) * n_dev
         cfg = self.config
@@ -224,7 +232,7 @@ def get_experiment(config: JobConfig) -> Experiment:
     """A compiled :class:`Experiment` for ``config``, reused across calls in this process.
 
     The last 8 configurations are kept (keyed by every field but ``seeds``, ``latents``,
-    ``shard_size``, ``batch_size`` and ``compress``), so repeated jobs compile once.
+    ``shard_size``, ``batch_size``, ``compress`` and ``format``), so repeated jobs compile once.
 
     Args:
       config: a :class:`JobConfig`.
@@ -234,7 +242,7 @@ def get_experiment(config: JobConfig) -> Experiment:
     """
     cfg = config.resolved()
     fields = dataclasses.asdict(cfg)
-    for name in ("seeds", "latents", "shard_size", "batch_size", "compress"):
+    for name in ("seeds", "latents", "shard_size", "batch_size", "compress", "format"):
         fields.pop(name)
     fields["vary"], fields["fix"] = list(cfg.vary), list(cfg.fix)
     try:
