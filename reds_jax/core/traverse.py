@@ -55,6 +55,7 @@ from reds_jax.core.solvers import (
     Solver,
     resolve,
 )
+from reds_jax.core.validate import check_memory, feature_shape, flag, in_dtype, number
 
 Array = jax.Array
 
@@ -142,7 +143,14 @@ def _as_features(x: Any, name: str, allow_empty: bool) -> tuple[Callable, ...]:
 def _float_tuple(x: Any, n: int, name: str, default: float, lo: float, hi: float) -> tuple:
     if x is None:
         x = default
-    vals = (float(x),) * n if np.ndim(x) == 0 else tuple(float(v) for v in np.ravel(x))
+    try:
+        flat = [x] if np.ndim(x) == 0 else list(np.ravel(np.asarray(x, dtype=object)))
+        vals = tuple(number(v, name) for v in flat)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be one number or one per feature, each in [{lo}, {hi}]; got {x!r}."
+        ) from None
+    vals = vals * n if np.ndim(x) == 0 else vals
     if len(vals) != n:
         raise ValueError(f"{name} needs {n} values (one per feature) or one scalar; got {x!r}.")
     if not all(lo <= v <= hi and math.isfinite(v) for v in vals):
@@ -151,11 +159,24 @@ def _float_tuple(x: Any, n: int, name: str, default: float, lo: float, hi: float
 
 
 def _check_latents(z: Any, name: str) -> Array:
+    dtype = getattr(z, "dtype", None)
+    if dtype is None:  # a list, a number, a string: read it as numpy would
+        try:
+            dtype = np.asarray(z).dtype
+        except (TypeError, ValueError):  # ragged lists
+            dtype = np.dtype(object)
+    if np.dtype(dtype).kind not in "iuf":
+        raise ValueError(
+            f"{name} must be real numbers of shape [d] or [N, d]; got {type(z).__name__} of "
+            f"dtype {dtype}."
+        )
     z = jnp.asarray(z)
     if not jnp.issubdtype(z.dtype, jnp.floating):
         z = z.astype(jnp.result_type(float))
-    if z.ndim not in (1, 2) or z.shape[-1] < 1:
-        raise ValueError(f"{name} must have shape [d] or [N, d]; got shape {z.shape}.")
+    if z.ndim not in (1, 2) or z.shape[-1] < 1 or z.shape[0] < 1:
+        raise ValueError(
+            f"{name} must have shape [d] or [N, d] with N, d >= 1; got shape {z.shape}."
+        )
     try:
         finite = bool(jnp.all(jnp.isfinite(z)))
     except jax.errors.ConcretizationTypeError:
@@ -166,9 +187,12 @@ def _check_latents(z: Any, name: str) -> Array:
     return z
 
 
-def _feature_size(generator: Callable, feature: Callable, z: Array) -> int:
-    out = jax.eval_shape(lambda v: feature(generator(v)), z)
-    return int(np.prod(out.shape))
+def _checked_features(generator: Callable, feats: tuple, z: Array, role: str):
+    """``(features, total output size)``: each traced once with its name (see
+    :func:`~reds_jax.core.validate.feature_shape`), cast to the latents' dtype if it differs."""
+    outs = [feature_shape(f, generator, z, f"{role}[{i}]") for i, f in enumerate(feats)]
+    size = sum(int(np.prod(o.shape)) for o in outs)
+    return tuple(in_dtype(f, o, z.dtype) for f, o in zip(feats, outs, strict=True)), size
 
 
 def _fd_step(solver: Solver, options: dict[str, Any], step_size: Any) -> Solver:
@@ -212,18 +236,23 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense", st
         raise ValueError(f"method={method!r} needs fixed features: pass fix=[...].")
     check_mode(solver.mode)
     one = z[0] if z.ndim == 2 else z
-    m_vary = sum(_feature_size(generator, f, one) for f in vary)
+    vary, m_vary = _checked_features(generator, tuple(vary), one, "vary")
+    fix, _ = _checked_features(generator, tuple(fix), one, "fix")
     limit = min(d, m_vary) if method in ("reds", "nullspace", "maxc") else d
-    if not isinstance(k, int | np.integer) or not 1 <= k <= limit:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= limit:
         raise ValueError(
             f"k={k!r} is out of range for method={method!r}: pass 1 <= k <= {limit} "
             f"(latent size d={d}, varied feature size m={m_vary})."
         )
-    for f in fix:
-        _feature_size(generator, f, one)
-    ridge = float(options.get("ridge", 1e-6))
-    if not ridge >= 0:
-        raise ValueError(f"ridge must be >= 0; got {ridge!r}.")
+    ridge = number(options.get("ridge", 1e-6), "ridge", low=0.0)
+    vary_weights = _float_tuple(
+        options.get("vary_weights"), len(vary), "vary_weights", 1.0, 0.0, math.inf
+    )
+    if not any(vary_weights):
+        raise ValueError(
+            f"vary_weights are all zero ({options.get('vary_weights')!r}): nothing would be varied; "
+            "give at least one varied feature a weight > 0."
+        )
     beta_vary = options.get("beta_vary")
     if beta_vary is not None:
         beta_vary = _float_tuple(beta_vary, 1, "beta_vary", 1.0, 1e-12, 1.0)[0]
@@ -259,10 +288,8 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense", st
         k=int(k),
         span=span,
         weights=_float_tuple(options.get("weights"), len(fix), "weights", 1.0, 0.0, math.inf),
-        vary_weights=_float_tuple(
-            options.get("vary_weights"), len(vary), "vary_weights", 1.0, 0.0, math.inf
-        ),
-        normalize=bool(options.get("normalize", True)),
+        vary_weights=vary_weights,
+        normalize=flag(options.get("normalize", True), "normalize"),
         ridge=ridge,
         beta_fix=_float_tuple(options.get("beta_fix"), len(fix), "beta_fix", 0.99, 1e-12, 1.0),
         beta_vary=beta_vary,
@@ -468,6 +495,8 @@ def traverse_one(
     if z0.ndim != 1:
         raise ValueError(f"z0 must be one latent of shape [d]; got shape {z0.shape}.")
     _check_path(path, steps)
+    if not isinstance(step_size, jax.core.Tracer):
+        step_size = number(step_size, "step_size", low=0.0, open_low=True)
     vary_t = _as_features(vary, "vary", allow_empty=False)
     fix_t = _as_features(fix, "fix", allow_empty=True)
     method, options = presets.resolve(preset, method, options)
@@ -542,13 +571,40 @@ def _traverse_batch(
 _traverse_jit = jax.jit(_traverse_batch, static_argnums=(0, 1, 2, 3, 4, 5))
 
 
+def _check_traverse_memory(problem: Problem, z0: Array, n: int, steps: int, distances: bool):
+    """Refuses up front a traversal whose paths and distance passes would not fit in memory.
+
+    The estimate counts the latents of every frame and, with ``distances``, an image and a
+    feature of image size per frame and feature (all frames of a path are featurised at once).
+    """
+    frames = n * 2 * problem.k * (steps + 1)
+    per_frame = z0.shape[-1]
+    if distances:
+        image = int(np.prod(jax.eval_shape(problem.generator, z0[0] if z0.ndim == 2 else z0).shape))
+        per_frame += 2 * image * len(problem.vary + problem.fix)
+    check_memory(
+        frames * per_frame * jnp.dtype(z0.dtype).itemsize,
+        f"traverse with {n} start latent(s), k={problem.k}, steps={steps} ({frames} frames)",
+        "lower k, steps or the number of start latents (or pass distances=False)",
+    )
+
+
 def _keys(key, n: int, method: str) -> Array:
     if key is None:
         if method == "random":
             raise ValueError("method='random' needs a PRNG key: pass key=jax.random.key(0).")
         key = jax.random.key(0)
-    if not jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+    dtype = getattr(key, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        raw = np.asarray(key) if isinstance(key, np.ndarray | jax.Array) else None
+        if raw is None or raw.dtype != np.uint32 or raw.shape != (2,):
+            raise ValueError(
+                f"key must be a PRNG key, e.g. key=jax.random.key({key!r}) (or raw "
+                f"jax.random.PRNGKey data, uint32 [2]); got {key!r}."
+            )
         key = jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
+    elif jnp.shape(key) != ():
+        raise ValueError(f"key must be one PRNG key (shape ()); got shape {jnp.shape(key)}.")
     return jax.random.split(key, n)
 
 
@@ -751,11 +807,11 @@ def traverse(
     """
     z0 = _check_latents(z0, "z0")
     _check_path(path, steps)
-    if not (np.ndim(step_size) == 0 and math.isfinite(float(step_size)) and step_size > 0):
-        raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}.")
+    step_size = number(step_size, "step_size", low=0.0, open_low=True)
     problem, solver, batch_s, keys_s, n = _prepare(
         generator, z0, vary, fix, method, k, key, options, solver, preset, float(step_size)
     )
+    _check_traverse_memory(problem, z0, n, steps, distances)
     control, target, lo = _control(step_size, step_target, step_min, correct, cg_iters, problem.fix)
     out = _traverse_jit(
         problem, solver, path, int(steps), bool(distances), control,

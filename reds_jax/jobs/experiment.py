@@ -22,6 +22,7 @@ import numpy as np
 
 from reds_jax.core.solvers import Diagnostics
 from reds_jax.core.traverse import shard_batch, traverse_one
+from reds_jax.core.validate import check_memory
 from reds_jax.jobs import models
 from reds_jax.jobs.config import ConfigError, JobConfig, parse_seeds
 
@@ -106,9 +107,15 @@ class Experiment:
         self._fn = jax.jit(jax.vmap(self._one))
         d = self.model.latent_dim
         try:  # validate against traverse's own checks before any compile
-            jax.eval_shape(self._one, jnp.zeros((d,), self.dtype), jnp.zeros((), jnp.uint32))
+            shapes = jax.eval_shape(
+                self._one, jnp.zeros((d,), self.dtype), jnp.zeros((), jnp.uint32)
+            )
         except ValueError as err:
             raise ConfigError(f"config: {err}") from None
+        # bytes kept per start latent, and (a rough upper estimate) needed while computing one:
+        # the float images of every frame, their features and distances, besides the outputs
+        self._out_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+        self._work_bytes = self._out_bytes + 3 * shapes["images"].size * self.dtype.itemsize
 
     @property
     def latent_dim(self) -> int:
@@ -183,6 +190,17 @@ class Experiment:
           :class:`~reds_jax.core.solvers.Diagnostics` fields as ``diagnostics_<field>`` (counts
           int32 ``[N, 2k]``, ``diagnostics_residual`` ``[N, 2k, T+1]``).
         """
+        n_dev = len(jax.local_devices())
+        bs = batch_size or min(self.config.batch_size, len(seeds))
+        bs = -(-bs // n_dev) * n_dev
+        cfg = self.config
+        check_memory(
+            len(seeds) * self._out_bytes + bs * self._work_bytes,
+            f"traversing {len(seeds)} start latent(s) with k={cfg.k}, steps={cfg.steps} "
+            f"(2k·(T+1) = {2 * cfg.k * (cfg.steps + 1)} frames each, {bs} per compiled call)",
+            "pass fewer seeds (reds-jax augment writes them in shards), or lower k, steps or "
+            "batch_size",
+        )
         seeds = np.asarray(seeds, np.int64).reshape(-1)
         z = self.start_latents(seeds) if latents is None else np.asarray(latents, self.dtype)
         if z.shape != (len(seeds), self.latent_dim):
@@ -191,9 +209,6 @@ class Experiment:
             )
         if not np.all(np.isfinite(z)):
             raise ValueError("latents contain NaN or inf; pass finite start latents.")
-        n_dev = len(jax.local_devices())
-        bs = batch_size or min(self.config.batch_size, len(seeds))
-        bs = -(-bs // n_dev) * n_dev
         parts = []
         for start in range(0, len(seeds), bs):
             zb, n = shard_batch(jnp.asarray(z[start : start + bs]), bs)
