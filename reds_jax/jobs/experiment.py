@@ -22,6 +22,7 @@ import numpy as np
 
 from reds_jax.core.solvers import Diagnostics
 from reds_jax.core.traverse import shard_batch, traverse_one
+from reds_jax.core.validate import check_memory
 from reds_jax.jobs import models
 from reds_jax.jobs.config import ConfigError, JobConfig, parse_seeds
 
@@ -84,8 +85,8 @@ class Experiment:
         larger than the varied feature or latent size).
 
     >>> exp = Experiment(JobConfig(model="rooms", model_args={"latent_dim": 4, "size": 16},
-    ...                            k=1, steps=1))  # doctest: +SKIP
-    >>> exp.run(seeds=[0, 1])["images"].shape  # doctest: +SKIP
+    ...                            k=1, steps=1))  # compiles a traversal  # doctest: +SKIP
+    >>> exp.run(seeds=[0, 1])["images"].shape  # compiles a traversal  # doctest: +SKIP
     (2, 2, 2, 16, 16, 3)
     """
 
@@ -106,9 +107,15 @@ class Experiment:
         self._fn = jax.jit(jax.vmap(self._one))
         d = self.model.latent_dim
         try:  # validate against traverse's own checks before any compile
-            jax.eval_shape(self._one, jnp.zeros((d,), self.dtype), jnp.zeros((), jnp.uint32))
+            shapes = jax.eval_shape(
+                self._one, jnp.zeros((d,), self.dtype), jnp.zeros((), jnp.uint32)
+            )
         except ValueError as err:
             raise ConfigError(f"config: {err}") from None
+        # bytes kept per start latent, and (a rough upper estimate) needed while computing one:
+        # the float images of every frame, their features and distances, besides the outputs
+        self._out_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+        self._work_bytes = self._out_bytes + 3 * shapes["images"].size * self.dtype.itemsize
 
     @property
     def latent_dim(self) -> int:
@@ -129,6 +136,8 @@ class Experiment:
             k=cfg.k,
             steps=cfg.steps,
             step_size=cfg.step_size,
+            step_target=cfg.step_target,
+            correct=cfg.correct,
             solver=cfg.solver,
             **cfg.options,
         )
@@ -165,7 +174,7 @@ class Experiment:
         """Traverses from the start latents of ``seeds`` (or the given ``latents``) and renders.
 
         Every compiled call gets exactly ``batch_size`` latents (the last batch is padded), so a
-        job compiles once; the batch is sharded over ``jax.devices()``.
+        job compiles once; the batch is sharded over this process's ``jax.local_devices()``.
 
         Args:
           seeds: ``[N]`` seeds (the traversal keys; the start latents too unless ``latents``).
@@ -181,6 +190,17 @@ class Experiment:
           :class:`~reds_jax.core.solvers.Diagnostics` fields as ``diagnostics_<field>`` (counts
           int32 ``[N, 2k]``, ``diagnostics_residual`` ``[N, 2k, T+1]``).
         """
+        n_dev = len(jax.local_devices())
+        bs = batch_size or min(self.config.batch_size, len(seeds))
+        bs = -(-bs // n_dev) * n_dev
+        cfg = self.config
+        check_memory(
+            len(seeds) * self._out_bytes + bs * self._work_bytes,
+            f"traversing {len(seeds)} start latent(s) with k={cfg.k}, steps={cfg.steps} "
+            f"(2k·(T+1) = {2 * cfg.k * (cfg.steps + 1)} frames each, {bs} per compiled call)",
+            "pass fewer seeds (reds-jax augment writes them in shards), or lower k, steps or "
+            "batch_size",
+        )
         seeds = np.asarray(seeds, np.int64).reshape(-1)
         z = self.start_latents(seeds) if latents is None else np.asarray(latents, self.dtype)
         if z.shape != (len(seeds), self.latent_dim):
@@ -189,9 +209,6 @@ class Experiment:
             )
         if not np.all(np.isfinite(z)):
             raise ValueError("latents contain NaN or inf; pass finite start latents.")
-        n_dev = len(jax.devices())
-        bs = batch_size or min(self.config.batch_size, len(seeds))
-        bs = -(-bs // n_dev) * n_dev
         parts = []
         for start in range(0, len(seeds), bs):
             zb, n = shard_batch(jnp.asarray(z[start : start + bs]), bs)
@@ -215,7 +232,7 @@ def get_experiment(config: JobConfig) -> Experiment:
     """A compiled :class:`Experiment` for ``config``, reused across calls in this process.
 
     The last 8 configurations are kept (keyed by every field but ``seeds``, ``latents``,
-    ``shard_size``, ``batch_size`` and ``compress``), so repeated jobs compile once.
+    ``shard_size``, ``batch_size``, ``compress`` and ``format``), so repeated jobs compile once.
 
     Args:
       config: a :class:`JobConfig`.
@@ -225,7 +242,7 @@ def get_experiment(config: JobConfig) -> Experiment:
     """
     cfg = config.resolved()
     fields = dataclasses.asdict(cfg)
-    for name in ("seeds", "latents", "shard_size", "batch_size", "compress"):
+    for name in ("seeds", "latents", "shard_size", "batch_size", "compress", "format"):
         fields.pop(name)
     fields["vary"], fields["fix"] = list(cfg.vary), list(cfg.fix)
     try:
