@@ -116,6 +116,15 @@ EVAL_METHODS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "reds-local-fs": ("core", "reds", "local", ("step_target",)),
     "reds-local-c": ("core", "reds", "local", ()),
     "reds-local-pc": ("core", "reds", "local", ("step_target",)),
+    "official-local": ("core", "nullspace", "local", ()),
+    "official-maxc-local": ("core", "maxc", "local", ()),
+    "official-minf-linear": ("core", "minf", "linear", ()),
+}
+# Methods run with a preset (reds_jax.core.presets): the reference code's settings, step size tuned.
+PRESET_METHODS = {
+    "official-local": "official",
+    "official-maxc-local": "official",
+    "official-minf-linear": "official",
 }
 
 # Controlled variants of reds-local: Gauss-Newton corrector iterations per step, and the
@@ -216,6 +225,8 @@ class _Runner:
         if name in CONTROLLED:
             opts["correct"] = CONTROLLED[name]
         common = dict(vary=exp.vary, fix=exp.fix, method=method, k=cfg.k, key=self.key_random)
+        if name in PRESET_METHODS:  # fd_official's difference step is the step size (linear too)
+            common.update(preset=PRESET_METHODS[name], eps=step)
         if cfg.chunk_size:
             common["chunk_size"] = cfg.chunk_size
 
@@ -293,7 +304,8 @@ def run_experiment(
       drift at ``δ``, area under the drift curve, truth groups at ``δ``), drift curves, timings.
     """
     runner = _Runner(exp, cfg, log)
-    names = [m for m in (cfg.methods or tuple(EVAL_METHODS)) if _available(exp, m)]
+    default = tuple(m for m in EVAL_METHODS if m not in PRESET_METHODS)  # presets: on request
+    names = [m for m in (cfg.methods or default) if _available(exp, m)]
     levels = np.linspace(0.0, 2.0 * exp.delta, 21)
     result: dict[str, Any] = {
         "experiment": exp.name,
