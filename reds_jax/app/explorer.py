@@ -726,16 +726,8 @@ class Explorer:
                 jnp.asarray(z0),
                 vary=vary,
                 fix=fix,
-                method=cfg.method,
-                path=cfg.path,
-                k=cfg.k,
-                steps=cfg.steps,
-                step_size=cfg.step_size,
-                step_target=cfg.step_target,
-                correct=cfg.correct,
                 key=key,
-                solver=cfg.solver,
-                **cfg.options,
+                **cfg.traverse_options(),
             )
             jax.block_until_ready(tr.latents)
         except ValueError as err:
