@@ -558,8 +558,8 @@ class Explorer:
 
     >>> ex = Explorer()
     >>> res = ex.run(Inputs(model="rooms", model_args="size=16, latent_dim=4", k=1,
-    ...                     steps=2))  # doctest: +SKIP
-    >>> res.arrays["latents"].shape  # doctest: +SKIP
+    ...                     steps=2))  # compiles a traversal  # doctest: +SKIP
+    >>> res.arrays["latents"].shape  # compiles a traversal  # doctest: +SKIP
     (1, 2, 3, 4)
     """
 
