@@ -12,10 +12,11 @@ from typing import Any
 
 import jax
 
-__all__ = ["markdown", "write_report"]
+__all__ = ["fmt", "markdown", "write_report"]
 
 
-def _fmt(x: Any, nd: int = 3) -> str:
+def fmt(x: Any, nd: int = 3) -> str:
+    """A table cell: ``–`` for None, floats to ``nd`` significant digits."""
     if x is None:
         return "–"
     if isinstance(x, float):
@@ -57,10 +58,10 @@ def markdown(report: dict[str, Any]) -> str:
         drift = f"{100 * ag['drift_rel_diff']:+.1f} %" if "drift_rel_diff" in ag else "–"
         lines.append(
             f"| {r['generator']} | {r['d']} | {r['n']} | {r['solver']} | "
-            f"{_fmt(r['trajectories_per_s'])} | {_fmt(r['step_latency_ms'])} | "
-            f"{_fmt(r['compile_s'], 2)} | {_fmt(r['peak_rss_mb'], 4)} | "
-            f"{_fmt(r.get('xla_temp_mb'), 3)} | "
-            f"{_fmt(r.get('x_reference'))} | {_fmt(r.get('x_dense'))} | {cos} | {drift} |"
+            f"{fmt(r['trajectories_per_s'])} | {fmt(r['step_latency_ms'])} | "
+            f"{fmt(r['compile_s'], 2)} | {fmt(r['peak_rss_mb'], 4)} | "
+            f"{fmt(r.get('xla_temp_mb'), 3)} | "
+            f"{fmt(r.get('x_reference'))} | {fmt(r.get('x_dense'))} | {cos} | {drift} |"
         )
     lines += ["", "## Targets (issue 7)", "", "| target | measured | met |", "|---|---|---|"]
     for t in report["targets"]:

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from bench_problems import parse_solver, reference_traverse
+from bench_report import fmt
 from bench_traverse import device_peak_mb, proc_status_mb
 from paper_problems import paper_problem, start_latents
 
@@ -388,14 +389,6 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _fmt(x: Any, nd: int = 3) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.{nd}g}"
-    return str(x)
-
-
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# REDs at paper scale — {report['machine']}",
@@ -427,11 +420,11 @@ def markdown(report: dict[str, Any]) -> str:
         elif r["kind"] == "reference":
             note = f"one step: {r['generator_passes']} generator passes"
         lines.append(
-            f"| {r['name']} | {r['d']} | {_fmt(r['step_s'])} | {_fmt(r.get('start_s'))} | "
-            f"{_fmt(r['compile_s'], 2)} | {_fmt(r['peak_rss_mb'], 4)} | "
-            f"{r['load_start'][0]:.1f}–{r['load_end'][0]:.1f} | {_fmt(r.get('x_reference'))} | "
-            f"{_fmt(r.get('x_chunked'))} | {_fmt(r.get('vs_w_mf'))} | {cos} | "
-            f"{_fmt(r.get('drift_ratio_median'))} | {note} |"
+            f"| {r['name']} | {r['d']} | {fmt(r['step_s'])} | {fmt(r.get('start_s'))} | "
+            f"{fmt(r['compile_s'], 2)} | {fmt(r['peak_rss_mb'], 4)} | "
+            f"{r['load_start'][0]:.1f}–{r['load_end'][0]:.1f} | {fmt(r.get('x_reference'))} | "
+            f"{fmt(r.get('x_chunked'))} | {fmt(r.get('vs_w_mf'))} | {cos} | "
+            f"{fmt(r.get('drift_ratio_median'))} | {note} |"
         )
     lines += ["", "## Targets (issue 14)", "", "| target | measured | met |", "|---|---|---|"]
     for t in report["targets"]:

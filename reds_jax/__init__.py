@@ -14,14 +14,16 @@ the full map and the layer rules are in ``docs/architecture.md``):
   product pencils; ``solvers`` the Dense / MatrixFree objects and diagnostics; ``traverse`` the
   step rule, the per-latent traversal and the public directions/traverse; ``control`` path
   control (feature-space steps, drift corrector); ``baselines`` linear peers; ``invert`` GAN
-  inversion.
+  inversion; ``presets`` named defaults; ``validate`` shared argument checks.
 * ``features/``: pure ``image -> vector`` functions (closed form, face-api, ArcFace, rooms nets).
 * ``generators/``: generator modules, the procedural rooms oracle, StyleGAN2 (``stylegan2_nets``,
   ``stylegan2_checkpoint``, the ``stylegan2_convert`` / ``stylegan2_ada`` converters).
 * ``formats/``: checkpoint readers without torch or TensorFlow (``torch_zip``, ``ada_pickle``,
   ``tfjs``).
 * ``jobs/``: the job ``config`` (resolved once), model registry and feature specs (``models``), the
-  compiled ``experiment``, ``augment``, ``inversion`` of image files, the ``cli``.
+  compiled ``experiment``, ``augment`` (its ``shards``, ``manifest`` and ``distributed`` runtime),
+  ``inversion`` of image files, the ``cli``.
+* ``app/``: the interactive explorer (``explorer`` logic, ``ui`` page; ``reds-jax app``).
 * ``evaluation/``: ``metrics``, quality ``suites`` (each a ``Case``), the suite ``runner``,
   ``report``, ``judge``.
 * ``train/``: training scripts of the shipped models; ``weights/``: the shipped weights;

@@ -134,9 +134,9 @@ def test_traverse_only_fields_and_key_values(tmp_path, capsys):
     (tmp_path / "t.toml").write_text('model = "toy"\nshard_size = 4\n')
     code, _, err = run_main(capsys, "traverse", "--config", str(tmp_path / "t.toml"))
     assert code == 2 and "only applies to 'reds-jax augment'" in err
-    assert cli._key_value("size=16") == ("size", 16)
-    assert cli._key_value("ridge=1e-4") == ("ridge", 1e-4)
-    assert cli._key_value("mode=fwd") == ("mode", "fwd")
+    assert cli.key_value("size=16") == ("size", 16)
+    assert cli.key_value("ridge=1e-4") == ("ridge", 1e-4)
+    assert cli.key_value("mode=fwd") == ("mode", "fwd")
     with pytest.raises(SystemExit):
         cli.main(["traverse", "--model-arg", "novalue"])
 

@@ -62,3 +62,17 @@ def test_bad_latents_files_name_the_field(tmp_path, array, words):
         load_latents(path, where="job.toml")
     with pytest.raises(ConfigError, match=words):
         JobConfig(model="rooms", latents=str(path)).starts()
+
+
+def test_validation_runs_once_per_config(monkeypatch):
+    from reds_jax.jobs import models
+
+    calls = []
+    get_entry = models.get_entry
+    monkeypatch.setattr(models, "get_entry", lambda name: calls.append(name) or get_entry(name))
+    cfg = JobConfig.from_mapping({"model": "rooms", "seeds": "0:2", "k": 1})
+    for _ in range(3):
+        assert cfg.resolved() is cfg
+    cfg.identity()
+    cfg.starts()
+    assert calls == ["rooms"]

@@ -148,13 +148,13 @@ def parse_model_args(text: str) -> dict[str, Any]:
     >>> parse_model_args("size=32\\nlatent_dim=8")
     {'size': 32, 'latent_dim': 8}
     """
-    from reds_jax.jobs.cli import _key_value
+    from reds_jax.jobs.cli import key_value
 
     out: dict[str, Any] = {}
     for item in (text or "").replace("\n", ",").split(","):
         if item.strip():
             try:
-                key, value = _key_value(item.strip())
+                key, value = key_value(item.strip())
             except argparse.ArgumentTypeError as err:
                 raise AppError(f"model arguments: {err}.") from None
             out[key] = value
@@ -558,8 +558,8 @@ class Explorer:
 
     >>> ex = Explorer()
     >>> res = ex.run(Inputs(model="rooms", model_args="size=16, latent_dim=4", k=1,
-    ...                     steps=2))  # doctest: +SKIP
-    >>> res.arrays["latents"].shape  # doctest: +SKIP
+    ...                     steps=2))  # compiles a traversal  # doctest: +SKIP
+    >>> res.arrays["latents"].shape  # compiles a traversal  # doctest: +SKIP
     (1, 2, 3, 4)
     """
 
@@ -726,16 +726,8 @@ class Explorer:
                 jnp.asarray(z0),
                 vary=vary,
                 fix=fix,
-                method=cfg.method,
-                path=cfg.path,
-                k=cfg.k,
-                steps=cfg.steps,
-                step_size=cfg.step_size,
-                step_target=cfg.step_target,
-                correct=cfg.correct,
                 key=key,
-                solver=cfg.solver,
-                **cfg.options,
+                **cfg.traverse_options(),
             )
             jax.block_until_ready(tr.latents)
         except ValueError as err:
@@ -867,7 +859,7 @@ class Explorer:
           ``{"grid": grid.png, "npz": traversals.npz, "toml": job.toml, "command": command.sh}``
           plus ``"latents": start.npy`` when the run started from an uploaded image.
         """
-        from reds_jax._io import npz_bytes
+        from reds_jax._io import atomic_write, npz_bytes
 
         folder = pathlib.Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -876,18 +868,19 @@ class Explorer:
             "grid": imageio.save_grid(images, folder / "grid.png", scale=_scale(images.shape[2]))
         }
         files["npz"] = folder / "traversals.npz"
-        files["npz"].write_bytes(npz_bytes(result.arrays, compress=True))
+        atomic_write(files["npz"], npz_bytes(result.arrays, compress=True))
         latents = None
         if result.latent is not None:
             files["latents"] = folder / "start.npy"
-            np.save(files["latents"], result.latent[None])
+            atomic_write(files["latents"], lambda f: np.save(f, result.latent[None]))
             latents = "start.npy"
         files["toml"] = folder / "job.toml"
-        files["toml"].write_text(toml_job(result.config, seed=result.seed, latents=latents))
-        files["command"] = folder / "command.sh"
-        files["command"].write_text(
-            command_line(result.config, seed=result.seed, latents=latents) + "\n"
+        atomic_write(
+            files["toml"], toml_job(result.config, seed=result.seed, latents=latents).encode()
         )
+        files["command"] = folder / "command.sh"
+        command = command_line(result.config, seed=result.seed, latents=latents) + "\n"
+        atomic_write(files["command"], command.encode())
         return files
 
 

@@ -106,7 +106,7 @@ _WEIGHT = _number(float, 0.0)  # weights
 # Parsing
 
 
-def _key_value(text: str) -> tuple[str, Any]:
+def key_value(text: str) -> tuple[str, Any]:
     """``"size=16"`` -> ``("size", 16)``; the value is read as a TOML value, else kept as text."""
     import tomllib
 
@@ -127,7 +127,7 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
         "--model-arg",
         dest="model_args",
         action="append",
-        type=_key_value,
+        type=key_value,
         metavar="KEY=VALUE",
         help="loader argument, repeatable (rooms: latent_dim=16 size=64 seed=0)",
     )
@@ -172,7 +172,7 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
         "--option",
         dest="options",
         action="append",
-        type=_key_value,
+        type=key_value,
         metavar="KEY=VALUE",
         help="traverse option, repeatable (ridge=1e-4, beta_fix=0.99, mode=fwd, chunk_size=64)",
     )
@@ -226,7 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=_INDEX, default=8, help="steps per path (default 8)")
     d.add_argument("--step-size", type=_POSITIVE, default=None, help="default: the model's")
     d.add_argument(
-        "--model-arg", dest="model_args", action="append", type=_key_value, metavar="KEY=VALUE"
+        "--model-arg", dest="model_args", action="append", type=key_value, metavar="KEY=VALUE"
     )
 
     t = sub.add_parser(
@@ -250,7 +250,7 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument("--feature-weight", type=_WEIGHT, default=1.0, help="its weight (1.0)")
     inv.add_argument("--key", type=_INDEX, default=0, help="PRNG seed (0)")
     inv.add_argument(
-        "--model-arg", dest="model_args", action="append", type=_key_value, metavar="KEY=VALUE"
+        "--model-arg", dest="model_args", action="append", type=key_value, metavar="KEY=VALUE"
     )
     for name, what in (
         ("evaluate", "quality suites"),

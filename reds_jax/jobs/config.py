@@ -464,6 +464,26 @@ class JobConfig:
             )
         return StartItems(parse_seeds(spec), None)
 
+    def traverse_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`reds_jax.traverse` / ``traverse_one`` that this config
+        sets (everything but the generator, the features and the key), for every caller alike.
+
+        >>> JobConfig(model="rooms", k=3).traverse_options()["k"]
+        3
+        """
+        cfg = self.resolved()
+        return dict(
+            method=cfg.method,
+            path=cfg.path,
+            k=cfg.k,
+            steps=cfg.steps,
+            step_size=cfg.step_size,
+            step_target=cfg.step_target,
+            correct=cfg.correct,
+            solver=cfg.solver,
+            **cfg.options,
+        )
+
     def identity(self) -> dict[str, Any]:
         """The JSON-able fields that determine the outputs (everything but ``batch_size``)."""
         d = dataclasses.asdict(self.resolved())

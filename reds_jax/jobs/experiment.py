@@ -131,15 +131,7 @@ class Experiment:
             key,
             vary=self.vary,
             fix=self.fix,
-            method=cfg.method,
-            path=cfg.path,
-            k=cfg.k,
-            steps=cfg.steps,
-            step_size=cfg.step_size,
-            step_target=cfg.step_target,
-            correct=cfg.correct,
-            solver=cfg.solver,
-            **cfg.options,
+            **cfg.traverse_options(),
         )
         images = jax.vmap(jax.vmap(self.model.generator))(tr.latents)
         images = jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0).astype(jnp.uint8)
