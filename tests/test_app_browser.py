@@ -205,10 +205,13 @@ def test_explore_rooms_in_a_browser(tmp_path):
     assert rows[f"vary {vary} +v1"][-1] > 0.05  # the path really moves the varied feature
     # the download is the CLI's traversals.npz for this start latent
     with np.load(npz_path, allow_pickle=False) as data:
+        diagnostics = [f"diagnostics_{f}" for f in tr.diagnostics._fields]
         assert sorted(data.files) == sorted(
             ["images", "latents", "vary_distances", "fix_distances", "values", "seeds",
-             "vary_features", "fix_features"]
+             "vary_features", "fix_features", *diagnostics]
         )  # fmt: skip
+        for name, value in zip(diagnostics, tr.diagnostics, strict=True):
+            np.testing.assert_allclose(data[name][0], value, rtol=1e-3, atol=1e-6)
         assert data["images"].shape == (1, 2, STEPS + 1, 32, 32, 3)
         assert data["vary_features"].tolist() == [vary] and data["seeds"].tolist() == [SEED]
         np.testing.assert_allclose(data["latents"][0], tr.latents, rtol=1e-4, atol=1e-5)

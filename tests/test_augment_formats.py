@@ -285,3 +285,26 @@ def test_shard_formats_round_trip_every_array(shape, tmp_path):
         for name, want in arrays.items():
             assert back[name].dtype == want.dtype and back[name].shape == want.shape, (fmt, name)
             np.testing.assert_array_equal(back[name], want, err_msg=f"{fmt} {name}")
+
+
+def test_manifest_is_append_only_and_a_torn_line_is_cut(jobs, tmp_path, capsys):
+    """Issue 20 item 9: no rewrite of the manifest per shard; a kill inside an append is harmless."""
+    import shutil
+
+    out = tmp_path / "job"
+    shutil.copytree(jobs["parquet"], out)
+    before = (out / "manifest.jsonl").read_bytes()
+    first = A.read_manifest(out)
+    shard = out / first[1]["shard"]
+    shard.write_bytes(shard.read_bytes()[:-7])  # a bad file: recomputed, listed again
+    with open(out / "manifest.jsonl", "ab") as f:
+        f.write(b'{"shard": "shard-00002.parquet", "ind')  # a torn last line
+    assert [e["index"] for e in A.read_manifest(out)] == [0, 1, 2]
+    res = A.augment({**CFG, "format": "parquet"}, out, progress=False)
+    assert res.written == (1,) and res.skipped == (0, 2)
+    after = (out / "manifest.jsonl").read_bytes()
+    assert after.startswith(before) and after.count(b"\n") == before.count(b"\n") + 1
+    latest = A.read_manifest(out)
+    assert latest[1]["seq"] > first[1]["seq"] and latest[1]["sha256"] == first[1]["sha256"]
+    assert _sha(shard) == first[1]["sha256"]
+    assert "unreadable line" not in capsys.readouterr().err

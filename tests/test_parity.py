@@ -386,3 +386,16 @@ def test_job_config_and_cli_preset(capsys):
     code = cli.main(["traverse", "--model", "rooms", "--preset", "paper"])
     err = capsys.readouterr().err
     assert code == 2 and "field 'preset'" in err and "official" in err
+
+
+def test_official_random_local_path_is_linear():
+    """The reference's ``rand`` re-draws a full basis at every step, so its local path keeps the
+    direction: with the preset (span = all of R^d) the local path equals the linear one."""
+    common = dict(vary=_VARY, fix=_FIX, method="random", preset="official", k=2, steps=4)
+    z0 = jnp.asarray(_Z0)
+    local = traverse(_gen, z0, path="local", key=jax.random.key(2), **common).latents
+    v = (np.asarray(local[:, 1]) - _Z0[None]) / 0.1
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-12)
+    linear = _Z0[None, None] + 0.1 * np.arange(5.0)[None, :, None] * v[:, None, :]
+    np.testing.assert_allclose(np.asarray(local), linear, atol=1e-12)
+    assert abs(float(v[0] @ v[2])) > 1e-3  # the uniform directions are not orthogonal

@@ -333,7 +333,7 @@ class Inputs:
       vary: varied feature specs, one per line.
       fix: fixed feature specs, one per line (may be empty).
       method, path, k, steps, step_size, solver: as in ``reds-jax traverse``.
-      step_target: feature-space steps (``--step-target``; None or "" for fixed latent steps).
+      step_target: feature-space steps (``--step-target``; None, "" or 0: fixed latent steps).
       correct: drift-corrector iterations per step (``--correct``).
       options: extra traverse options ``"ridge=1e-4, beta_fix=0.99"``.
       dtype: ``float32`` or ``float64``.

@@ -371,7 +371,7 @@ def build(
                     key = gr.Number(0, label="key", precision=0, minimum=0)
                 with gr.Row():
                     step_target = gr.Number(
-                        None, label="step target (feature change per step; empty: off)",
+                        None, label="step target (feature change per step; 0: off)",
                         minimum=0, step=0.01,
                     )  # fmt: skip
                     correct = gr.Number(0, label="corrector iterations", precision=0, minimum=0)

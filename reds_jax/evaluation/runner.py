@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reds_jax._io import atomic_write
 from reds_jax.core import baselines
 from reds_jax.core.traverse import directions, traverse
 from reds_jax.evaluation import metrics
@@ -534,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = out / f"{suite}.json"
         if wanted and path.exists():  # a partial run: keep the suite's other experiments
             payload = _merge(json.loads(path.read_text()), payload, [e.name for e in exps])
-        path.write_text(json.dumps(payload, indent=1, default=float))
+        atomic_write(path, json.dumps(payload, indent=1, default=float).encode())
     table = pathlib.Path(a.table) if a.table else out / "quality.md"
     everything, commands = [], []
     order = {name: i for i, name in enumerate(SUITES)}
@@ -560,9 +561,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     findings = out / "findings.md"
     if findings.exists():
         head += [findings.read_text().strip(), ""]
-    table.write_text(
-        "\n".join(head) + "\n## Tables\n\n" + render_table(everything, image_prefix=prefix)
-    )
+    text = "\n".join(head) + "\n## Tables\n\n" + render_table(everything, image_prefix=prefix)
+    atomic_write(table, text.encode())
     print(f"wrote {table}")
     return 0
 
