@@ -369,3 +369,20 @@ def test_convert_of_a_hostile_pickle_is_one_line(tmp_path, capsys):
     deep.write_bytes(b"\x80\x02" + b"]" * 200_000 + b"a" * 199_999 + b".")
     assert cli.main(["convert", "stylegan2", str(deep), str(tmp_path / "o.msgpack")]) == 2
     _one_line_error(capsys, "deep.pkl", "deeper than")
+
+
+def test_an_inversion_that_diverges_writes_nothing(tmp_path, monkeypatch, toy):
+    from reds_jax.core import invert as core_invert
+
+    real = core_invert.invert
+
+    def diverging(*args, **kwargs):  # the real inversion, with a NaN where Adam blew up
+        res = real(*args, **kwargs)
+        return res._replace(latents=res.latents.at[0, 1].set(jnp.nan))
+
+    monkeypatch.setattr(core_invert, "invert", diverging)
+    img = tmp_path / "a.png"
+    imageio.save_png(np.full((8, 8, 3), 0.5), img)
+    with pytest.raises(InversionJobError, match=r"diverged .*a\.png.*smaller --lr"):
+        invert_files(toy, [img], tmp_path / "o", steps=3, restarts=1, progress=False)
+    assert not (tmp_path / "o" / "latents.npy").exists()
