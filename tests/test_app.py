@@ -334,7 +334,7 @@ def test_page_callbacks(explorer, first, tmp_path):
     evt.index = [192, 128]
     assert page.click("fix box", pending, "", "", evt) == (None, "", "0.25,0.25,0.25,0.5")
     values = [getattr(INPUTS, f) for f in ("model", "model_args", "seed", "key", "vary", "fix",
-              "method", "path", "k", "steps", "step_size", "solver", "options")]  # fmt: skip
+              "method", "path", "k", "steps", "step_size", "solver", "options", "step_target", "correct")]  # fmt: skip
     out = page.run("seed", None, *values)
     grid, _, _, frame, plot, table, status, files, command, toml, res = out
     np.testing.assert_array_equal(res.arrays["latents"], first.arrays["latents"])

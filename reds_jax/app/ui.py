@@ -34,10 +34,12 @@ try:
     import gradio as gr
 
     _SelectData = gr.SelectData
+    _PROGRESS = gr.Progress()
 except ImportError as _err:  # pragma: no cover - depends on the environment
     gr = None
     _IMPORT_ERROR = _err
     _SelectData = object
+    _PROGRESS = None
 
 VARY_COLOR = (230, 40, 40)
 FIX_COLOR = (40, 110, 240)
@@ -190,8 +192,45 @@ class _Page:
             vary_box = box
         return pending, vary_box, fix_box
 
-    def run(self, start, latent, *values, progress=None):
-        inputs = _inputs(*values)
+    def run(
+        self,
+        start,
+        latent,
+        model,
+        model_args,
+        seed,
+        key,
+        vary,
+        fix,
+        method,
+        path,
+        k,
+        steps,
+        step,
+        solver,
+        opts,
+        step_target,
+        correct,
+        progress=_PROGRESS,
+    ):
+        """Gradio passes the widgets positionally and a progress tracker as ``progress``."""
+        inputs = _inputs(
+            model,
+            model_args,
+            seed,
+            key,
+            vary,
+            fix,
+            method,
+            path,
+            k,
+            steps,
+            step,
+            solver,
+            opts,
+            step_target,
+            correct,
+        )
         if latent is None and start == "uploaded image":
             raise ex.AppError("no uploaded image yet: upload one and press 'Invert' first.")
         res = self.ex.run(
@@ -243,13 +282,50 @@ class _Page:
         t = int(min(max(int(step or 0), 0), result.config.steps))
         return _upscale(result.arrays["images"][0, p, t])
 
-    def invert(self, upload, steps, restarts, *values, progress=None):
+    def invert(
+        self,
+        upload,
+        inv_steps,
+        restarts,
+        model,
+        model_args,
+        seed,
+        key,
+        vary,
+        fix,
+        method,
+        path,
+        k,
+        steps,
+        step,
+        solver,
+        opts,
+        step_target,
+        correct,
+        progress=_PROGRESS,
+    ):
         if upload is None:
             raise ex.AppError("upload an image file (PNG or JPEG) first.")
         latent, psnr, recon = self.ex.invert(
-            _inputs(*values),
+            _inputs(
+                model,
+                model_args,
+                seed,
+                key,
+                vary,
+                fix,
+                method,
+                path,
+                k,
+                steps,
+                step,
+                solver,
+                opts,
+                step_target,
+                correct,
+            ),
             upload,
-            steps=steps,
+            steps=inv_steps,
             restarts=restarts,
             progress=progress or ex._no_progress,
         )
