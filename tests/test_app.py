@@ -300,10 +300,30 @@ def test_toml_and_command_line_are_the_same_job():
     # the CLI's own parser reads the line back into the same JobConfig
     ns = cli._parser().parse_args(shlex.split(line)[1:])
     parsed, out = cli._job_config(ns, augment=False)
-    assert out == "my out" and parsed.seeds == ["2"]
+    assert out == "my out" and [int(s) for s in parsed.seeds] == [2]
     assert dataclasses.replace(parsed, seeds=None) == cfg
     job = tomllib.loads(E.toml_job(cfg, seed=2))
     assert job.pop("out") == E.OUT and job.pop("seeds") == [2]
+    assert JobConfig.from_mapping(job) == cfg
+
+
+def test_official_preset_is_a_method_choice():
+    """``official`` on the method menu is ``preset = "official"``; the exports name the preset and
+    only what differs from it, and read back into the same resolved JobConfig."""
+    assert "official" in E.METHOD_CHOICES
+    ex = E.Explorer()
+    cfg = ex.config(dataclasses.replace(INPUTS, method="official", options="beta_fix=0.9"))
+    assert cfg.preset == "official" and cfg.method == "nullspace"
+    assert cfg.options["mode"] == "fd_official" and cfg.options["beta_fix"] == 0.9
+    line = E.command_line(cfg, seed=1)
+    assert "--preset official" in line and "--method" not in line
+    assert "--option beta_fix=0.9" in line and "mode=" not in line
+    ns = cli._parser().parse_args(shlex.split(line)[1:])
+    parsed, _ = cli._job_config(ns, augment=False)
+    assert dataclasses.replace(parsed, seeds=None) == cfg
+    job = tomllib.loads(E.toml_job(cfg, seed=1))
+    assert job["preset"] == "official" and job["options"] == {"beta_fix": 0.9}
+    job.pop("out"), job.pop("seeds")
     assert JobConfig.from_mapping(job) == cfg
 
 
