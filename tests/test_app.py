@@ -355,7 +355,7 @@ def test_page_callbacks(explorer, first, tmp_path):
     assert page.click("fix box", pending, "", "", evt) == (None, "", "0.25,0.25,0.25,0.5")
     values = [getattr(INPUTS, f) for f in ("model", "model_args", "seed", "key", "vary", "fix",
               "method", "path", "k", "steps", "step_size", "solver", "options", "step_target", "correct")]  # fmt: skip
-    out = page.run("seed", None, *values)
+    out = page.run("seed", None, None, *values)
     grid, _, _, frame, plot, table, status, files, command, toml, res = out
     np.testing.assert_array_equal(res.arrays["latents"], first.arrays["latents"])
     assert grid.shape == (2 * (128 + 2) + 2, 3 * (128 + 2) + 2, 3) and frame.shape == (256, 256, 3)
@@ -368,8 +368,8 @@ def test_page_callbacks(explorer, first, tmp_path):
         page.scrub(res, "-v1", 2), ui._upscale(res.arrays["images"][0, 1, 2])
     )
     with pytest.raises(gr.Error, match="no uploaded image"):
-        ui._safe(page.run)("uploaded image", None, *values)
+        ui._safe(page.run)("uploaded image", None, None, *values)
     with pytest.raises(gr.Error, match="k=9 is out of range"):
-        ui._safe(page.run)("seed", None, *values[:8], 9, *values[9:])
+        ui._safe(page.run)("seed", None, None, *values[:8], 9, *values[9:])
     demo = ui.build(explorer, files_root=str(tmp_path))
     assert isinstance(demo, gr.Blocks)

@@ -192,45 +192,10 @@ class _Page:
             vary_box = box
         return pending, vary_box, fix_box
 
-    def run(
-        self,
-        start,
-        latent,
-        model,
-        model_args,
-        seed,
-        key,
-        vary,
-        fix,
-        method,
-        path,
-        k,
-        steps,
-        step,
-        solver,
-        opts,
-        step_target,
-        correct,
-        progress=_PROGRESS,
-    ):
-        """Gradio passes the widgets positionally and a progress tracker as ``progress``."""
-        inputs = _inputs(
-            model,
-            model_args,
-            seed,
-            key,
-            vary,
-            fix,
-            method,
-            path,
-            k,
-            steps,
-            step,
-            solver,
-            opts,
-            step_target,
-            correct,
-        )
+    def run(self, start, latent, progress=_PROGRESS, *how):
+        """``how``: the "How" widgets in the order of :func:`_inputs`; Gradio injects ``progress``
+        at its position (it must come before ``*how``)."""
+        inputs = _inputs(*how)
         if latent is None and start == "uploaded image":
             raise ex.AppError("no uploaded image yet: upload one and press 'Invert' first.")
         res = self.ex.run(
@@ -282,48 +247,11 @@ class _Page:
         t = int(min(max(int(step or 0), 0), result.config.steps))
         return _upscale(result.arrays["images"][0, p, t])
 
-    def invert(
-        self,
-        upload,
-        inv_steps,
-        restarts,
-        model,
-        model_args,
-        seed,
-        key,
-        vary,
-        fix,
-        method,
-        path,
-        k,
-        steps,
-        step,
-        solver,
-        opts,
-        step_target,
-        correct,
-        progress=_PROGRESS,
-    ):
+    def invert(self, upload, inv_steps, restarts, progress=_PROGRESS, *how):
         if upload is None:
             raise ex.AppError("upload an image file (PNG or JPEG) first.")
         latent, psnr, recon = self.ex.invert(
-            _inputs(
-                model,
-                model_args,
-                seed,
-                key,
-                vary,
-                fix,
-                method,
-                path,
-                k,
-                steps,
-                step,
-                solver,
-                opts,
-                step_target,
-                correct,
-            ),
+            _inputs(*how),
             upload,
             steps=inv_steps,
             restarts=restarts,
