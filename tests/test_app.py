@@ -300,10 +300,30 @@ def test_toml_and_command_line_are_the_same_job():
     # the CLI's own parser reads the line back into the same JobConfig
     ns = cli._parser().parse_args(shlex.split(line)[1:])
     parsed, out = cli._job_config(ns, augment=False)
-    assert out == "my out" and parsed.seeds == ["2"]
+    assert out == "my out" and [int(s) for s in parsed.seeds] == [2]
     assert dataclasses.replace(parsed, seeds=None) == cfg
     job = tomllib.loads(E.toml_job(cfg, seed=2))
     assert job.pop("out") == E.OUT and job.pop("seeds") == [2]
+    assert JobConfig.from_mapping(job) == cfg
+
+
+def test_official_preset_is_a_method_choice():
+    """``official`` on the method menu is ``preset = "official"``; the exports name the preset and
+    only what differs from it, and read back into the same resolved JobConfig."""
+    assert "official" in E.METHOD_CHOICES
+    ex = E.Explorer()
+    cfg = ex.config(dataclasses.replace(INPUTS, method="official", options="beta_fix=0.9"))
+    assert cfg.preset == "official" and cfg.method == "nullspace"
+    assert cfg.options["mode"] == "fd_official" and cfg.options["beta_fix"] == 0.9
+    line = E.command_line(cfg, seed=1)
+    assert "--preset official" in line and "--method" not in line
+    assert "--option beta_fix=0.9" in line and "mode=" not in line
+    ns = cli._parser().parse_args(shlex.split(line)[1:])
+    parsed, _ = cli._job_config(ns, augment=False)
+    assert dataclasses.replace(parsed, seeds=None) == cfg
+    job = tomllib.loads(E.toml_job(cfg, seed=1))
+    assert job["preset"] == "official" and job["options"] == {"beta_fix": 0.9}
+    job.pop("out"), job.pop("seeds")
     assert JobConfig.from_mapping(job) == cfg
 
 
@@ -334,8 +354,8 @@ def test_page_callbacks(explorer, first, tmp_path):
     evt.index = [192, 128]
     assert page.click("fix box", pending, "", "", evt) == (None, "", "0.25,0.25,0.25,0.5")
     values = [getattr(INPUTS, f) for f in ("model", "model_args", "seed", "key", "vary", "fix",
-              "method", "path", "k", "steps", "step_size", "solver", "options")]  # fmt: skip
-    out = page.run("seed", None, *values)
+              "method", "path", "k", "steps", "step_size", "solver", "options", "step_target", "correct")]  # fmt: skip
+    out = page.run("seed", None, None, *values)
     grid, _, _, frame, plot, table, status, files, command, toml, res = out
     np.testing.assert_array_equal(res.arrays["latents"], first.arrays["latents"])
     assert grid.shape == (2 * (128 + 2) + 2, 3 * (128 + 2) + 2, 3) and frame.shape == (256, 256, 3)
@@ -348,8 +368,8 @@ def test_page_callbacks(explorer, first, tmp_path):
         page.scrub(res, "-v1", 2), ui._upscale(res.arrays["images"][0, 1, 2])
     )
     with pytest.raises(gr.Error, match="no uploaded image"):
-        ui._safe(page.run)("uploaded image", None, *values)
+        ui._safe(page.run)("uploaded image", None, None, *values)
     with pytest.raises(gr.Error, match="k=9 is out of range"):
-        ui._safe(page.run)("seed", None, *values[:8], 9, *values[9:])
+        ui._safe(page.run)("seed", None, None, *values[:8], 9, *values[9:])
     demo = ui.build(explorer, files_root=str(tmp_path))
     assert isinstance(demo, gr.Blocks)

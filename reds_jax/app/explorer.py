@@ -35,6 +35,7 @@ import numpy as np
 
 import reds_jax
 from reds_jax import imageio
+from reds_jax.core import presets
 from reds_jax.core.traverse import METHODS, PATHS, SOLVERS
 from reds_jax.jobs import models
 from reds_jax.jobs.config import ConfigError, JobConfig
@@ -58,8 +59,9 @@ __all__ = [
     "toml_job",
 ]
 
-METHOD_CHOICES: tuple[str, ...] = tuple(METHODS)
-"""Methods offered on the page (a preset such as ``official`` is one more entry here)."""
+METHOD_CHOICES: tuple[str, ...] = tuple(METHODS) + tuple(presets.PRESETS)
+"""Methods offered on the page; a preset name (``official``: the reference code's defaults, see
+:mod:`reds_jax.core.presets`) runs ``preset = NAME`` with the preset's method."""
 PATH_CHOICES: tuple[str, ...] = tuple(PATHS)
 SOLVER_CHOICES: tuple[str, ...] = tuple(SOLVERS)
 FACE_FEATURES = ("identity", "landmarks", "age", "gender")
@@ -459,6 +461,16 @@ def plot_rows(result: Result) -> list[tuple[int, float, str]]:
 # Exports
 
 
+def _explicit(config: JobConfig) -> tuple[str | None, dict[str, Any]]:
+    """``(method, options)`` to write next to ``preset``: what differs from the preset's own
+    (the resolved config holds the preset's values; writing them again would be noise)."""
+    if config.preset is None:
+        return config.method, dict(config.options)
+    method, table = presets.resolve(config.preset, None, {"cap_k": False})
+    options = {k: v for k, v in config.options.items() if k not in table or table[k] != v}
+    return (None if config.method == method else config.method), options
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -483,13 +495,15 @@ def toml_job(config: JobConfig, *, seed: int, latents: str | None = None, out: s
       latents: path of the start latent ``.npy`` (an uploaded image's inversion), or None.
       out: the output folder written into the job.
     """
+    method, options = _explicit(config)
     top: dict[str, Any] = {"model": config.model}
     top |= {"latents": latents} if latents else {"seeds": [int(seed)]}
     top |= {
         "key": config.key,
         "vary": list(config.vary),
         "fix": list(config.fix),
-        "method": config.method,
+        **({} if config.preset is None else {"preset": config.preset}),
+        **({} if method is None else {"method": method}),
         "path": config.path,
         "k": config.k,
         "steps": config.steps,
@@ -502,8 +516,7 @@ def toml_job(config: JobConfig, *, seed: int, latents: str | None = None, out: s
     }
     lines = ["# reds-jax traverse --config job.toml"]
     lines += [f"{name} = {_toml_value(v)}" for name, v in top.items()]
-    for table in ("model_args", "options"):
-        values = getattr(config, table)
+    for table, values in (("model_args", config.model_args), ("options", options)):
         if values:
             lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
@@ -515,6 +528,7 @@ def command_line(
     """The ``reds-jax traverse`` command line equivalent to one explorer run (see
     :func:`toml_job` for the arguments)."""
     q = shlex.quote
+    method, options = _explicit(config)
     args = ["reds-jax", "traverse", "--model", q(config.model)]
     for k, v in config.model_args.items():
         args += ["--model-arg", q(f"{k}={_toml_value(v)}")]
@@ -527,7 +541,11 @@ def command_line(
         args += ["--fix", q(spec)]
     if not config.fix:
         args.append("--no-fix")
-    args += ["--method", config.method, "--path", config.path, "-k", str(config.k)]
+    if config.preset is not None:
+        args += ["--preset", config.preset]
+    if method is not None:
+        args += ["--method", method]
+    args += ["--path", config.path, "-k", str(config.k)]
     args += ["--steps", str(config.steps), "--step-size", repr(float(config.step_size))]
     if config.step_target is not None:
         args += ["--step-target", repr(float(config.step_target))]
@@ -535,7 +553,7 @@ def command_line(
         args += ["--correct", str(config.correct)]
     if config.solver != "dense":
         args += ["--solver", config.solver]
-    for k, v in config.options.items():
+    for k, v in options.items():
         args += ["--option", q(f"{k}={_toml_value(v)}")]
     if config.dtype != "float32":
         args += ["--dtype", config.dtype]
@@ -594,7 +612,11 @@ class Explorer:
             "key": _int(inputs.key, "key"),
             "vary": list(vary),
             "fix": list(fix),
-            "method": inputs.method,
+            **(
+                {"preset": inputs.method}
+                if inputs.method in presets.PRESETS
+                else {"method": inputs.method}
+            ),
             "path": inputs.path,
             "k": k,
             "steps": steps,

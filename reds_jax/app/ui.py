@@ -34,10 +34,12 @@ try:
     import gradio as gr
 
     _SelectData = gr.SelectData
+    _PROGRESS = gr.Progress()
 except ImportError as _err:  # pragma: no cover - depends on the environment
     gr = None
     _IMPORT_ERROR = _err
     _SelectData = object
+    _PROGRESS = None
 
 VARY_COLOR = (230, 40, 40)
 FIX_COLOR = (40, 110, 240)
@@ -190,8 +192,10 @@ class _Page:
             vary_box = box
         return pending, vary_box, fix_box
 
-    def run(self, start, latent, *values, progress=None):
-        inputs = _inputs(*values)
+    def run(self, start, latent, progress=_PROGRESS, *how):
+        """``how``: the "How" widgets in the order of :func:`_inputs`; Gradio injects ``progress``
+        at its position (it must come before ``*how``)."""
+        inputs = _inputs(*how)
         if latent is None and start == "uploaded image":
             raise ex.AppError("no uploaded image yet: upload one and press 'Invert' first.")
         res = self.ex.run(
@@ -243,13 +247,13 @@ class _Page:
         t = int(min(max(int(step or 0), 0), result.config.steps))
         return _upscale(result.arrays["images"][0, p, t])
 
-    def invert(self, upload, steps, restarts, *values, progress=None):
+    def invert(self, upload, inv_steps, restarts, progress=_PROGRESS, *how):
         if upload is None:
             raise ex.AppError("upload an image file (PNG or JPEG) first.")
         latent, psnr, recon = self.ex.invert(
-            _inputs(*values),
+            _inputs(*how),
             upload,
-            steps=steps,
+            steps=inv_steps,
             restarts=restarts,
             progress=progress or ex._no_progress,
         )
