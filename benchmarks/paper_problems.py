@@ -73,8 +73,15 @@ class Scale:
 
 
 SCALES = {
-    "tiny": Scale(16, 128, 8, w_dim=384, arcface_input=16, arcface_layers=(1, 1, 1, 1),
-                  arcface_widths=(4, 4, 4, 4)),  # fmt: skip
+    "tiny": Scale(
+        16,
+        128,
+        8,
+        w_dim=384,
+        arcface_input=16,
+        arcface_layers=(1, 1, 1, 1),
+        arcface_widths=(4, 4, 4, 4),
+    ),  # fmt: skip
     "cpu": Scale(128, 16384, 64, arcface_input=64),
     "256": Scale(256, 16384, 512),
     "1024": Scale(1024, 32768, 512),

@@ -71,7 +71,7 @@ def make_solver(spec: str):
 
 MF_W = "matrix_free"
 MF_BIG = "matrix_free+cold_start=iterative"  # W+ / S: no [d, d] array, the start included
-EXACT = "exact+iters=400+tol=1e-6+guard=2"
+EXACT = "exact+max_iters=200+tol=1e-6+guard=2"
 
 
 def grid(scale: str, experiments: Sequence[str]) -> list[dict[str, Any]]:
@@ -79,7 +79,7 @@ def grid(scale: str, experiments: Sequence[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     big = scale in ("256", "1024")
     for exp in experiments:
-        path = lambda space, solver: {  # noqa: E731
+        path = lambda space, solver, exp=exp: {  # noqa: E731
             "kind": "path", "experiment": exp, "space": space, "solver": solver,
             "name": f"{exp}/{space}/{solver}",
         }  # fmt: skip

@@ -27,7 +27,6 @@ from reds_jax.core.linalg import cholesky_inverse, small_eigh, symmetrize
 Array = jax.Array
 
 
-
 class Pencil(Protocol):
     """What :func:`lobpcg` needs of a pencil ``(A, B)``."""
 

@@ -344,7 +344,11 @@ def start_solve(
     chol = jnp.where(ok, pencil.chol, jnp.sqrt(lam) * eye)
     pinv = jnp.where(ok, pencil.pinv, eye / lam)
     pencil = pencil._replace(chol=chol, pinv=pinv)
-    res = lobpcg(pencil, x0, iters) if tol is None else lobpcg(pencil, x0, iters, tol=tol, check=check)
+    res = (
+        lobpcg(pencil, x0, iters)
+        if tol is None
+        else lobpcg(pencil, x0, iters, tol=tol, check=check)
+    )
     values, rows, order = true_quotients(pencil, res)
     res = res._replace(residual=res.residual[order])
     return values, fix_signs(rows), pinv, lam, res, ~ok
