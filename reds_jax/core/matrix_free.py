@@ -30,14 +30,22 @@ only how the top-``k`` eigenvectors are found differs (``maxc``: ``B = 0``):
     preconditioner changes only the speed of convergence, never the answer. The norms
     ``‖A_k(z_0)‖_F`` are kept along the path (the dense solver renormalises at every step): with one
     varied and one fixed feature this changes nothing but the size of ``λ`` relative to ``B``.
-  - ``"iterative"``: no Gram at all. The start block is seeded-random and refined by ``cold_iters``
-    unpreconditioned iterations; each Frobenius norm is estimated by Hutchinson's estimator
-    ``‖A‖_F² = E‖A g‖²``, ``g ~ N(0, I)``, with ``probes`` probes (relative standard deviation at
-    most ``√(2/probes)``, reached for a rank-one Gram; smaller for flatter spectra). Scaling
-    ``A_vary`` never changes the directions; scaling a fixed Gram changes its weight relative to
-    the other fixed Grams and to ``λ``. The ridge floor uses an upper bound of ``‖B‖_F`` in place
-    of ``max diag(B)``. Without a preconditioner, convergence depends on the conditioning of
-    ``B``: raise ``iters``.
+  - ``"iterative"``: products only, no ``[d, d]`` array (the default above
+    ``d = dense_start_max_d``, 1024). One set of ``s = max(probes, p)`` Gaussian probes ``g``
+    serves three ends: each Frobenius norm by Hutchinson's estimator ``‖A‖_F² = E‖A g‖²``
+    (relative standard deviation at most ``√(2/s)``, reached for a rank-one Gram; smaller for
+    flatter spectra; scaling ``A_vary`` never changes the directions, scaling a fixed Gram changes
+    its weight relative to the other fixed Grams and to ``λ``), a rank-``s`` Nyström
+    approximation of ``B`` whose inverse (:class:`LowRankPreconditioner`, ``[s, d]`` factors)
+    preconditions the residuals at the start and along the paths, and the start block: the top
+    ``p`` Ritz vectors of the probes' span. ``cold_iters`` (or ``cold_tol``) preconditioned
+    iterations refine it. The ridge floor uses an upper bound of ``‖B‖_F`` in place of
+    ``max diag(B)``. Cost: ``s`` forward and ``K·s`` transpose products (``K`` features).
+* **Adaptive stopping** (``tol``, default 1e-2; ``max_iters``, default 8): each tracking step
+  iterates until the relative Ritz residual of each top-``k`` pair is at most ``tol`` (a
+  ``lax.while_loop``; a warm-started block that already meets it costs no iteration), and reports
+  the residual of the returned block and the iterations in the diagnostics. ``tol=None`` runs a
+  fixed ``iters``.
 * **Sketch** (option ``sketch=m'``): each fixed feature with more than ``m'`` entries is replaced by
   a seeded Gaussian sketch ``S f / √m'`` (``S [m', m]``, seed ``sketch_seed``), so the problem
   solved is the Rayleigh form with ``B_s = Σ c_k J_kᵀSᵀS J_k / m'`` (``E[B_s] = B``). It shrinks

@@ -484,7 +484,7 @@ class MatrixFree:
         # Iterative: products only (no [d, d] array). One set of Gaussian probes g [s, d] serves
         # the Hutchinson norms, the Nyström preconditioner of B and the start block.
         jv, jt = matrix_free.linearize(problem.generator, feats, z)
-        k_block, k_probe = jax.random.split(key)
+        k_probe = jax.random.split(key)[1]
         s = max(self.probes, p)
         g = jax.random.normal(k_probe, (s, d), dtype)
         jg = matrix_free.map_rows(jv, g, p)  # [s, m]
@@ -515,7 +515,6 @@ class MatrixFree:
         # Start block: the top-p Ritz vectors of the probes' span (their tangents are known).
         _, coef = rayleigh_ritz(pencil, g, jg)
         x0 = coef[:p] @ g
-        del k_block
         res = self._solve(pencil, x0, k, self.cold_iters, self.cold_tol)
         values, rows, order = matrix_free.true_quotients(pencil, res)
         info = info._replace(
