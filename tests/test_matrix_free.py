@@ -1,8 +1,6 @@
 """Matrix-free tracking solver: LOBPCG against the dense generalised solve, whole-path agreement
 with the dense solver on a tiny conv generator, one compile, sharding, bad input, fallbacks."""
 
-import os
-import subprocess
 import sys
 import textwrap
 
@@ -12,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 from bench_problems import conv_generator
+from helpers import arrays_on_devices
 
 import reds_jax
 from reds_jax import features as F
@@ -214,13 +213,6 @@ def test_sharded_matrix_free_matches_single_device():
         np.save("OUT", np.asarray(tr.latents))
         """
     )
-    outs = []
-    for n in (8, 1):
-        out = f"/tmp/reds_mf_shard_{os.getpid()}_{n}.npy"
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
-        src = code.replace("OUT", out).replace("== 8", f"== {n}")
-        subprocess.run([sys.executable, "-c", src], check=True, env=env, timeout=300)
-        outs.append(np.load(out))
-        os.remove(out)
+    outs = arrays_on_devices(code, (8, 1))
     assert outs[0].shape == (11, 2, 4, 12)
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-10)

@@ -93,11 +93,10 @@ def test_matrix_free_program_holds_no_d_by_d_array(wplus):
     gen, vary, fix, d, z0 = wplus
 
     def program(solver):
-        run = lambda z: (
-            reds_jax.traverse(  # noqa: E731
-                gen, z, vary=vary, fix=fix, k=1, steps=2, step_size=0.1, solver=solver
-            ).latents
-        )
+        def run(z):
+            kw = dict(vary=vary, fix=fix, k=1, steps=2, step_size=0.1, solver=solver)
+            return reds_jax.traverse(gen, z, **kw).latents
+
         return jax.make_jaxpr(run)(z0)
 
     def square(jaxpr):

@@ -32,8 +32,8 @@ def symmetrize(a: Array) -> Array:
 def unit_rows(vectors: Array) -> Array:
     """Rows rescaled to unit length (zero rows stay zero).
 
-    >>> unit_rows(jnp.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
-    [[0.6, 0.8], [0.0, 0.0]]
+    >>> unit_rows(jnp.array([[0.0, 2.0], [0.0, 0.0]])).tolist()
+    [[0.0, 1.0], [0.0, 0.0]]
     """
     norm = jnp.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / jnp.where(norm > 0, norm, jnp.ones_like(norm))

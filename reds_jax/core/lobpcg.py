@@ -131,7 +131,7 @@ def lobpcg(
       :class:`Result`.
 
     >>> from reds_jax.core.matrix_free import ExplicitPencil
-    >>> pencil = ExplicitPencil.build(jnp.diag(jnp.array([1.0, 2.0, 3.0])), jnp.eye(3))
+    >>> pencil = ExplicitPencil.build(jnp.diag(jnp.array([1.0, 2.0, 3.0])), jnp.eye(3), 0.0)
     >>> res = lobpcg(pencil, jnp.ones((1, 3)), 3)
     >>> round(float(res.theta[0]), 4)
     3.0

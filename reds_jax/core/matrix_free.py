@@ -224,25 +224,34 @@ class ExplicitPencil(NamedTuple):
     squares, ``(Lᵀq)·(Lᵀq)``: formed as ``q·(B + λI) q`` it loses its small eigenvalues (≈ λ) to
     rounding in float32 and the Ritz values blow up.
 
+    The quotients ``xᵀAx / (xᵀBx + λxᵀx)`` use ``A``, ``B`` and ``x`` themselves (not ``L`` or the
+    carried tangents), so that a ``B`` that covers ``A`` gives quotients ``<= 1`` in any precision.
+
     Attributes:
       a: ``[d, d]`` symmetric ``A``.
+      b: ``[d, d]`` symmetric ``B``.
+      lam: ridge ``λ``.
       chol: ``[d, d]`` lower Cholesky factor of ``B + λI``.
       pinv: ``[d, d]`` preconditioner, or None.
       precond: ``"both"`` or ``"start"``.
     """
 
     a: Array
+    b: Array
+    lam: Array
     chol: Array
     pinv: Array | None = None
     precond: str = "both"
 
     @classmethod
-    def build(cls, a: Array, b_ridged: Array, precond: str = "both") -> ExplicitPencil:
-        """From ``A`` and ``B + λI``, preconditioned by ``(B + λI)⁻¹``."""
-        chol = jnp.linalg.cholesky(symmetrize(b_ridged))
+    def build(cls, a: Array, b: Array, lam: Array | float, precond: str = "both") -> ExplicitPencil:
+        """From ``A``, ``B`` and ``λ``, preconditioned by ``(B + λI)⁻¹``."""
+        b = symmetrize(b)
         eye = jnp.eye(a.shape[-1], dtype=a.dtype)
+        lam = jnp.asarray(lam, a.dtype)
+        chol = jnp.linalg.cholesky(b + lam * eye)
         pinv = symmetrize(cho_solve((chol, True), eye))
-        return cls(symmetrize(a), chol, pinv, precond)
+        return cls(symmetrize(a), b, lam, chol, pinv, precond)
 
     def apply(self, x):
         jx = jnp.concatenate([x @ self.a, x @ self.chol], axis=1)  # rows: [A u, Lᵀ u]
@@ -253,8 +262,12 @@ class ExplicitPencil(NamedTuple):
         return q @ jq[:, :d].T, jq[:, d:] @ jq[:, d:].T  # λ is inside L
 
     def quotients(self, x, jx):
-        d = x.shape[1]
-        return jnp.sum(x * jx[:, :d], axis=1), jnp.sum(jx[:, d:] ** 2, axis=1)
+        # From x itself, not from jx (LOBPCG carries tangents as combinations of earlier ones,
+        # whose rounding would differ between the numerator and the denominator).
+        del jx
+        xax = jnp.sum(x * (x @ self.a), axis=1)
+        xbx = jnp.sum(x * (x @ self.b), axis=1) + self.lam * jnp.sum(x * x, axis=1)
+        return xax, xbx
 
     def residual(self, x, jx, theta):
         d = x.shape[1]
@@ -342,11 +355,10 @@ def start_solve(
       preconditioner ``[d, d]``, ``λ``, the LOBPCG :class:`~reds_jax.core.lobpcg.Result` and
       ``fell_back`` (bool: the factor was not finite).
     """
-    d = a.shape[-1]
-    eye = jnp.eye(d, dtype=a.dtype)
+    eye = jnp.eye(a.shape[-1], dtype=a.dtype)
     b = symmetrize(b)
     lam = safe_ridge(b, ridge)
-    pencil = ExplicitPencil.build(a, b + lam * eye, "both" if precond == "none" else precond)
+    pencil = ExplicitPencil.build(a, b, lam, "both" if precond == "none" else precond)
     # Fallback (as the dense solver's maxc fallback): a non-finite factor drops B at the start.
     ok = jnp.all(jnp.isfinite(pencil.chol))
     chol = jnp.where(ok, pencil.chol, jnp.sqrt(lam) * eye)

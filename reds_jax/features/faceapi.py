@@ -255,8 +255,8 @@ def load_faceapi_net(name: str, root: str | os.PathLike[str] | None = None) -> F
         reds_jax.assets.AssetError: the files are not cached and cannot be obtained; the message
             says which file to place where.
 
-    >>> net = load_faceapi_net("landmark68")  # doctest: +SKIP
-    >>> net.input_size  # doctest: +SKIP
+    >>> net = load_faceapi_net("landmark68")  # fetches the face-api weights  # doctest: +SKIP
+    >>> net.input_size  # fetches the face-api weights  # doctest: +SKIP
     112
     """
     if name not in _NETS:
@@ -287,8 +287,8 @@ def face_identity(
     Raises:
         reds_jax.assets.AssetError: the weights are missing and cannot be fetched.
 
-    >>> f = face_identity()  # doctest: +SKIP
-    >>> f(jnp.zeros((64, 64, 3))).shape  # doctest: +SKIP
+    >>> f = face_identity()  # fetches the face-api weights  # doctest: +SKIP
+    >>> f(jnp.zeros((64, 64, 3))).shape  # fetches the face-api weights  # doctest: +SKIP
     (128,)
     """
     net = load_faceapi_net("recognition", root)
@@ -315,8 +315,8 @@ def face_landmarks(*, root: str | os.PathLike[str] | None = None) -> Feature:
     Returns:
         Feature ``image [H, W, 3] in [0, 1] -> [136]`` (its ``image_fn`` gives ``[68, 2]``).
 
-    >>> f = face_landmarks()  # doctest: +SKIP
-    >>> f.image_fn(jnp.zeros((64, 64, 3))).shape  # doctest: +SKIP
+    >>> f = face_landmarks()  # fetches the face-api weights  # doctest: +SKIP
+    >>> f.image_fn(jnp.zeros((64, 64, 3))).shape  # fetches the face-api weights  # doctest: +SKIP
     (68, 2)
     """
     net = load_faceapi_net("landmark68", root)
@@ -347,8 +347,8 @@ def age_gender(output: str = "both", *, root: str | os.PathLike[str] | None = No
     Returns:
         Feature ``image [H, W, 3] in [0, 1] -> [3]``, ``[1]`` or ``[2]``.
 
-    >>> f = age_gender("age")  # doctest: +SKIP
-    >>> f(jnp.zeros((64, 64, 3))).shape  # doctest: +SKIP
+    >>> f = age_gender("age")  # fetches the face-api weights  # doctest: +SKIP
+    >>> f(jnp.zeros((64, 64, 3))).shape  # fetches the face-api weights  # doctest: +SKIP
     (1,)
     """
     if output not in ("both", "age", "gender"):

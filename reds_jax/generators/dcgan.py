@@ -157,8 +157,8 @@ class DCGANGenerator(nn.Module):
             ``z``'s dtype.
 
         >>> m = DCGANGenerator(latent_dim=8, base_features=2)
-        >>> v = m.init(jax.random.key(0), jnp.zeros((8,), jnp.float32))
-        >>> m.apply(v, jnp.zeros((8,), jnp.float32)).shape
+        >>> v = jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((8,), jnp.float32))
+        >>> jax.eval_shape(m.apply, v, jnp.zeros((8,), jnp.float32)).shape
         (64, 64, 3)
         """
         if z.shape != (self.latent_dim,):
@@ -197,9 +197,9 @@ def convert_dcgan_state_dict(
     Raises:
         ValueError: a key is missing or a shape does not fit the architecture.
 
-    >>> sd = load_torch_zip(assets.fetch("face_dcgan"))["netG_state_dict"]  # doctest: +SKIP
-    >>> module, variables = convert_dcgan_state_dict(sd)  # doctest: +SKIP
-    >>> module.latent_dim  # doctest: +SKIP
+    >>> sd = load_torch_zip(assets.fetch("face_dcgan"))["netG_state_dict"]  # fetches the face DCGAN weights  # doctest: +SKIP
+    >>> module, variables = convert_dcgan_state_dict(sd)  # fetches the face DCGAN weights  # doctest: +SKIP
+    >>> module.latent_dim  # fetches the face DCGAN weights  # doctest: +SKIP
     100
     """
     missing = [
@@ -316,8 +316,8 @@ def face_dcgan(root: str | os.PathLike[str] | None = None) -> FaceDCGAN:
         reds_jax.assets.AssetError: the weights are not cached and cannot be downloaded; the
             message says where to place the file.
 
-    >>> gan = face_dcgan()  # doctest: +SKIP
-    >>> gan.generator(jnp.zeros(100, jnp.float32)).shape  # doctest: +SKIP
+    >>> gan = face_dcgan()  # fetches the face DCGAN weights  # doctest: +SKIP
+    >>> gan.generator(jnp.zeros(100, jnp.float32)).shape  # fetches the face DCGAN weights  # doctest: +SKIP
     (64, 64, 3)
     """
     module, variables = _load_variables(assets.fetch("face_dcgan", root))

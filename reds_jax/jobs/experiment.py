@@ -13,31 +13,65 @@ import copy
 import dataclasses
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from reds_jax.core.traverse import traverse
+from reds_jax.core.solvers import Diagnostics
+from reds_jax.core.traverse import shard_batch, traverse_one
+from reds_jax.core.validate import check_memory
 from reds_jax.jobs import models
 from reds_jax.jobs.config import ConfigError, JobConfig, parse_seeds
 
-__all__ = ["ConfigError", "Experiment", "JobConfig", "get_experiment", "parse_seeds"]
+__all__ = [
+    "DIAGNOSTICS_PREFIX",
+    "ConfigError",
+    "Experiment",
+    "JobConfig",
+    "diagnostics_warning",
+    "get_experiment",
+    "parse_seeds",
+]
+
+DIAGNOSTICS_PREFIX = "diagnostics_"  # run() / shard keys: diagnostics_<field of Diagnostics>
 
 
 # ---------------------------------------------------------------------------------------------
 # The compiled experiment
 
 
-def _shard_batch(x: jax.Array) -> jax.Array:
-    devices = jax.devices()
-    if len(devices) == 1:
-        return x
-    mesh = Mesh(np.asarray(devices), ("batch",))
-    return jax.device_put(x, NamedSharding(mesh, PartitionSpec("batch", *([None] * (x.ndim - 1)))))
+def diagnostics_warning(arrays: Mapping[str, np.ndarray]) -> str | None:
+    """One warning line with the non-zero fallback counts of :meth:`Experiment.run` arrays (or the
+    totals of several runs), or None when every count is zero.
+
+    >>> diagnostics_warning({"diagnostics_solve_fallback": np.array([[0, 2]])})
+    'warning: numerical fallbacks on some paths: solve_fallback=2 (per-path counts in the \
+diagnostics_* arrays; see the README, Numerical fallbacks)'
+    >>> diagnostics_warning({"diagnostics_ridge_raised": np.array([[1, 1]])}).split(" (")[0]
+    'note: ridge raised to the precision floor: ridge_raised=2'
+    """
+    counts = {
+        f: int(np.sum(arrays[DIAGNOSTICS_PREFIX + f]))
+        for f in Diagnostics._fields
+        if f != "residual" and DIAGNOSTICS_PREFIX + f in arrays
+    }
+    counts = {f: c for f, c in counts.items() if c}
+    if not counts:
+        return None
+    listed = ", ".join(f"{f}={c}" for f, c in counts.items())
+    # A raised ridge alone is routine in float32 (the precision floor exceeds the default ridge).
+    what = (
+        "note: ridge raised to the precision floor"
+        if list(counts) == ["ridge_raised"]
+        else "warning: numerical fallbacks on some paths"
+    )
+    return (
+        f"{what}: {listed} (per-path counts in the {DIAGNOSTICS_PREFIX}* arrays; see the "
+        "README, Numerical fallbacks)"
+    )
 
 
 class Experiment:
@@ -51,8 +85,8 @@ class Experiment:
         larger than the varied feature or latent size).
 
     >>> exp = Experiment(JobConfig(model="rooms", model_args={"latent_dim": 4, "size": 16},
-    ...                            k=1, steps=1))  # doctest: +SKIP
-    >>> exp.run(seeds=[0, 1])["images"].shape  # doctest: +SKIP
+    ...                            k=1, steps=1))  # compiles a traversal  # doctest: +SKIP
+    >>> exp.run(seeds=[0, 1])["images"].shape  # compiles a traversal  # doctest: +SKIP
     (2, 2, 2, 16, 16, 3)
     """
 
@@ -73,9 +107,15 @@ class Experiment:
         self._fn = jax.jit(jax.vmap(self._one))
         d = self.model.latent_dim
         try:  # validate against traverse's own checks before any compile
-            jax.eval_shape(self._one, jnp.zeros((d,), self.dtype), jnp.zeros((), jnp.uint32))
+            shapes = jax.eval_shape(
+                self._one, jnp.zeros((d,), self.dtype), jnp.zeros((), jnp.uint32)
+            )
         except ValueError as err:
             raise ConfigError(f"config: {err}") from None
+        # bytes kept per start latent, and (a rough upper estimate) needed while computing one:
+        # the float images of every frame, their features and distances, besides the outputs
+        self._out_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+        self._work_bytes = self._out_bytes + 3 * shapes["images"].size * self.dtype.itemsize
 
     @property
     def latent_dim(self) -> int:
@@ -85,9 +125,10 @@ class Experiment:
     def _one(self, z: jax.Array, seed: jax.Array):
         cfg = self.config
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.key), seed), 1)
-        tr = traverse(
+        tr = traverse_one(
             self.model.generator,
             z,
+            key,
             vary=self.vary,
             fix=self.fix,
             method=cfg.method,
@@ -95,8 +136,9 @@ class Experiment:
             k=cfg.k,
             steps=cfg.steps,
             step_size=cfg.step_size,
-            key=key,
-            **({} if cfg.solver == "dense" else {"solver": cfg.solver}),
+            step_target=cfg.step_target,
+            correct=cfg.correct,
+            solver=cfg.solver,
             **cfg.options,
         )
         images = jax.vmap(jax.vmap(self.model.generator))(tr.latents)
@@ -112,6 +154,7 @@ class Experiment:
             "vary_distances": stack(tr.vary_distances),
             "fix_distances": stack(tr.fix_distances),
             "values": tr.values,
+            **{DIAGNOSTICS_PREFIX + f: v for f, v in tr.diagnostics._asdict().items()},
         }
 
     def start_latents(self, seeds: Sequence[int]) -> np.ndarray:
@@ -131,7 +174,7 @@ class Experiment:
         """Traverses from the start latents of ``seeds`` (or the given ``latents``) and renders.
 
         Every compiled call gets exactly ``batch_size`` latents (the last batch is padded), so a
-        job compiles once; the batch is sharded over ``jax.devices()``.
+        job compiles once; the batch is sharded over this process's ``jax.local_devices()``.
 
         Args:
           seeds: ``[N]`` seeds (the traversal keys; the start latents too unless ``latents``).
@@ -143,8 +186,21 @@ class Experiment:
         Returns:
           dict of numpy arrays: ``images`` uint8 ``[N, 2k, T+1, H, W, 3]``, ``latents``
           ``[N, 2k, T+1, d]``, ``vary_distances`` ``[N, V, 2k, T+1]``, ``fix_distances``
-          ``[N, F, 2k, T+1]``, ``values`` ``[N, k]``, ``seeds`` int64 ``[N]``.
+          ``[N, F, 2k, T+1]``, ``values`` ``[N, k]``, ``seeds`` int64 ``[N]``, and the
+          :class:`~reds_jax.core.solvers.Diagnostics` fields as ``diagnostics_<field>`` (counts
+          int32 ``[N, 2k]``, ``diagnostics_residual`` ``[N, 2k, T+1]``).
         """
+        n_dev = len(jax.local_devices())
+        bs = batch_size or min(self.config.batch_size, len(seeds))
+        bs = -(-bs // n_dev) * n_dev
+        cfg = self.config
+        check_memory(
+            len(seeds) * self._out_bytes + bs * self._work_bytes,
+            f"traversing {len(seeds)} start latent(s) with k={cfg.k}, steps={cfg.steps} "
+            f"(2k·(T+1) = {2 * cfg.k * (cfg.steps + 1)} frames each, {bs} per compiled call)",
+            "pass fewer seeds (reds-jax augment writes them in shards), or lower k, steps or "
+            "batch_size",
+        )
         seeds = np.asarray(seeds, np.int64).reshape(-1)
         z = self.start_latents(seeds) if latents is None else np.asarray(latents, self.dtype)
         if z.shape != (len(seeds), self.latent_dim):
@@ -153,20 +209,14 @@ class Experiment:
             )
         if not np.all(np.isfinite(z)):
             raise ValueError("latents contain NaN or inf; pass finite start latents.")
-        n_dev = len(jax.devices())
-        bs = batch_size or min(self.config.batch_size, len(seeds))
-        bs = -(-bs // n_dev) * n_dev
         parts = []
         for start in range(0, len(seeds), bs):
-            zb, sb = z[start : start + bs], seeds[start : start + bs]
-            pad = bs - len(sb)
-            if pad:
-                zb = np.concatenate([zb, np.repeat(zb[-1:], pad, axis=0)])
-                sb = np.concatenate([sb, np.repeat(sb[-1:], pad)])
-            out = self._fn(_shard_batch(jnp.asarray(zb)), _shard_batch(jnp.asarray(sb, jnp.uint32)))
-            parts.append({name: np.asarray(v)[: bs - pad] for name, v in out.items()})
+            zb, n = shard_batch(jnp.asarray(z[start : start + bs]), bs)
+            sb, _ = shard_batch(jnp.asarray(seeds[start : start + bs], jnp.uint32), bs)
+            out = self._fn(zb, sb)
+            parts.append({name: np.asarray(v)[:n] for name, v in out.items()})
             if on_batch is not None:
-                on_batch(bs - pad)
+                on_batch(n)
         result = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         result["seeds"] = seeds
         return result
@@ -182,7 +232,7 @@ def get_experiment(config: JobConfig) -> Experiment:
     """A compiled :class:`Experiment` for ``config``, reused across calls in this process.
 
     The last 8 configurations are kept (keyed by every field but ``seeds``, ``latents``,
-    ``shard_size``, ``batch_size`` and ``compress``), so repeated jobs compile once.
+    ``shard_size``, ``batch_size``, ``compress`` and ``format``), so repeated jobs compile once.
 
     Args:
       config: a :class:`JobConfig`.
@@ -192,7 +242,7 @@ def get_experiment(config: JobConfig) -> Experiment:
     """
     cfg = config.resolved()
     fields = dataclasses.asdict(cfg)
-    for name in ("seeds", "latents", "shard_size", "batch_size", "compress"):
+    for name in ("seeds", "latents", "shard_size", "batch_size", "compress", "format"):
         fields.pop(name)
     fields["vary"], fields["fix"] = list(cfg.vary), list(cfg.fix)
     try:

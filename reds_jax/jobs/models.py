@@ -155,6 +155,11 @@ def available_models() -> tuple[str, ...]:
     return tuple(name for name, entry in MODELS.items() if entry.available() is None)
 
 
+# "module:factory" -> (factory, its entry): one entry (one loader) per factory object, so that
+# get_experiment's compile cache holds for factory models too
+_FACTORY_ENTRIES: dict[str, tuple[Any, ModelEntry]] = {}
+
+
 def _import_factory(name: str) -> ModelEntry:
     module_name, _, attr = name.partition(":")
     try:
@@ -164,6 +169,9 @@ def _import_factory(name: str) -> ModelEntry:
             f"model {name!r}: cannot import {attr!r} from module {module_name!r} ({err}). Pass a "
             f"registered model ({sorted(MODELS)}) or 'package.module:factory'."
         ) from None
+    known = _FACTORY_ENTRIES.get(name)
+    if known is not None and known[0] is factory:
+        return known[1]
 
     def loader(**kwargs):
         made = factory(**kwargs)
@@ -178,13 +186,15 @@ def _import_factory(name: str) -> ModelEntry:
             )
         return made, generator, int(latent_dim)
 
-    return ModelEntry(
+    entry = ModelEntry(
         loader=loader,
         description=f"user factory {name}",
         vary=tuple(getattr(factory, "vary", ("pixels",))),
         fix=tuple(getattr(factory, "fix", ())),
         step_size=float(getattr(factory, "step_size", 0.1)),
     )
+    _FACTORY_ENTRIES[name] = (factory, entry)
+    return entry
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -269,29 +279,10 @@ def _load_rooms(latent_dim: int = 16, size: int = 64, seed: int = 0):
     return oracle, oracle.generator, oracle.latent_dim
 
 
-def _rooms_gan_fn() -> Callable[..., Any] | None:
-    try:
-        module = importlib.import_module("reds_jax.generators.rooms_gan")
-    except ImportError:
-        return None
-    fn = getattr(module, "rooms_gan", None)
-    return fn if callable(fn) else None
-
-
-def _rooms_gan_available() -> str | None:
-    if _rooms_gan_fn() is None:
-        return "reds_jax.generators.rooms_gan is not part of this installation yet."
-    try:  # the shipped weights live in reds_jax/weights/ (reds_jax.weights.weights_path)
-        path = importlib.import_module("reds_jax.weights").weights_path("rooms_gan.msgpack")
-    except (ImportError, AttributeError, ValueError):
-        return None  # layout unknown: let the loader say what is missing
-    if not path.is_file():
-        return f"its weights {path} are not in this installation yet."
-    return None
-
-
 def _load_rooms_gan(path: str | None = None):
-    gan = _rooms_gan_fn()(path) if path is not None else _rooms_gan_fn()()
+    from reds_jax.generators import rooms_gan
+
+    gan = rooms_gan(path)
     return gan, gan.generator, gan.latent_dim
 
 
@@ -367,13 +358,7 @@ def _band(args, spec, usage):
 def _neural(fn_name: str, **kwargs):
     def build(args, spec, usage):
         _n_args(args, 0, spec, usage)
-        fn = getattr(_features, fn_name, None)
-        if fn is None:
-            raise ValueError(
-                f"feature {spec!r} needs reds_jax.features.{fn_name}, which this installation "
-                "does not have; use a closed-form feature (pixels, region, lowpass, highpass, band)."
-            )
-        return fn(**kwargs)
+        return getattr(_features, fn_name)(**kwargs)
 
     return build
 
@@ -381,11 +366,8 @@ def _neural(fn_name: str, **kwargs):
 def _arcface(args, spec, usage):
     if len(args) not in (1, 5) or not args[0]:
         raise ValueError(f"feature {spec!r}: write {usage}.")
-    fn = getattr(_features, "arcface", None)
-    if fn is None:
-        raise ValueError(f"feature {spec!r} needs reds_jax.features.arcface (not installed here).")
     box = tuple(_numbers(args[1:], spec, usage)) if len(args) == 5 else None
-    return fn(args[0], box=box)
+    return _features.arcface(args[0], box=box)
 
 
 FEATURES: dict[str, tuple[str, Callable[[list[str], str, str], Any]]] = {
@@ -481,5 +463,4 @@ register_model(
     vary=("lowpass:4",),
     fix=("highpass:2",),
     step_size=1.5,
-    available=_rooms_gan_available,
 )
