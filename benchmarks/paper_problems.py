@@ -73,8 +73,15 @@ class Scale:
 
 
 SCALES = {
-    "tiny": Scale(16, 128, 8, w_dim=384, arcface_input=16, arcface_layers=(1, 1, 1, 1),
-                  arcface_widths=(4, 4, 4, 4)),  # fmt: skip
+    "tiny": Scale(
+        16,
+        128,
+        8,
+        w_dim=384,
+        arcface_input=16,
+        arcface_layers=(1, 1, 1, 1),
+        arcface_widths=(4, 4, 4, 4),
+    ),  # fmt: skip
     "cpu": Scale(128, 16384, 64, arcface_input=64),
     "256": Scale(256, 16384, 512),
     "1024": Scale(1024, 32768, 512),
@@ -128,7 +135,7 @@ def _stylegan2_variables(scale: str, seed: int) -> Any:
         if names[-1] == "noise_strength":
             return jnp.full_like(x, 0.1)
         if "torgb" in names and names[-1] == "weight":
-            return x * (0.5 / np.sqrt(n_blocks))
+            return x * jnp.asarray(0.5 / np.sqrt(n_blocks), x.dtype)
         return x
 
     return jax.tree_util.tree_map_with_path(adjust, variables)
@@ -171,9 +178,9 @@ def _identity_net(scale: str, seed: int):
         names = [getattr(p, "key", "") for p in path]
         if names[-1] in ("kernel", "fc_kernel"):
             fan_in = int(np.prod(w.shape[:-1]))
-            return w * (1.0 / (0.1 * np.sqrt(fan_in)))
+            return w * jnp.asarray(1.0 / (0.1 * np.sqrt(fan_in)), w.dtype)
         if names[-2:] == ["bn3", "scale"]:
-            return w * 0.3
+            return w * jnp.asarray(0.3, w.dtype)
         return w
 
     variables = jax.tree_util.tree_map_with_path(adjust, variables)

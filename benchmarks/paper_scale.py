@@ -72,7 +72,7 @@ def make_solver(spec: str):
 
 MF_W = "matrix_free"
 MF_BIG = "matrix_free+cold_start=iterative"  # W+ / S: no [d, d] array, the start included
-EXACT = "exact+iters=400+tol=1e-6+guard=2"
+EXACT = "exact+max_iters=200+tol=1e-6+guard=2"
 
 
 def grid(scale: str, experiments: Sequence[str]) -> list[dict[str, Any]]:
@@ -101,8 +101,11 @@ def grid(scale: str, experiments: Sequence[str]) -> list[dict[str, Any]]:
             {"kind": "reference", "experiment": exp, "space": "w", "solver": "reference",
              "name": f"{exp}/w/reference"}
         )  # fmt: skip
-    if big:  # on an accelerator the slowest rows come last
-        rows.sort(key=lambda r: {"path": 0, "solve": 1, "reference": 2}[r["kind"]])
+    if big:  # on an accelerator: the target row first, the least informative last
+        first = [f"/w+/{MF_BIG}", f"/w/{MF_W}", "/w/chunked@track", "/w+/exact@all",
+                 f"/s/{MF_BIG}", "/w/reference", "/s/exact@all"]  # fmt: skip
+        rank = lambda r: next((i for i, f in enumerate(first) if r["name"].endswith(f)), 99)  # noqa: E731
+        rows.sort(key=lambda r: (rank(r), r["experiment"] != experiments[0]))
     return rows
 
 
@@ -480,6 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per row")
     parser.add_argument("--nice", type=int, default=10)
+    parser.add_argument(
+        "--budget", type=float, default=None, help="start no row after this many seconds"
+    )
     parser.add_argument("--machine", default=None)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--name", default="paper_scale")
@@ -498,7 +504,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         saved: dict[str, str] = {}
+        t_run = time.perf_counter()
         for i, row in enumerate(rows):
+            if args.budget is not None and time.perf_counter() - t_run > args.budget:
+                results.append({**row, "error": f"not started: --budget {args.budget:.0f} s spent"})
+                continue
             spec = {**row, "scale": args.scale, "n": args.n, "k": 1, "steps": args.steps,
                     "step_size": args.step_size, "repeats": args.repeats,
                     "save": os.path.join(tmp, f"row{i}.npz")}  # fmt: skip

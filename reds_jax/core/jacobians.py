@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MODES = ("auto", "fwd", "rev", "fd", "fd_forward", "fd_official")
 POINT_MODES = MODES[:-1]  # what one Jacobian evaluation can use (fd_official picks one of them)
@@ -288,3 +289,61 @@ def feature_grams(
     pairs = zip(bounds[:-1], bounds[1:], strict=True)
     grams = jnp.stack([jac[a:b].T @ jac[a:b] for a, b in pairs])
     return (grams, bad) if count else grams
+
+
+def jaxpr_values(jaxpr, inputs: bool = True) -> list:
+    """Every value (``jax.core.Var``) of a jaxpr and its sub-jaxprs (``scan``, ``while``,
+    ``cond``, ``pjit``, custom rules, ...): what XLA may have to hold in memory. ``inputs=False``
+    leaves out inputs and constants (e.g. network weights), keeping computed values only."""
+    from jax.extend import core as jex
+
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    out = [*jaxpr.invars, *jaxpr.constvars] if inputs else []
+    for eqn in jaxpr.eqns:
+        out += eqn.outvars
+    for sub in jex.subjaxprs(jaxpr):
+        out += jaxpr_values(sub, inputs)
+    return out
+
+
+def largest_value(fn: Callable[[Array], Array], z: Array) -> int:
+    """Entries of the largest value ``fn`` computes at ``z`` (traced, not run; inputs and
+    constants such as weights left out)."""
+    values = jaxpr_values(jax.make_jaxpr(fn)(z), inputs=False)
+    return max([1] + [int(np.prod(v.aval.shape)) for v in values if hasattr(v.aval, "shape")])
+
+
+def auto_chunk_size(
+    generator: Callable[[Array], Array],
+    features: Sequence[Callable[[Array], Array]],
+    z: Array,
+    mode: str,
+    budget: int,
+) -> int | None:
+    """The ``chunk_size`` that keeps the Jacobian of all features within ``budget`` bytes.
+
+    The unchunked Jacobian costs about ``n·w`` entries: ``n`` tangents (``d`` forward, ``m``
+    reverse: :func:`resolve_mode`) times ``w``, the larger of the output size ``m`` and the
+    largest intermediate value of generator + features (every tangent carries one of those
+    through the network). Returns None when that fits, else ``max(1, budget // (w·itemsize))``.
+
+    >>> import jax.numpy as jnp
+    >>> g = lambda v: jnp.tile(v, 100).reshape(10, -1, 1)
+    >>> auto_chunk_size(g, [lambda x: x], jnp.ones(8), "auto", 2**20) is None
+    True
+    >>> auto_chunk_size(g, [lambda x: x], jnp.ones(8), "auto", 8 * 800)
+    2
+    """
+
+    def stacked(v):
+        image = generator(v)
+        return jnp.concatenate([jnp.ravel(f(image)) for f in features])
+
+    d = z.shape[0]
+    m = output_size(stacked, z)
+    width = max(m, largest_value(stacked, z))
+    n = d if resolve_mode(mode, m, d) == "fwd" else m
+    itemsize = jnp.dtype(z.dtype).itemsize
+    if n * width * itemsize <= budget:
+        return None
+    return max(1, int(budget // (width * itemsize)))

@@ -26,8 +26,6 @@ from reds_jax.core.linalg import cholesky_inverse, small_eigh, symmetrize
 
 Array = jax.Array
 
-UNROLL = 4  # LOBPCG iterations up to this count are unrolled in the trace
-
 
 class Pencil(Protocol):
     """What :func:`lobpcg` needs of a pencil ``(A, B)``."""
@@ -59,6 +57,7 @@ class Result(NamedTuple):
       residual: ``[p]`` relative residuals ``‖A x − θ B x‖·‖x‖ / (|θ|·xᵀBx)`` of the block that
         entered the last iteration (measured there; the returned block is at least as converged).
       nonfinite: int32, non-finite product entries set to zero.
+      iterations: int32, iterations run (``iters``, or fewer when ``tol`` was reached).
     """
 
     theta: Array
@@ -67,6 +66,7 @@ class Result(NamedTuple):
     skipped: Array
     residual: Array
     nonfinite: Array
+    iterations: Array
 
 
 def rayleigh_ritz(pencil: Pencil, s: Array, js: Array) -> tuple[Array, Array]:
@@ -108,15 +108,24 @@ def relative_residuals(pencil: Pencil, x: Array, jx: Array, theta: Array, r: Arr
     return num / jnp.maximum(jnp.abs(theta) * xbx, tiny)
 
 
-def lobpcg(pencil: Pencil, x: Array, iters: int) -> Result:
+def lobpcg(
+    pencil: Pencil, x: Array, iters: int, *, tol: float | None = None, check: int | None = None
+) -> Result:
     """Top-``p`` generalised eigenpairs of the pencil, warm-started from the rows of ``x [p, d]``.
 
     Costs ``p`` products, then per iteration one residual block and one product per search row.
+    With ``tol``, iterations stop (a ``lax.while_loop``) as soon as the relative residual of each
+    of the first ``check`` Ritz pairs is at most ``tol``, after at most ``iters``; the residual is
+    then measured on the block that is returned (one more residual block per solve), and a block
+    that already meets ``tol`` costs no iteration.
 
     Args:
       pencil: the pencil (see :class:`Pencil`).
       x: ``[p, d]`` start block (rows).
-      iters: LOBPCG iterations (static, >= 1).
+      iters: LOBPCG iterations (static, >= 1): the count, or the cap with ``tol``.
+      tol: relative-residual tolerance (see :func:`relative_residuals`), or None (``iters``
+        iterations).
+      check: leading Ritz pairs the tolerance applies to (default all ``p``).
 
     Returns:
       :class:`Result`.
@@ -126,20 +135,21 @@ def lobpcg(pencil: Pencil, x: Array, iters: int) -> Result:
     >>> res = lobpcg(pencil, jnp.ones((1, 3)), 3)
     >>> round(float(res.theta[0]), 4)
     3.0
+    >>> res = lobpcg(pencil, jnp.ones((1, 3)), 20, tol=1e-4)
+    >>> int(res.iterations) < 20, bool(res.residual[0] <= 1e-4)
+    (True, True)
     """
     p = x.shape[0]
+    check = p if check is None else min(int(check), p)
     zero = jnp.zeros((), jnp.int32)
     jx, bad = pencil.apply(x)
     theta, coef = rayleigh_ritz(pencil, x, jx)
     ok = jnp.all(jnp.isfinite(coef)) & jnp.all(jnp.isfinite(theta))
     x, jx = jnp.where(ok, coef @ x, x), jnp.where(ok, coef @ jx, jx)
     theta = jnp.where(ok, theta, 0.0)
-    res0 = jnp.zeros((p,), x.dtype)
 
-    def body(state):
-        x, jx, pdir, jp, theta, _, bad = state
-        r, bad_r = pencil.residual(x, jx, theta)
-        res = relative_residuals(pencil, x, jx, theta, r)
+    def search(x, jx, pdir, jp, r):
+        """One Rayleigh-Ritz step on ``[x, preconditioned r, pdir]``."""
         blocks = []
         for blk in pencil.precondition(r):
             tiny = jnp.finfo(blk.dtype).tiny
@@ -152,25 +162,52 @@ def lobpcg(pencil: Pencil, x: Array, iters: int) -> Result:
         th, coef = rayleigh_ritz(pencil, s, js)
         c = coef[:p]
         new_p, new_jp = c[:, p:] @ s[p:], c[:, p:] @ js[p:]
-        return c @ s, c @ js, new_p, new_jp, th[:p], res, bad + bad_r + bad_j
+        return (c @ s, c @ js, new_p, new_jp, th[:p]), bad_j
 
-    def guarded(_, state):
+    def keep_finite(new, x, jx, theta):
         # An iteration whose Rayleigh-Ritz step is not finite (float32 rounding on a nearly
         # dependent basis) is skipped: the block and its Ritz values stay, the search directions
         # restart from zero.
-        x, jx, _, _, theta, _, _, skipped = state
-        new = body(state[:-1])
-        ok = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(t)) for t in new[:5]]))
+        ok = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(t)) for t in new]))
         fallback = (x, jx, jnp.zeros_like(x), jnp.zeros_like(jx), theta)
-        kept = tuple(jnp.where(ok, a, b) for a, b in zip(new[:5], fallback, strict=True))
-        res = jnp.where(jnp.isfinite(new[5]), new[5], 0.0)
-        return (*kept, res, new[6], skipped + (~ok).astype(jnp.int32))
+        kept = tuple(jnp.where(ok, a, b) for a, b in zip(new, fallback, strict=True))
+        return kept, (~ok).astype(jnp.int32)
 
-    state = (x, jx, jnp.zeros_like(x), jnp.zeros_like(jx), theta, res0, bad, zero)
-    if iters <= UNROLL:  # a few tracking iterations: unrolled (no inner while loop)
-        for i in range(iters):
-            state = guarded(i, state)
-    else:
-        state = jax.lax.fori_loop(0, iters, guarded, state)
-    x, jx, _, _, theta, res, bad, skipped = state
-    return Result(theta, x, jx, skipped, res, bad)
+    def measured(x, jx, theta):
+        r, bad_r = pencil.residual(x, jx, theta)
+        res = relative_residuals(pencil, x, jx, theta, r)
+        return r, jnp.where(jnp.isfinite(res), res, jnp.inf), bad_r
+
+    if tol is None:
+
+        def fixed(_, state):
+            x, jx, pdir, jp, theta, _, bad, skipped = state
+            r, res, bad_r = measured(x, jx, theta)
+            new, bad_j = search(x, jx, pdir, jp, r)
+            kept, skip = keep_finite(new, x, jx, theta)
+            res = jnp.where(jnp.isfinite(res), res, 0.0)
+            return (*kept, res, bad + bad_r + bad_j, skipped + skip)
+
+        res0 = jnp.zeros((p,), x.dtype)
+        state = (x, jx, jnp.zeros_like(x), jnp.zeros_like(jx), theta, res0, bad, zero)
+        x, jx, _, _, theta, res, bad, skipped = jax.lax.fori_loop(0, iters, fixed, state)
+        return Result(theta, x, jx, skipped, res, bad, jnp.asarray(iters, jnp.int32))
+
+    tol_ = jnp.asarray(tol, x.dtype)
+
+    def adaptive(state):
+        x, jx, pdir, jp, theta, r, _, bad, skipped, it = state
+        new, bad_j = search(x, jx, pdir, jp, r)
+        kept, skip = keep_finite(new, x, jx, theta)
+        r, res, bad_r = measured(*kept[:2], kept[4])
+        return (*kept, r, res, bad + bad_j + bad_r, skipped + skip, it + 1)
+
+    def unconverged(state):
+        res, it = state[6], state[9]
+        return (it < iters) & jnp.any(res[:check] > tol_)
+
+    r, res, bad_r = measured(x, jx, theta)
+    state = (x, jx, jnp.zeros_like(x), jnp.zeros_like(jx), theta, r, res, bad + bad_r, zero, zero)
+    x, jx, _, _, theta, _, res, bad, skipped, it = jax.lax.while_loop(unconverged, adaptive, state)
+    res = jnp.where(jnp.isfinite(res), res, 0.0)
+    return Result(theta, x, jx, skipped, res, bad, it)

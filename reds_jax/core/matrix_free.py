@@ -30,14 +30,22 @@ only how the top-``k`` eigenvectors are found differs (``maxc``: ``B = 0``):
     preconditioner changes only the speed of convergence, never the answer. The norms
     ``‖A_k(z_0)‖_F`` are kept along the path (the dense solver renormalises at every step): with one
     varied and one fixed feature this changes nothing but the size of ``λ`` relative to ``B``.
-  - ``"iterative"``: no Gram at all. The start block is seeded-random and refined by ``cold_iters``
-    unpreconditioned iterations; each Frobenius norm is estimated by Hutchinson's estimator
-    ``‖A‖_F² = E‖A g‖²``, ``g ~ N(0, I)``, with ``probes`` probes (relative standard deviation at
-    most ``√(2/probes)``, reached for a rank-one Gram; smaller for flatter spectra). Scaling
-    ``A_vary`` never changes the directions; scaling a fixed Gram changes its weight relative to
-    the other fixed Grams and to ``λ``. The ridge floor uses an upper bound of ``‖B‖_F`` in place
-    of ``max diag(B)``. Without a preconditioner, convergence depends on the conditioning of
-    ``B``: raise ``iters``.
+  - ``"iterative"``: products only, no ``[d, d]`` array (the default above
+    ``d = dense_start_max_d``, 1024). One set of ``s = max(probes, p)`` Gaussian probes ``g``
+    serves three ends: each Frobenius norm by Hutchinson's estimator ``‖A‖_F² = E‖A g‖²``
+    (relative standard deviation at most ``√(2/s)``, reached for a rank-one Gram; smaller for
+    flatter spectra; scaling ``A_vary`` never changes the directions, scaling a fixed Gram changes
+    its weight relative to the other fixed Grams and to ``λ``), a rank-``s`` Nyström
+    approximation of ``B`` whose inverse (:class:`LowRankPreconditioner`, ``[s, d]`` factors)
+    preconditions the residuals at the start and along the paths, and the start block: the top
+    ``p`` Ritz vectors of the probes' span. ``cold_iters`` (or ``cold_tol``) preconditioned
+    iterations refine it. The ridge floor uses an upper bound of ``‖B‖_F`` in place of
+    ``max diag(B)``. Cost: ``s`` forward and ``K·s`` transpose products (``K`` features).
+* **Adaptive stopping** (``tol``, default 1e-2; ``max_iters``, default 8): each tracking step
+  iterates until the relative Ritz residual of each top-``k`` pair is at most ``tol`` (a
+  ``lax.while_loop``; a warm-started block that already meets it costs no iteration), and reports
+  the residual of the returned block and the iterations in the diagnostics. ``tol=None`` runs a
+  fixed ``iters``.
 * **Sketch** (option ``sketch=m'``): each fixed feature with more than ``m'`` entries is replaced by
   a seeded Gaussian sketch ``S f / √m'`` (``S [m', m]``, seed ``sketch_seed``), so the problem
   solved is the Rayleigh form with ``B_s = Σ c_k J_kᵀSᵀS J_k / m'`` (``E[B_s] = B``). It shrinks
@@ -74,7 +82,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve
 
 from reds_jax.core.jacobians import count_nonfinite, output_size, sanitize
-from reds_jax.core.linalg import fix_signs, safe_ridge, symmetrize, unit_rows
+from reds_jax.core.linalg import fix_signs, safe_ridge, small_eigh, symmetrize, unit_rows
 from reds_jax.core.lobpcg import Result, lobpcg
 
 Array = jax.Array
@@ -82,11 +90,69 @@ Array = jax.Array
 PRECONDS = ("both", "start", "none")
 
 
-def _precondition(pinv: Array | None, precond: str, r: Array) -> tuple[Array, ...]:
+class LowRankPreconditioner(NamedTuple):
+    """``T ≈ (B + λI)⁻¹`` from a rank-``r`` Nyström approximation ``B ≈ Uᵀ diag(σ) U`` (rows
+    ``U [r, d]`` orthonormal): ``T = Uᵀ diag((σ_r + λ)/(σᵢ + λ)) U + (I − UᵀU)`` (Frangella, Tropp
+    & Udell 2023, scaled so the complement keeps unit weight; LOBPCG is invariant to the scale).
+    Built from ``r`` products of ``B``, applied in ``O(r d)``: no ``[d, d]`` array.
+
+    Attributes:
+      u: ``[r, d]`` orthonormal rows.
+      gain: ``[r]`` ``(σ_r + λ)/(σᵢ + λ) − 1`` (0 for dropped rows).
+    """
+
+    u: Array
+    gain: Array
+
+    def apply(self, r: Array) -> Array:
+        """``T r`` for rows ``r [p, d]``."""
+        return r + ((r @ self.u.T) * self.gain[None, :]) @ self.u
+
+
+def nystrom_preconditioner(omega: Array, b_omega: Array, lam: Array) -> LowRankPreconditioner:
+    """The :class:`LowRankPreconditioner` of ``B + λI`` from test rows ``omega [r, d]`` and their
+    products ``b_omega = omega @ B`` (``[r, d]``), by the stable shifted Nyström method (Tropp et
+    al. 2017): shift ``ν``, ``M = Ω (BΩ + νΩ)ᵀ``, ``B̂ = (BΩ+νΩ)ᵀ M⁻¹ (BΩ+νΩ)``, ``σ = eig(B̂) − ν``.
+    Small eigen-solves only (``[r, r]``)."""
+    dtype = omega.dtype
+    q = omega / jnp.maximum(jnp.linalg.norm(omega, axis=1, keepdims=True), jnp.finfo(dtype).tiny)
+    scale = 1.0 / jnp.maximum(jnp.linalg.norm(omega, axis=1), jnp.finfo(dtype).tiny)
+    y = b_omega * scale[:, None]
+    # Orthonormalise the test rows (SVQB) and carry B's products along: y stays q @ B.
+    ev, v = small_eigh(q @ q.T)
+    keep = ev > jnp.max(ev) * q.shape[0] * 100 * jnp.finfo(dtype).eps
+    t = v * jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, ev, 1.0)), 0.0)[None, :]
+    q, y = t.T @ q, t.T @ y
+    nu = jnp.sqrt(jnp.asarray(q.shape[1], dtype)) * jnp.finfo(dtype).eps * jnp.linalg.norm(y)
+    y = y + nu * q
+    ev_m, v_m = small_eigh(symmetrize(q @ y.T))  # M = Ω B_ν Ωᵀ, SPD on the kept rows
+    ok = ev_m > jnp.finfo(dtype).eps * jnp.maximum(jnp.max(ev_m), jnp.finfo(dtype).tiny)
+    half = v_m * jnp.where(ok, 1.0 / jnp.sqrt(jnp.where(ok, ev_m, 1.0)), 0.0)[None, :]
+    f = half.T @ y  # rows of B̂'s factor: B̂ = fᵀ f
+    ev_f, w = small_eigh(f @ f.T)
+    kept = ev_f > jnp.finfo(dtype).eps * jnp.maximum(jnp.max(ev_f), jnp.finfo(dtype).tiny)
+    u = (w * jnp.where(kept, 1.0 / jnp.sqrt(jnp.where(kept, ev_f, 1.0)), 0.0)[None, :]).T @ f
+    sigma = jnp.maximum(ev_f - nu, 0.0)
+    sigma_r = jnp.min(jnp.where(kept, sigma, jnp.inf))
+    gain = jnp.where(kept, (sigma_r + lam) / (sigma + lam) - 1.0, 0.0)
+    gain = jnp.where(jnp.isfinite(gain), gain, 0.0)
+    return LowRankPreconditioner(jnp.where(kept[:, None], u, 0.0), gain)
+
+
+def _precondition(pinv, precond: str, r: Array) -> tuple[Array, ...]:
     if pinv is None:
         return (r,)
-    tr = r @ pinv  # the preconditioner (B(z_0) + λI)⁻¹ is symmetric
+    if isinstance(pinv, LowRankPreconditioner):
+        tr = pinv.apply(r)
+    else:
+        tr = r @ pinv  # the preconditioner (B(z_0) + λI)⁻¹ is symmetric
     return (tr,) if precond == "start" else (r, tr)
+
+
+def map_rows(fn: Callable[[Array], Array], rows: Array, batch: int) -> Array:
+    """``fn`` on every row of ``rows [s, d]``, ``batch`` rows at a time (``lax.map``): the working
+    memory of ``batch`` products, not ``s``."""
+    return jax.lax.map(fn, rows, batch_size=max(1, min(int(batch), rows.shape[0])))
 
 
 class ProductPencil(NamedTuple):
@@ -100,7 +166,8 @@ class ProductPencil(NamedTuple):
       jt: ``w [m] -> Jᵀ w [d]``.
       wa, wb: ``[m]`` per-entry weights ``c_k`` of the varied / fixed features (zero elsewhere).
       lam: ridge ``λ`` (scalar).
-      pinv: ``[d, d]`` preconditioner ``(B(z_0) + λI)⁻¹``, or None.
+      pinv: ``[d, d]`` preconditioner ``(B(z_0) + λI)⁻¹``, a :class:`LowRankPreconditioner`,
+        or None.
       precond: ``"both"``, ``"start"`` or ``"none"``.
     """
 
@@ -255,7 +322,14 @@ def true_quotients(pencil, res: Result) -> tuple[Array, Array, Array]:
 
 
 def start_solve(
-    a: Array, b: Array, ridge: float, x0: Array, iters: int, precond: str
+    a: Array,
+    b: Array,
+    ridge: float,
+    x0: Array,
+    iters: int,
+    precond: str,
+    tol: float | None = None,
+    check: int | None = None,
 ) -> tuple[Array, Array, Array, Array, Result, Array]:
     """The start latent's top-``p`` pairs from its exact Grams, without a ``[d, d]`` eigen-solve.
 
@@ -273,6 +347,8 @@ def start_solve(
       iters: LOBPCG iterations.
       precond: ``"both"``, ``"start"`` or ``"none"`` (the explicit solve is always preconditioned:
         ``"none"`` acts as ``"both"`` here).
+      tol, check: the adaptive stopping rule of :func:`~reds_jax.core.lobpcg.lobpcg` (``iters``
+        is then the cap).
 
     Returns:
       ``values [p]`` (true quotients, descending), unit ``vectors [p, d]`` (rows), the
@@ -288,7 +364,11 @@ def start_solve(
     chol = jnp.where(ok, pencil.chol, jnp.sqrt(lam) * eye)
     pinv = jnp.where(ok, pencil.pinv, eye / lam)
     pencil = pencil._replace(chol=chol, pinv=pinv)
-    res = lobpcg(pencil, x0, iters)
+    res = (
+        lobpcg(pencil, x0, iters)
+        if tol is None
+        else lobpcg(pencil, x0, iters, tol=tol, check=check)
+    )
     values, rows, order = true_quotients(pencil, res)
     res = res._replace(residual=res.residual[order])
     return values, fix_signs(rows), pinv, lam, res, ~ok

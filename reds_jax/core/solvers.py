@@ -32,15 +32,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from reds_jax.core import matrix_free, rayleigh
-from reds_jax.core.jacobians import MODES, feature_grams, output_size, point_mode
+from reds_jax.core.jacobians import (
+    MODES,
+    auto_chunk_size,
+    feature_grams,
+    output_size,
+    point_mode,
+)
 from reds_jax.core.linalg import fix_signs
-from reds_jax.core.lobpcg import lobpcg
+from reds_jax.core.lobpcg import lobpcg, rayleigh_ritz
 
 Array = jax.Array
 
 METHODS = ("reds", "nullspace", "maxc", "minf", "random")
 SOLVERS = ("dense", "matrix_free")
-COLD_STARTS = ("dense", "iterative")
+COLD_STARTS = ("auto", "dense", "iterative")
 PRECONDS = matrix_free.PRECONDS
 PROBLEM_OPTIONS = (
     "weights",
@@ -80,6 +86,9 @@ class Diagnostics(NamedTuple):
         finite (matrix-free; zero for dense).
       rejected_corrections: corrector iterations (``correct > 0``) whose step did not reduce the
         fixed features' deviation or was not finite, so the latent was kept.
+      iterations: LOBPCG iterations run (matrix-free: the start solve's and every tracking
+        step's, summed like the counts; with ``MatrixFree(tol=...)`` the adaptive counts; zero for
+        dense).
       residual: float, relative Ritz residual ``max_i ‖A xᵢ − θᵢ B xᵢ‖·‖xᵢ‖ / (|θᵢ|·xᵢᵀBxᵢ)``
         over the top-``k`` block of the solve at each latent, measured before LOBPCG's last
         iteration (matrix-free; zero for dense, and where no solve ran: the last latent, and every
@@ -92,17 +101,20 @@ class Diagnostics(NamedTuple):
     kept_direction: Array
     skipped_iterations: Array
     rejected_corrections: Array
+    iterations: Array
     residual: Array
 
     @classmethod
     def zeros(cls, dtype) -> Diagnostics:
         """Scalars of one solve where nothing happened."""
         zero = jnp.zeros((), jnp.int32)
-        return cls(zero, zero, zero, zero, zero, zero, jnp.zeros((), dtype))
+        return cls(zero, zero, zero, zero, zero, zero, zero, jnp.zeros((), dtype))
 
     def nonzero(self) -> dict[str, int]:
-        """Totals of the non-zero counts (host side), e.g. for a warning line."""
-        counts = {f: int(np.sum(np.asarray(getattr(self, f)))) for f in self._fields[:-1]}
+        """Totals of the non-zero fallback counts (host side), e.g. for a warning line
+        (``iterations`` is work, not a fallback, and is left out)."""
+        names = [f for f in self._fields[:-1] if f != "iterations"]
+        counts = {f: int(np.sum(np.asarray(getattr(self, f)))) for f in names}
         return {f: c for f, c in counts.items() if c}
 
 
@@ -184,28 +196,68 @@ def _check_jacobian_options(mode: Any, chunk_size: Any) -> None:
 # Dense
 
 
+MEMORY_BUDGET = 2**31  # bytes of Jacobian working memory per latent (Dense.memory_budget)
+DENSE_MAX_D = 4096  # the largest d a dense [d, d] solve is attempted at (Dense.max_d)
+
+
+def check_dense_size(d: int, max_d: int | None, who: str, force: str) -> None:
+    """Refuse a dense ``[d, d]`` solve above ``max_d`` with an error that names the way out.
+
+    Raises:
+      ValueError: ``d > max_d``.
+    """
+    if max_d is not None and d > max_d:
+        gb = d * d * 4 / 2**30
+        raise ValueError(
+            f"{who} at latent size d={d} builds [{d}, {d}] Grams ({gb:.2g} GB each in float32) "
+            f"from {d} Jacobian columns and runs a dense [{d}, {d}] eigen-solve at every latent: "
+            f"minutes per step. Use solver=reds_jax.MatrixFree() (Gram-vector products, no "
+            f"[d, d] array), or {force}."
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Dense:
     """Exact Grams and a dense eigen-solve at every latent (every method).
+
+    Memory: the Jacobian of the features through the generator costs about ``n·w`` floats per
+    latent, ``n`` its tangents (``d`` in forward mode, ``m`` in reverse mode) and ``w`` the largest
+    of the output size ``m`` and the generator's largest intermediate value (found from its
+    jaxpr). When that exceeds ``memory_budget`` bytes and no ``chunk_size`` is given, the Grams are
+    accumulated in chunks automatically (``chunk_size = memory_budget // (w·itemsize)``; see
+    :func:`reds_jax.core.jacobians.auto_chunk_size`). ``N`` latents under ``vmap`` use ``N`` times
+    the budget.
 
     Args:
       mode: Jacobian mode (``"auto"``, ``"fwd"``, ``"rev"``, ``"fd"``, ``"fd_forward"``: see
         :func:`reds_jax.core.jacobians.jacobian`; or ``"fd_official"``, the reference code's
         scheme: central differences at the start latent, forward differences along a path, both
         with step ``eps``, which :func:`~reds_jax.core.traverse.traverse` sets to its step size).
-      chunk_size: accumulate each Gram in blocks of this many tangents (bounded memory), or None.
+      chunk_size: accumulate each Gram in blocks of this many tangents (bounded memory), or None
+        (automatic under ``memory_budget``).
       eps: finite-difference step.
+      memory_budget: bytes of Jacobian working memory per latent before chunking automatically
+        (default 2 GiB), or None (never chunk automatically).
+      max_d: refuse latent sizes above this (default 4096) with an error that names
+        :class:`MatrixFree`: a dense ``[d, d]`` solve per latent takes minutes there. None: no
+        limit.
 
-    >>> Dense(chunk_size=16)
-    Dense(mode='auto', chunk_size=16, eps=0.001)
+    >>> Dense(chunk_size=16).chunk_size
+    16
     """
 
     mode: str = "auto"
     chunk_size: int | None = None
     eps: float = 1e-3
+    memory_budget: int | None = MEMORY_BUDGET
+    max_d: int | None = DENSE_MAX_D
 
     def __post_init__(self):
         _check_jacobian_options(self.mode, self.chunk_size)
+        if self.memory_budget is not None:
+            _count("memory_budget", self.memory_budget, 1)
+        if self.max_d is not None:
+            _count("max_d", self.max_d, 1)
         ok = isinstance(self.eps, int | float) and not isinstance(self.eps, bool)
         if not (ok and math.isfinite(self.eps) and self.eps > 0):
             raise ValueError(f"eps must be a finite number > 0; got {self.eps!r}.")
@@ -225,9 +277,13 @@ class Dense:
             return values, vectors, span, info
         method, vary, fix = problem.method, problem.vary, problem.fix
         feats = (vary if method != "minf" else ()) + (fix if method != "maxc" else ())
+        check_dense_size(d, self.max_d, "Dense", "pass Dense(max_d=None) to force it")
         mode, eps = point_mode(self.mode, self.eps, None, at_start)
+        chunk = self.chunk_size
+        if chunk is None and self.memory_budget is not None and not mode.startswith("fd"):
+            chunk = auto_chunk_size(problem.generator, feats, z, mode, self.memory_budget)
         grams, bad = feature_grams(
-            problem.generator, feats, z, mode=mode, chunk_size=self.chunk_size, eps=eps, count=True
+            problem.generator, feats, z, mode=mode, chunk_size=chunk, eps=eps, count=True
         )
         info = info._replace(nonfinite_jacobian=bad)
         if problem.gram_noise:  # the reference's noise before normalising, seeded by `key`
@@ -285,7 +341,9 @@ class Dense:
 
 class MFContext(NamedTuple):
     """Constant along the paths of one start latent: ``scales [K]`` (weights over the Frobenius
-    norms at the start), the ridge ``lam`` and the preconditioner ``pinv [d, d]`` (or None)."""
+    norms at the start), the ridge ``lam`` and the preconditioner ``pinv``: ``[d, d]`` after a dense
+    cold start, a :class:`~reds_jax.core.matrix_free.LowRankPreconditioner` after an iterative one,
+    or None."""
 
     scales: Array
     lam: Array
@@ -298,18 +356,30 @@ class MatrixFree:
     (``reds``/``maxc``; see :mod:`reds_jax.core.matrix_free`).
 
     Args:
-      iters: LOBPCG iterations per tracking step.
+      iters: LOBPCG iterations per tracking step (``tol=None``).
       guard: extra block rows (the block has ``p = k + guard`` rows).
-      precond: ``"both"`` (residuals and ``(B(z_0) + λI)⁻¹`` residuals), ``"start"`` (the latter
-        only) or ``"none"``.
-      cold_start: ``"dense"`` (exact Grams at the start latent) or ``"iterative"`` (no Gram:
-        seeded block, Hutchinson norms).
-      cold_iters: LOBPCG iterations of the start solve.
-      probes: Hutchinson probes (``cold_start="iterative"``).
+      precond: ``"both"`` (residuals and preconditioned residuals), ``"start"`` (the latter
+        only) or ``"none"``. The preconditioner is ``(B(z_0) + λI)⁻¹`` after a dense cold start,
+        and the inverse of a rank-``probes`` Nyström approximation of ``B(z_0) + λI`` (``[r, d]``
+        factors from products, no ``[d, d]`` array) after an iterative one.
+      cold_start: ``"auto"`` (``"dense"`` up to ``d = dense_start_max_d``, ``"iterative"``
+        above), ``"dense"`` (exact Grams at the start latent) or ``"iterative"`` (products only:
+        Hutchinson norms, Nyström preconditioner, a start block from the probes' Rayleigh-Ritz).
+      cold_iters: LOBPCG iterations of the start solve (the cap, with ``tol``).
+      probes: Gaussian probes of the iterative start (Hutchinson norms and the Nyström rank).
       sketch: rows ``m'`` of a Gaussian sketch of each larger fixed feature, or None.
       sketch_seed: seed of the sketches.
       mode: Jacobian mode of the dense cold start (``"auto"``, ``"fwd"``, ``"rev"``; not ``"fd"``).
       chunk_size: block size of the dense cold start's Grams, or None.
+      tol: adaptive stopping rule: each solve iterates (``lax.while_loop``) until the relative
+        Ritz residual ``‖A x − θ B x‖·‖x‖ / (|θ|·xᵀBx)`` of each of the top-``k`` Ritz pairs is at
+        most ``tol``, at most ``max_iters`` times per tracking step (``cold_iters`` at the start);
+        ``None``: fixed ``iters`` per step. A step whose warm-started block already meets ``tol``
+        runs no iteration.
+      max_iters: the cap of a tracking step with ``tol``.
+      cold_tol: the start solve's tolerance (the same rule, at most ``cold_iters`` iterations;
+        tighter than ``tol``: the start direction sets the paths), or None (``cold_iters``).
+      dense_start_max_d: the largest ``d`` of a ``"dense"`` cold start under ``"auto"``.
 
     >>> MatrixFree(iters=0)
     Traceback (most recent call last):
@@ -320,20 +390,34 @@ class MatrixFree:
     iters: int = 1
     guard: int = 1
     precond: str = "both"
-    cold_start: str = "dense"
+    cold_start: str = "auto"
     cold_iters: int = 50
     probes: int = 8
     sketch: int | None = None
     sketch_seed: int = 0
     mode: str = "auto"
     chunk_size: int | None = None
+    tol: float | None = 1e-2
+    max_iters: int = 8
+    cold_tol: float | None = 1e-6
+    dense_start_max_d: int = 1024
 
     def __post_init__(self):
         for name, lo in (("iters", 1), ("guard", 0), ("cold_iters", 1), ("probes", 1)):
             _count(name, getattr(self, name), lo)
         _count("sketch_seed", self.sketch_seed, 0)
+        _count("max_iters", self.max_iters, 1)
+        _count("dense_start_max_d", self.dense_start_max_d, 1)
         if self.sketch is not None:
             _count("sketch", self.sketch, 1)
+        for name in ("tol", "cold_tol"):
+            x = getattr(self, name)
+            ok = isinstance(x, int | float) and not isinstance(x, bool)
+            if x is not None and not (ok and math.isfinite(x) and x > 0):
+                raise ValueError(
+                    f"{name} must be a finite number > 0 (a relative Ritz residual, e.g. 1e-2) "
+                    f"or None (a fixed number of iterations); got {x!r}."
+                )
         if self.cold_start not in COLD_STARTS:
             raise ValueError(
                 f"cold_start={self.cold_start!r} is not valid; pass one of {COLD_STARTS}."
@@ -354,6 +438,17 @@ class MatrixFree:
                 f"solver='matrix_free' supports method in ('reds', 'maxc'); got method={method!r}. "
                 "Use solver='dense' for it."
             )
+
+    def cold(self, d: int) -> str:
+        """The cold start used at latent size ``d`` (``"dense"`` or ``"iterative"``)."""
+        if self.cold_start == "auto":
+            return "dense" if d <= self.dense_start_max_d else "iterative"
+        return self.cold_start
+
+    def _solve(self, pencil, x: Array, k: int, iters: int, tol: float | None):
+        if tol is None:
+            return lobpcg(pencil, x, iters)
+        return lobpcg(pencil, x, iters, tol=tol, check=k)
 
     def _features(self, problem: Problem, z: Array):
         fixed = problem.fix if problem.method == "reds" else ()
@@ -381,7 +476,11 @@ class MatrixFree:
         weights = jnp.concatenate([vw, jnp.asarray(problem.weights, dtype)]) if fixed else vw
         info = Diagnostics.zeros(dtype)
         ridge = jnp.asarray(problem.ridge, dtype)
-        if self.cold_start == "dense":
+        if self.cold(d) == "dense":
+            if self.cold_start == "dense":
+                check_dense_size(
+                    d, DENSE_MAX_D, "MatrixFree(cold_start='dense')", "pass cold_start='auto'"
+                )
             grams, bad = feature_grams(
                 problem.generator, feats, z, mode=self.mode, chunk_size=self.chunk_size, count=True
             )
@@ -401,25 +500,29 @@ class MatrixFree:
             ratio = jnp.diagonal(a) / (db + jnp.max(db) * 1e-3 + 1e-30)
             x0 = jnp.eye(d, dtype=dtype)[jnp.argsort(-ratio)[:p]]
             values, vectors, pinv, lam, res, fell_back = matrix_free.start_solve(
-                a, b, problem.ridge, x0, self.cold_iters, self.precond
+                a, b, problem.ridge, x0, self.cold_iters, self.precond, self.cold_tol, k
             )
             ctx = MFContext(scales, lam, None if self.precond == "none" else pinv)
             info = info._replace(
                 ridge_raised=_flag(lam > ridge),
                 solve_fallback=_flag(fell_back) | _flag(~jnp.any(b != 0)),
                 skipped_iterations=res.skipped,
+                iterations=res.iterations,
                 residual=jnp.max(res.residual[:k]),
             )
             return Start(values[:k], vectors[:k], ctx, vectors, info)
-        # Iterative: Hutchinson norms, seeded block, unpreconditioned LOBPCG.
+        # Iterative: products only (no [d, d] array). One set of Gaussian probes g [s, d] serves
+        # the Hutchinson norms, the Nyström preconditioner of B and the start block.
         jv, jt = matrix_free.linearize(problem.generator, feats, z)
-        k_block, k_probe = jax.random.split(key)
-        jg = jax.vmap(jv)(jax.random.normal(k_probe, (self.probes, d), dtype))  # [s, m]
+        k_probe = jax.random.split(key)[1]
+        s = max(self.probes, p)
+        g = jax.random.normal(k_probe, (s, d), dtype)
+        jg = matrix_free.map_rows(jv, g, p)  # [s, m]
         jg = jnp.where(jnp.isfinite(jg), jg, 0.0)
-        seg = jnp.concatenate([jnp.full((s,), i) for i, s in enumerate(sizes)])  # [m]
+        seg = jnp.concatenate([jnp.full((n,), i) for i, n in enumerate(sizes)])  # [m]
         masks = (seg[None, :] == jnp.arange(len(feats))[:, None]).astype(dtype)  # [K, m]
-        ag = jax.vmap(lambda mk: jax.vmap(jt)(jg * mk[None, :]))(masks)  # [K, s, d]: A_k g
-        ag = jnp.where(jnp.isfinite(ag), ag, 0.0)
+        ag = jax.vmap(lambda mk: matrix_free.map_rows(jt, jg * mk[None, :], p))(masks)
+        ag = jnp.where(jnp.isfinite(ag), ag, 0.0)  # [K, s, d]: A_k g
         est = jnp.sqrt(jnp.mean(jnp.sum(ag**2, axis=-1), axis=-1))  # ‖A_k‖_F estimates [K]
         norms = jnp.where((est > 0) & problem.normalize, est, 1.0)
         scales = weights / norms
@@ -430,30 +533,41 @@ class MatrixFree:
             info = info._replace(
                 ridge_raised=_flag(floor > ridge), solve_fallback=_flag(~(b_norm > 0))
             )
+            bg = jnp.einsum("k,ksd->sd", scales[n_vary:], ag[n_vary:])  # B g
+            pre = None
+            if self.precond != "none":
+                pre = matrix_free.nystrom_preconditioner(g, bg, lam)
         else:
-            lam = jnp.asarray(1.0, dtype)
-        ctx = MFContext(scales, lam, None)
-        pencil = matrix_free.ProductPencil.build(jv, jt, sizes, n_vary, scales, lam, None)
-        res = lobpcg(pencil, jax.random.normal(k_block, (p, d), dtype), self.cold_iters)
+            lam, pre = jnp.asarray(1.0, dtype), None
+        pencil = matrix_free.ProductPencil.build(
+            jv, jt, sizes, n_vary, scales, lam, pre, self.precond
+        )
+        # Start block: the top-p Ritz vectors of the probes' span (their tangents are known).
+        _, coef = rayleigh_ritz(pencil, g, jg)
+        x0 = coef[:p] @ g
+        res = self._solve(pencil, x0, k, self.cold_iters, self.cold_tol)
         values, rows, order = matrix_free.true_quotients(pencil, res)
         info = info._replace(
             nonfinite_jacobian=info.nonfinite_jacobian + res.nonfinite,
             skipped_iterations=res.skipped,
+            iterations=res.iterations,
             residual=jnp.max(res.residual[order][:k]),
         )
         vectors = fix_signs(rows)
-        return Start(values[:k], vectors[:k], ctx, vectors, info)
+        return Start(values[:k], vectors[:k], MFContext(scales, lam, pre), vectors, info)
 
     def track(
         self, problem: Problem, context: MFContext, z: Array, state: Array, key: Array
     ) -> Step:
-        """``iters`` LOBPCG iterations at ``z``, warm-started from the block ``state [p, d]``;
-        the block is kept if the solve is not finite."""
+        """LOBPCG at ``z``, warm-started from the block ``state [p, d]`` (``iters`` iterations, or
+        until ``tol``); the block is kept if the solve is not finite."""
         del key
         k = problem.k
         feats, sizes, fixed = self._features(problem, z)
         pencil = self._pencil(problem, context, feats, sizes, z)
-        res = lobpcg(pencil, state, self.iters)
+        res = self._solve(
+            pencil, state, k, self.iters if self.tol is None else self.max_iters, self.tol
+        )
         _, rows, order = matrix_free.true_quotients(pencil, res)
         ok = jnp.all(jnp.isfinite(rows))
         new = jnp.where(ok, rows, state)
@@ -464,6 +578,7 @@ class MatrixFree:
             nonfinite_jacobian=res.nonfinite,
             solve_fallback=fallback,
             skipped_iterations=res.skipped,
+            iterations=res.iterations,
             residual=jnp.max(res.residual[order][:k]),
         )
         return Step(new[:k], jnp.ones((k,), z.dtype), new, info)
@@ -483,9 +598,9 @@ def resolve(solver: Any, options: dict[str, Any]) -> tuple[Solver, dict[str, Any
       ValueError: an unknown solver name, an option of the other solver, solver keywords next to
         a solver object, or a bad option value.
 
-    >>> resolve("matrix_free", {"iters": 3, "ridge": 1e-4})
-    (MatrixFree(iters=3, guard=1, precond='both', cold_start='dense', cold_iters=50, probes=8, \
-sketch=None, sketch_seed=0, mode='auto', chunk_size=None), {'ridge': 0.0001})
+    >>> solver, rest = resolve("matrix_free", {"iters": 3, "ridge": 1e-4})
+    >>> type(solver).__name__, solver.iters, rest
+    ('MatrixFree', 3, {'ridge': 0.0001})
     """
     given = {k: v for k, v in options.items() if k in SOLVER_OPTIONS}
     rest = {k: v for k, v in options.items() if k not in SOLVER_OPTIONS}

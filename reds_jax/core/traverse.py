@@ -703,12 +703,13 @@ def directions(
         (``reds``/``maxc`` only: the same Rayleigh form from Gram-vector products ``Jᵀ(Jv)`` and
         a warm-started block LOBPCG along ``local`` paths), or the shorthand ``"dense"`` /
         ``"matrix_free"`` with the solver's options as keywords: ``mode``, ``chunk_size``,
-        ``eps`` (dense); ``iters``, ``guard``, ``precond``, ``cold_start``, ``cold_iters``,
-        ``probes``, ``sketch``, ``sketch_seed``, ``mode``, ``chunk_size`` (matrix-free; see the
-        classes). An option of the other solver, or solver keywords next to a solver object, is
-        a ValueError. ``mode="fd_official"`` (dense): the reference's finite differences, central
-        at the start latent and forward along a path, with step ``eps`` (in :func:`traverse`:
-        the step size, unless ``eps`` is given).
+        ``eps``, ``memory_budget``, ``max_d`` (dense); ``iters``, ``guard``, ``precond``,
+        ``cold_start``, ``cold_iters``, ``probes``, ``sketch``, ``sketch_seed``, ``mode``,
+        ``chunk_size``, ``tol``, ``max_iters``, ``cold_tol``, ``dense_start_max_d``
+        (matrix-free; see the classes). An option of the other solver, or solver keywords next
+        to a solver object, is a ValueError. ``mode="fd_official"`` (dense): the reference's
+        finite differences, central at the start latent and forward along a path, with step
+        ``eps`` (in :func:`traverse`: the step size, unless ``eps`` is given).
       preset: None (reds_jax's defaults) or ``"official"``: the reference code's defaults
         (:mod:`reds_jax.core.presets`); explicit arguments override it.
       **options: problem options ``weights`` (per fixed feature, default 1), ``vary_weights``,
