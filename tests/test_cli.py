@@ -207,7 +207,9 @@ def test_evaluate_delegates_and_bench_runs_the_checkout_script(capsys, monkeypat
 def test_bench_without_a_checkout_says_what_to_run(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "_bench_script", lambda: tmp_path / "missing.py")
     code, _, err = run_main(capsys, "bench")
-    assert code == 2 and "benchmarks/bench_traverse.py" in err and "not part of the installed" in err
+    assert (
+        code == 2 and "benchmarks/bench_traverse.py" in err and "not part of the installed" in err
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,6 +77,17 @@ def _key_value(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+def _add_common_flags(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--no-compile-cache``, accepted before or after the command name."""
+    p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="do not use JAX's persistent compilation cache (default: on, in "
+        "<reds_jax cache>/xla; or set REDS_JAX_NO_COMPILE_CACHE=1)",
+    )
+
+
 def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
     p.add_argument("--config", type=pathlib.Path, help="TOML file with JobConfig fields (and out)")
     p.add_argument("--model", help="generator name: faces, rooms, rooms_gan (default rooms)")
@@ -145,11 +156,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Rayleigh EigenDirections (REDs): nonlinear latent traversals in JAX.",
         epilog="Run 'reds-jax COMMAND --help' for a command's options.",
     )
+    _add_common_flags(ap, top=True)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     d = sub.add_parser("demo", help="render a traversal grid PNG with a default experiment")
-    d.add_argument("--model", default="faces", help="faces (default; fetched once) or rooms")
+    d.add_argument(
+        "--model",
+        default="faces",
+        help="faces (default; weights fetched once), rooms (procedural oracle) or rooms_gan "
+        "(the GAN trained in this repository; its weights ship with the package)",
+    )
     d.add_argument("--out", help="PNG path (default ./reds_jax_demo_MODEL.png)")
     d.add_argument("--seed", type=int, default=0, help="start seed (default 0)")
     d.add_argument("-k", type=int, default=2, dest="k", help="directions (default 2: 4 rows)")
@@ -158,13 +175,16 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--model-arg", dest="model_args", action="append", type=_key_value, metavar="KEY=VALUE"
     )
+    _add_common_flags(d)
 
     t = sub.add_parser(
         "traverse", help="traverse from seeds with named features; writes PNG grids and .npz"
     )
     _add_job_flags(t, augment=False)
+    _add_common_flags(t)
     a = sub.add_parser("augment", help="resumable dataset augmentation into .npz shards")
     _add_job_flags(a, augment=True)
+    _add_common_flags(a)
     inv = sub.add_parser("invert", help="invert image files: .npy/.npz latents + reconstructions")
     inv.add_argument("files", nargs="*", help="image files or folders (PNG/JPEG)")
     inv.add_argument("--images", action="append", default=[], help="a folder of images")
@@ -180,6 +200,7 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument(
         "--model-arg", dest="model_args", action="append", type=_key_value, metavar="KEY=VALUE"
     )
+    _add_common_flags(inv)
     for name, what in (
         ("evaluate", "quality suites"),
         ("bench", "performance benchmarks"),
@@ -437,7 +458,12 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(command: str, candidates: Sequence[str], args: Sequence[str]) -> int:
+def _delegate(
+    command: str, candidates: Sequence[str], args: Sequence[str], prog: str | None = None
+) -> int:
+    """Runs ``main(args, prog=...)`` of the first importable module (``prog`` names it in help)."""
+    import inspect
+
     for name in candidates:
         try:
             module = importlib.import_module(name)
@@ -447,7 +473,15 @@ def _delegate(command: str, candidates: Sequence[str], args: Sequence[str]) -> i
             raise
         entry = getattr(module, "main", None)
         if callable(entry):
-            code = entry(list(args))
+            kwargs = {"prog": prog or f"{PROG} {command}"}
+            if "prog" not in inspect.signature(entry).parameters:
+                kwargs = {}
+            try:
+                code = entry(list(args), **kwargs)
+            except SystemExit as err:  # argparse inside the delegate (--help: 0, errors: 2)
+                code = err.code if isinstance(err.code, int) else (0 if err.code is None else 2)
+                if not isinstance(err.code, int | None):
+                    print(f"{PROG} {command}: error: {err.code}", file=sys.stderr)
             return code if isinstance(code, int) else 0
     print(
         f"{PROG} {command}: not available yet in this installation (looked for main() in "
@@ -476,6 +510,55 @@ def _bench(args: Sequence[str]) -> int:
     return subprocess.call([sys.executable, str(script), *args])
 
 
+_CONVERTERS = {"stylegan2": "reds_jax.generators.stylegan2_convert"}
+_PASSED_ON = ("evaluate", "convert", "bench")
+
+
+def _compile_cache(disabled: bool) -> bool:
+    """Turns on the persistent compilation cache unless disabled (flag or environment)."""
+    from reds_jax import compile_cache
+
+    if disabled or compile_cache.disabled_by_env():
+        return False
+    compile_cache.enable_compile_cache()
+    return True
+
+
+def _compile_cache_on() -> bool:
+    """Whether this process has the persistent compilation cache on (for the progress lines)."""
+    jax = sys.modules.get("jax")
+    return bool(jax is not None and jax.config.jax_compilation_cache_dir)
+
+
+def _passed_on(command: str, args: list[str], no_cache: bool) -> int:
+    """``evaluate``, ``convert`` and ``bench``: their arguments go to their own parsers."""
+    args = [a for a in args if a != "--no-compile-cache"]
+    if command == "bench":
+        return _bench(args)
+    if any(a in ("-h", "--help") for a in args[:1]) or (command == "convert" and not args):
+        if command == "convert":
+            print(
+                f"usage: {PROG} convert KIND ARGS...\n\ncheckpoint converters (no torch needed); "
+                f"KIND is one of: {', '.join(_CONVERTERS)}.\n  {PROG} convert stylegan2 "
+                f"network.pkl|network.pt out.msgpack   (see '{PROG} convert stylegan2 --help')",
+                file=sys.stdout if args else sys.stderr,
+            )
+            return 0 if args else 2
+    if command == "convert":
+        if args[0] not in _CONVERTERS:
+            print(
+                f"{PROG} convert: error: unknown converter {args[0]!r}; pass one of "
+                f"{', '.join(_CONVERTERS)} (e.g. '{PROG} convert stylegan2 network.pkl "
+                "out.msgpack').",
+                file=sys.stderr,
+            )
+            return 2
+        return _delegate("convert", (_CONVERTERS[args[0]],), args[1:], f"{PROG} convert {args[0]}")
+    if not any(a in ("-h", "--help") for a in args):
+        _compile_cache(no_cache)
+    return _delegate("evaluate", ("reds_jax.evaluation.runner",), args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``reds-jax`` console script.
 
@@ -489,21 +572,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["bench", "--help"])  # doctest: +SKIP
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "evaluate":  # passed on untouched (argparse would eat leading flags)
-        return _delegate("evaluate", ("reds_jax.evaluation.runner",), argv[1:])
-    if argv and argv[0] == "convert":
-        kinds = {"stylegan2": "reds_jax.generators.stylegan2_convert"}
-        if len(argv) < 2 or argv[1] not in kinds:
-            print(
-                f"{PROG} convert: error: name what to convert: {', '.join(kinds)} (e.g. "
-                f"'{PROG} convert stylegan2 network.pkl out.msgpack').",
-                file=sys.stderr,
-            )
-            return 2
-        return _delegate("convert", (kinds[argv[1]],), argv[2:])
-    if argv and argv[0] == "bench":
-        return _bench(argv[1:])
+    no_cache = "--no-compile-cache" in argv
+    if argv[:1] == ["--no-compile-cache"] and argv[1:2] and argv[1] in _PASSED_ON:
+        argv = argv[1:]  # the top-level flag before a passed-on command
+    if argv and argv[0] in _PASSED_ON:
+        return _passed_on(argv[0], argv[1:], no_cache)
     ns = _parser().parse_args(argv)
+    _compile_cache(ns.no_compile_cache)
     try:
         if ns.command == "demo":
             return _cmd_demo(ns)

@@ -1,0 +1,98 @@
+"""Progress a user can follow: a "compiling" line, then a tqdm bar whose rate excludes compilation.
+
+:class:`BatchProgress` is an ``on_batch`` callback for :meth:`reds_jax.jobs.experiment.Experiment.run`
+(used by ``reds-jax demo``, ``traverse`` and ``augment``): it prints one line before the first
+compiled call, which compiles (or loads the program from the persistent compilation cache, see
+:mod:`reds_jax.compile_cache`), says how long that took, and only then starts a tqdm bar, so the bar's
+rate and ETA are those of the compiled program.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+__all__ = ["COMPILING", "BatchProgress"]
+
+COMPILING = "compiling (first run only, cached afterwards)"
+
+
+class BatchProgress:
+    """``on_batch(n)`` callback: a compile line, then a tqdm bar over the remaining items.
+
+    Args:
+      total: items in the job (start latents).
+      desc: bar label, e.g. ``"reds-jax traverse"``.
+      done: items already finished before this call (e.g. shards skipped on resume).
+      unit: item unit for the bar.
+      enabled: False prints nothing at all.
+      cached: whether the persistent compilation cache is on (changes the first line only).
+      file: where to print (default stderr).
+
+    >>> import io
+    >>> buf = io.StringIO()
+    >>> p = BatchProgress(4, "job", file=buf)
+    >>> p(2); p(2); p.close()
+    >>> buf.getvalue().splitlines()[0]
+    'job: compiling (first run only, cached afterwards) ...'
+    """
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        *,
+        done: int = 0,
+        unit: str = "latent",
+        enabled: bool = True,
+        cached: bool = True,
+        file: TextIO | None = None,
+    ):
+        self.total, self.desc, self.done, self.unit = total, desc, done, unit
+        self.enabled = enabled
+        self.file = sys.stderr if file is None else file
+        self.bar: Any = None
+        self.compile_s: float | None = None
+        self._t0 = time.perf_counter()
+        if enabled and done < total:
+            what = COMPILING if cached else "compiling (compilation cache off)"
+            print(f"{desc}: {what} ...", file=self.file, flush=True)
+
+    def __call__(self, n: int) -> None:
+        """Records ``n`` more finished items."""
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        self.compile_s = time.perf_counter() - self._t0
+        if not self.enabled:
+            return
+        print(
+            f"{self.desc}: first batch of {n} ready after {self.compile_s:.1f} s "
+            "(compile + run); rate below excludes it",
+            file=self.file,
+            flush=True,
+        )
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.done,
+            unit=self.unit,
+            desc=self.desc,
+            file=self.file,
+            dynamic_ncols=True,
+        )
+
+    def close(self) -> None:
+        """Closes the bar (if one was started)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> BatchProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
