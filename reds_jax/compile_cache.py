@@ -16,9 +16,16 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 from collections.abc import Mapping
 
-__all__ = ["DISABLE_ENV", "cache_folder", "disabled_by_env", "enable_compile_cache"]
+__all__ = [
+    "DISABLE_ENV",
+    "cache_folder",
+    "disabled_by_env",
+    "enable_compile_cache",
+    "is_enabled",
+]
 
 DISABLE_ENV = "REDS_JAX_NO_COMPILE_CACHE"
 """Set to ``1`` to keep the ``reds-jax`` CLI from turning the compilation cache on."""
@@ -46,6 +53,16 @@ def disabled_by_env(environ: Mapping[str, str] | None = None) -> bool:
     """
     value = (os.environ if environ is None else environ).get(DISABLE_ENV, "")
     return value.strip().lower() not in ("", "0", "false", "no")
+
+
+def is_enabled() -> bool:
+    """Whether this process has JAX's persistent compilation cache on (jax is not imported here).
+
+    >>> isinstance(is_enabled(), bool)
+    True
+    """
+    jax = sys.modules.get("jax")
+    return bool(jax is not None and jax.config.jax_compilation_cache_dir)
 
 
 def enable_compile_cache(

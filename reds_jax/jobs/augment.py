@@ -202,21 +202,67 @@ class AugmentResult(NamedTuple):
     skipped: tuple[int, ...]
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def _locked(out: pathlib.Path) -> Iterator[None]:
+    """Holds ``out/.lock`` (an exclusive ``flock``; the file holds the pid) and removes it on exit.
+
+    A lock file left by a process that died (the kernel released its ``flock``) is taken over with
+    a message naming that pid.
+    """
     import fcntl
 
-    with open(out / LOCK_FILE, "a+") as f:
+    path = out / LOCK_FILE
+    while True:
+        f = open(path, "a+")  # noqa: SIM115 - closed below
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
             raise AugmentError(
-                f"another augment job is writing to {out}; wait for it or pass another output folder."
+                f"another augment job (pid {holder}) is writing to {out}; wait for it or pass "
+                "another output folder."
             ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        try:  # the holder may have removed the file between our open and our lock: retry
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()
+    try:
+        f.seek(0)
+        old = f.read().strip()
+        if old and old != str(os.getpid()):
+            state = (
+                "no longer running"
+                if not old.isdigit() or not _pid_alive(int(old))
+                else ("no longer holding it")
+            )
+            print(
+                f"reds-jax augment: taking over the stale lock {path} of process {old} ({state})",
+                file=sys.stderr,
+            )
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still holding the lock (see the retry above)
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()
 
 
 def _check_config(out: pathlib.Path, header: dict[str, Any]) -> None:
@@ -270,6 +316,7 @@ def augment(
     *,
     progress: bool = True,
     verify: bool = True,
+    names: Sequence[str] | None = None,
 ) -> AugmentResult:
     """Runs (or resumes) an augmentation job; see the module docstring for the folder layout.
 
@@ -279,6 +326,8 @@ def augment(
         may differ).
       progress: show a tqdm progress bar on stderr.
       verify: check the sha256 of shards already listed in the manifest before skipping them.
+      names: optional ``[N]`` item names (e.g. the image files of ``--images``), stored per shard
+        as ``names``.
 
     Returns:
       :class:`AugmentResult`.
@@ -313,6 +362,8 @@ def augment(
     else:
         seeds = parse_seeds(cfg.seeds)
     n_items = len(seeds)
+    if names is not None and len(names) != n_items:
+        raise ConfigError(f"names has {len(names)} entries; pass one per start latent ({n_items}).")
     n_shards = -(-n_items // cfg.shard_size)
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -334,6 +385,13 @@ def augment(
             _write_manifest(out, list(done.values()))
         manifest = list(done.values())
         pending = [i for i in range(n_shards) if i not in done]
+        if done and progress:
+            print(
+                f"reds-jax augment: resuming {out}: {len(done)} of {n_shards} shard(s) already "
+                f"finished ({'sha256 verified' if verify else 'not verified: --no-verify'}) "
+                f"and skipped; {len(pending)} to compute",
+                file=sys.stderr,
+            )
         if pending:
             exp = get_experiment(cfg)
             if latents is not None and latents.shape[1] != exp.latent_dim:
@@ -341,15 +399,13 @@ def augment(
                     f"config: field 'latents' has d={latents.shape[1]} but model {cfg.model!r} "
                     f"needs d={exp.latent_dim}."
                 )
-        from tqdm.auto import tqdm
+        from reds_jax.jobs.progress import BatchProgress
 
-        bar = tqdm(
-            total=n_items,
-            initial=sum(e["count"] for e in manifest),
-            unit="latent",
-            desc="reds-jax augment",
-            disable=not progress,
-            file=sys.stderr,
+        bar = BatchProgress(
+            n_items,
+            "reds-jax augment",
+            done=sum(e["count"] for e in manifest),
+            enabled=progress,
         )
         with bar:
             for idx in pending:
@@ -358,9 +414,11 @@ def augment(
                     seeds=seeds[lo:hi],
                     latents=None if latents is None else latents[lo:hi],
                     batch_size=min(cfg.batch_size, cfg.shard_size),
-                    on_batch=bar.update,
+                    on_batch=bar,
                 )
                 arrays["items"] = np.arange(lo, hi, dtype=np.int64)
+                if names is not None:  # --images: the input files' stems
+                    arrays["names"] = np.asarray(names[lo:hi], dtype=str)
                 arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
                 arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
                 data = _npz_bytes(arrays, cfg.compress)

@@ -148,6 +148,7 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
         )
     else:
         p.add_argument("--scale", type=int, default=None, help="PNG upscaling (default: auto)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -301,10 +302,14 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
         exp = get_experiment(cfg)
     except ConfigError as err:
         raise _UsageError(str(err)) from None
+    from reds_jax import compile_cache
+    from reds_jax.jobs.progress import COMPILING
+
     print(
         f"{PROG} demo: REDs local paths from seed {ns.seed}: vary {list(cfg.vary)}, "
-        f"fix {list(cfg.fix)}, k={cfg.k}, {cfg.steps} steps of {cfg.step_size:g} "
-        "(compiling; the first run takes a while) ...",
+        f"fix {list(cfg.fix)}, k={cfg.k}, {cfg.steps} steps of {cfg.step_size:g}; "
+        + (COMPILING if compile_cache.is_enabled() else "compiling (compilation cache off)")
+        + " and running ...",
         flush=True,
     )
     result = exp.run(seeds=[ns.seed])
@@ -319,6 +324,22 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _item_names(seeds: Sequence[int], from_latents: bool, names: Sequence[str] | None) -> list[str]:
+    """Output names: the input files' stems (``--images``; made unique), else ``seed-S`` or
+    ``latent-I``."""
+    if names is None:
+        return [f"{'latent' if from_latents else 'seed'}-{int(s)}" for s in seeds]
+    out, seen = [], set()
+    for name in names:
+        unique, n = name, 1
+        while unique in seen:
+            n += 1
+            unique = f"{name}-{n}"
+        seen.add(unique)
+        out.append(unique)
+    return out
+
+
 def _cmd_traverse(ns: argparse.Namespace) -> int:
     import numpy as np
 
@@ -328,7 +349,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
-    cfg = _with_inverted_images(ns, cfg, out)
+    cfg, names = _with_inverted_images(ns, cfg, out)
     if cfg.latents is not None:
         try:
             latents = np.load(cfg.latents, allow_pickle=False)
@@ -340,9 +361,12 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
     else:
         latents = None
         seeds = parse_seeds(cfg.seeds if cfg.seeds is not None else [0])
+    from reds_jax.jobs.progress import BatchProgress
+
     try:
         exp = get_experiment(cfg)
-        result = exp.run(seeds=seeds, latents=latents)
+        with BatchProgress(len(seeds), f"{PROG} traverse", enabled=not ns.no_progress) as bar:
+            result = exp.run(seeds=seeds, latents=latents, on_batch=bar)
     except ConfigError as err:
         raise _UsageError(str(err)) from None
     except ValueError as err:
@@ -350,16 +374,18 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
     out = pathlib.Path(out or "reds_jax_traverse")
     out.mkdir(parents=True, exist_ok=True)
     scale = ns.scale or _auto_scale(result["images"].shape[3])
-    written = []
-    for i, seed in enumerate(seeds):
-        label = f"seed-{int(seed)}" if latents is None else f"latent-{int(seed)}"
-        written.append(imageio.save_grid(result["images"][i], out / f"{label}.png", scale=scale))
+    names = _item_names(seeds, latents is not None, names)
+    written = [
+        imageio.save_grid(result["images"][i], out / f"{name}.png", scale=scale)
+        for i, name in enumerate(names)
+    ]
     arrays = dict(result)
+    arrays["names"] = np.asarray(names, dtype=str)  # grid file stems, one per start latent
     arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
     arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
     _atomic_write(out / "traversals.npz", _npz_bytes(arrays, compress=True))
-    for i, seed in enumerate(seeds[:4]):
-        print(f"seed {int(seed)}:\n{_describe(result, cfg.vary, cfg.fix, i)}")
+    for i, name in enumerate(names[:4]):
+        print(f"{name}:\n{_describe(result, cfg.vary, cfg.fix, i)}")
     print(
         f"{PROG} traverse: wrote {len(written)} grid(s) ({written[0].name}, ...: rows = 2k paths, "
         f"columns = steps) and traversals.npz (latents {list(result['latents'].shape)}, "
@@ -408,7 +434,7 @@ def _with_inverted_images(ns: argparse.Namespace, cfg, out):
     from reds_jax.jobs.inversion import InversionJobError, invert_files
 
     if ns.images is None:
-        return cfg
+        return cfg, None
     if ns.seeds is not None or ns.latents is not None:
         raise _UsageError("pass one of --seeds, --latents or --images.")
     target = pathlib.Path(out or "reds_jax_traverse") / "inverted"
@@ -428,7 +454,8 @@ def _with_inverted_images(ns: argparse.Namespace, cfg, out):
         f"{PROG}: inverted {len(res['files'])} image(s) from {ns.images} into {target} "
         f"(PSNR median {float(np.median(res['psnr'])):.1f} dB)"
     )
-    return dataclasses.replace(cfg, seeds=None, latents=str(target / "latents.npy"))
+    names = [pathlib.Path(f).stem for f in res["files"]]
+    return dataclasses.replace(cfg, seeds=None, latents=str(target / "latents.npy")), names
 
 
 def _cmd_augment(ns: argparse.Namespace) -> int:
@@ -441,13 +468,13 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
         raise _UsageError(
             "augment needs an output folder: pass --out DIR (or out = '...' in TOML)."
         )
-    cfg = _with_inverted_images(ns, cfg, out)
+    cfg, names = _with_inverted_images(ns, cfg, out)
     if cfg.seeds is None and cfg.latents is None:
         raise _UsageError(
             "augment needs start latents: pass --seeds 0:1000, --latents FILE.npy or --images DIR."
         )
     try:
-        res = augment(cfg, out, progress=not ns.no_progress, verify=not ns.no_verify)
+        res = augment(cfg, out, progress=not ns.no_progress, verify=not ns.no_verify, names=names)
     except (ConfigError, AugmentError) as err:
         raise _UsageError(str(err)) from None
     print(
@@ -522,12 +549,6 @@ def _compile_cache(disabled: bool) -> bool:
         return False
     compile_cache.enable_compile_cache()
     return True
-
-
-def _compile_cache_on() -> bool:
-    """Whether this process has the persistent compilation cache on (for the progress lines)."""
-    jax = sys.modules.get("jax")
-    return bool(jax is not None and jax.config.jax_compilation_cache_dir)
 
 
 def _passed_on(command: str, args: list[str], no_cache: bool) -> int:

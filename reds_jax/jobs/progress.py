@@ -27,12 +27,13 @@ class BatchProgress:
       done: items already finished before this call (e.g. shards skipped on resume).
       unit: item unit for the bar.
       enabled: False prints nothing at all.
-      cached: whether the persistent compilation cache is on (changes the first line only).
+      cached: whether the persistent compilation cache is on (changes the first line only);
+        None: ask :func:`reds_jax.compile_cache.is_enabled`.
       file: where to print (default stderr).
 
     >>> import io
     >>> buf = io.StringIO()
-    >>> p = BatchProgress(4, "job", file=buf)
+    >>> p = BatchProgress(4, "job", cached=True, file=buf)
     >>> p(2); p(2); p.close()
     >>> buf.getvalue().splitlines()[0]
     'job: compiling (first run only, cached afterwards) ...'
@@ -46,7 +47,7 @@ class BatchProgress:
         done: int = 0,
         unit: str = "latent",
         enabled: bool = True,
-        cached: bool = True,
+        cached: bool | None = None,
         file: TextIO | None = None,
     ):
         self.total, self.desc, self.done, self.unit = total, desc, done, unit
@@ -55,6 +56,10 @@ class BatchProgress:
         self.bar: Any = None
         self.compile_s: float | None = None
         self._t0 = time.perf_counter()
+        if cached is None:
+            from reds_jax.compile_cache import is_enabled
+
+            cached = is_enabled()
         if enabled and done < total:
             what = COMPILING if cached else "compiling (compilation cache off)"
             print(f"{desc}: {what} ...", file=self.file, flush=True)
