@@ -191,9 +191,28 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument("--images", action="append", default=[], help="a folder of images")
     inv.add_argument("--model", default="faces", help="faces (default), rooms, rooms_gan, ...")
     inv.add_argument("--out", default="reds_jax_invert", help="output folder")
-    inv.add_argument("--steps", type=int, default=300, help="Adam steps per restart (300)")
-    inv.add_argument("--restarts", type=int, default=4, help="random restarts per image (4)")
-    inv.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (0.05)")
+    inv.add_argument(
+        "--steps", type=int, default=300, help="Adam steps per restart, at most (300; see --tol)"
+    )
+    inv.add_argument(
+        "--restarts", type=int, default=4,
+        help="random restarts per image (4); only the best goes on after --select-after steps",
+    )  # fmt: skip
+    inv.add_argument("--lr", type=float, default=0.05, help="peak Adam learning rate (0.05)")
+    inv.add_argument(
+        "--tol", type=float, default=1e-3,
+        help="stop an image when its objective improved by less than this fraction over 25 "
+        "steps (1e-3; 0 runs all --steps)",
+    )  # fmt: skip
+    inv.add_argument(
+        "--select-after", type=int, default=None,
+        help="steps before discarding all but the best restart (default min(50, steps/4))",
+    )  # fmt: skip
+    inv.add_argument(
+        "--min-psnr", type=float, default=20.0,
+        help="warn about images reconstructed below this PSNR in dB (20)",
+    )  # fmt: skip
+    inv.add_argument("--no-progress", action="store_true", help="no progress bar")
     inv.add_argument("--prior-weight", type=float, default=1e-3, help="latent-norm prior (1e-3)")
     inv.add_argument("--feature", help="also match this feature (e.g. identity for faces)")
     inv.add_argument("--feature-weight", type=float, default=1.0, help="its weight (1.0)")
@@ -395,13 +414,12 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
 
 
 def _cmd_invert(ns: argparse.Namespace) -> int:
-    import numpy as np
-
     from reds_jax.jobs.inversion import InversionJobError, invert_files
 
     t0 = time.perf_counter()
     try:
-        res = invert_files(
+        res = _invert(
+            invert_files,
             ns.model,
             [*ns.files, *ns.images],
             ns.out,
@@ -413,23 +431,48 @@ def _cmd_invert(ns: argparse.Namespace) -> int:
             feature_weight=ns.feature_weight,
             key=ns.key,
             model_args=dict(ns.model_args or []),
+            tol=ns.tol,
+            select_after=ns.select_after,
+            progress=not ns.no_progress,
         )
     except (InversionJobError, ValueError) as err:
         raise _UsageError(str(err)) from None
-    psnr = np.asarray(res["psnr"])
+    _print_inversion(res, ns.min_psnr)
     print(
         f"{PROG} invert: {len(res['files'])} image(s) -> {res['out'].resolve()} (latents.npy, "
-        f"inversion.npz, reconstructions.png); PSNR median {float(np.median(psnr)):.1f} dB"
-        f"{' (reused)' if res['reused'] else ''} in {time.perf_counter() - t0:.1f} s"
+        f"inversion.npz, reconstructions.png){' (reused)' if res['reused'] else ''} in "
+        f"{time.perf_counter() - t0:.1f} s"
     )
     return 0
+
+
+def _invert(invert_files, *args, progress: bool = True, **kwargs):
+    """``invert_files`` with a compile line first (the bar starts once the first chunk runs)."""
+    from reds_jax import compile_cache
+    from reds_jax.jobs.progress import COMPILING
+
+    if progress:
+        what = COMPILING if compile_cache.is_enabled() else "compiling (compilation cache off)"
+        print(f"{PROG} invert: loading the model and {what} ...", file=sys.stderr, flush=True)
+    return invert_files(*args, progress=progress, **kwargs)
+
+
+def _print_inversion(res: dict[str, Any], min_psnr: float) -> None:
+    """The per-image table (stdout) and a warning naming weak reconstructions (stderr)."""
+    import numpy as np
+
+    from reds_jax.jobs.inversion import report
+
+    table, warning = report(res, min_psnr=min_psnr)
+    print(table)
+    print(f"median PSNR {float(np.median(res['psnr'])):.1f} dB")
+    if warning:
+        print(f"{PROG} invert: warning: {warning}", file=sys.stderr)
 
 
 def _with_inverted_images(ns: argparse.Namespace, cfg, out):
     """``--images DIR``: invert the folder into ``OUT/inverted`` and start from those latents."""
     import dataclasses
-
-    import numpy as np
 
     from reds_jax.jobs.inversion import InversionJobError, invert_files
 
@@ -439,21 +482,20 @@ def _with_inverted_images(ns: argparse.Namespace, cfg, out):
         raise _UsageError("pass one of --seeds, --latents or --images.")
     target = pathlib.Path(out or "reds_jax_traverse") / "inverted"
     try:
-        res = invert_files(
+        res = _invert(
+            invert_files,
             cfg.model,
             [ns.images],
             target,
             steps=ns.invert_steps,
             key=cfg.key,
             model_args=dict(cfg.model_args),
-            progress=False,
+            progress=not ns.no_progress,
         )
     except (InversionJobError, ValueError) as err:
         raise _UsageError(str(err)) from None
-    print(
-        f"{PROG}: inverted {len(res['files'])} image(s) from {ns.images} into {target} "
-        f"(PSNR median {float(np.median(res['psnr'])):.1f} dB)"
-    )
+    print(f"{PROG}: inverted {len(res['files'])} image(s) from {ns.images} into {target}:")
+    _print_inversion(res, 20.0)
     names = [pathlib.Path(f).stem for f in res["files"]]
     return dataclasses.replace(cfg, seeds=None, latents=str(target / "latents.npy")), names
 
