@@ -182,9 +182,10 @@ def invert(
         ``keep`` restarts of each image. Default: ``min(50, steps // 4)``; 0 or ``>= steps``
         keeps all restarts to the end.
       keep: restarts per image that survive the selection.
-      tol: early stopping: a problem stops when its objective improved by less than this
-        fraction over the last chunk (0: run all ``steps``).
-      progress: True draws a tqdm bar (stderr) with ETA; a callable is called as
+      tol: early stopping: a problem stops when its best objective so far improved by less than
+        this fraction over the last chunk (0: run all ``steps``).
+      progress: True draws a tqdm bar (stderr) with ETA, from the end of the first chunk (so
+        compilation is not in its rate); a callable is called as
         ``progress(steps_done, objective [N])`` after every chunk.
       chunk: steps per compiled call (selection, stopping and progress granularity).
 
@@ -247,33 +248,36 @@ def invert(
     zp = z.reshape(n * restarts, latent_dim)
     with jax.numpy_dtype_promotion("standard"):
         state = jax.vmap(optimizer.init)(zp)
-    last = jnp.full((n * restarts,), jnp.inf, dtype)
+    bz, last = zp, jnp.full((n * restarts,), jnp.inf, dtype)  # best latent and objective so far
     final = jnp.full((n, restarts), jnp.inf, dtype)  # objective of every restart when it stopped
     alive = jnp.ones((n * restarts,), bool)
     select_at = min(50, steps // 4) if select_after is None else select_after
     selected = not (0 < select_at < steps) or restarts <= keep
-    bar = _bar(steps) if progress is True else None
+    bar = None  # started after the first chunk, so its rate and ETA exclude compilation
     done = 0
     try:
         while done < steps and bool(jnp.any(alive)):
             length = min(chunk, steps - done)
-            zp, state, value = run_chunk(
-                zp, state, alive, images[image_of], target_feat[image_of], jnp.asarray(length)
-            )
+            zp, state, bz, value = run_chunk(
+                zp, state, bz, last, alive, images[image_of], target_feat[image_of],
+                jnp.asarray(length),
+            )  # fmt: skip
             done += length
-            value = jnp.where(alive, value, last)
             if tol > 0:
                 gain = (last - value) / jnp.maximum(jnp.abs(last), jnp.finfo(dtype).tiny)
                 alive = alive & ~(jnp.isfinite(last) & (gain < tol))
             last = value
             final = final.at[image_of, restart_of].set(value)
             if not selected and done >= select_at and done < steps:
-                zp, state, last, alive, image_of, restart_of = _select(
-                    final, keep, zp, state, last, alive, image_of, restart_of
+                zp, state, bz, last, alive, image_of, restart_of = _select(
+                    final, keep, zp, state, bz, last, alive, image_of, restart_of
                 )
                 selected = True
-            if bar is not None:
-                bar.update(length)
+            if progress is True:
+                if bar is None:
+                    bar = _bar(steps, first=length)
+                else:
+                    bar.update(length)
                 bar.set_postfix_str(f"objective {float(jnp.median(final.min(axis=1))):.3g}")
             elif callable(progress):
                 progress(done, final.min(axis=1))
@@ -281,6 +285,7 @@ def invert(
         if bar is not None:
             bar.close()
 
+    zp = jnp.where(jnp.isfinite(last)[:, None], bz, zp)  # the best latent seen (steps=0: init)
     zs = jnp.full((n, restarts, latent_dim), jnp.nan, dtype).at[image_of, restart_of].set(zp)
     total, pixel, recon = _finish(obj, generator)(zp, images[image_of], target_feat[image_of])
     final = final.at[image_of, restart_of].set(total)
@@ -298,28 +303,31 @@ def invert(
 
 
 def _chunk_runner(obj, optimizer, chunk: int):
-    """Jitted ``chunk`` masked steps for ``[P]`` problems: ``(z, state, alive, x, fx, length) ->
-    (z, state, objective [P] before the last step)``; steps past ``length`` change nothing."""
+    """Jitted ``chunk`` masked steps for ``[P]`` problems:
+    ``(z, state, best_z, best, alive, x, fx, length) -> (z, state, best_z, best)``, where ``best`` is
+    the lowest objective seen so far and ``best_z`` its latent; steps past ``length`` change
+    nothing (one compile serves every chunk length)."""
     import optax
 
-    def one_problem(z, s, alive, x, fx, length):
+    def one_problem(z, s, bz, bv, alive, x, fx, length):
         def step(carry, t):
-            z, s, _ = carry
+            z, s, bz, bv = carry
             (value, _), grad = jax.value_and_grad(lambda a: obj(a, x, fx), has_aux=True)(z)
             # optax mixes int step counts with floats: allow standard promotion inside the
             # update even when the caller runs with jax_numpy_dtype_promotion="strict".
             with jax.numpy_dtype_promotion("standard"):
                 updates, s_new = optimizer.update(grad, s, z)
             move = alive & (t < length)
+            better = move & (value < bv)  # value is the objective at z, before this update
+            bz, bv = jnp.where(better, z, bz), jnp.where(better, value, bv)
             z = jnp.where(move, optax.apply_updates(z, updates), z)
             s = jax.tree.map(lambda new, old: jnp.where(move, new, old), s_new, s)
-            return (z, s, jnp.where(t < length, value, carry[2])), None
+            return (z, s, bz, bv), None
 
-        init_value = jnp.zeros((), z.dtype)
-        (z, s, value), _ = jax.lax.scan(step, (z, s, init_value), jnp.arange(chunk))
-        return z, s, value
+        (z, s, bz, bv), _ = jax.lax.scan(step, (z, s, bz, bv), jnp.arange(chunk))
+        return z, s, bz, bv
 
-    return jax.jit(jax.vmap(one_problem, in_axes=(0, 0, 0, 0, 0, None)))
+    return jax.jit(jax.vmap(one_problem, in_axes=(0, 0, 0, 0, 0, 0, 0, None)))
 
 
 def _finish(obj, generator):
@@ -332,7 +340,7 @@ def _finish(obj, generator):
     return jax.jit(jax.vmap(one))
 
 
-def _select(final, keep, zp, state, last, alive, image_of, restart_of):
+def _select(final, keep, zp, state, bz, last, alive, image_of, restart_of):
     """Keeps the ``keep`` restarts of each image with the lowest objective so far."""
     order = jnp.argsort(jnp.where(jnp.isfinite(final), final, jnp.inf), axis=1)[
         :, :keep
@@ -342,12 +350,15 @@ def _select(final, keep, zp, state, last, alive, image_of, restart_of):
     rows = lookup[jnp.arange(n)[:, None], order].reshape(-1)
     take = lambda a: a[rows]  # noqa: E731
     return (
-        take(zp), jax.tree.map(take, state), take(last), take(alive), take(image_of),
+        take(zp), jax.tree.map(take, state), take(bz), take(last), take(alive), take(image_of),
         take(restart_of),
     )  # fmt: skip
 
 
-def _bar(total: int):
+def _bar(total: int, first: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="step", desc="invert", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=total, initial=first, unit="step", desc="invert", file=sys.stderr,
+        dynamic_ncols=True,
+    )  # fmt: skip
