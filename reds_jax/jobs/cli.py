@@ -198,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
         "--restarts", type=int, default=4,
         help="random restarts per image (4); only the best goes on after --select-after steps",
     )  # fmt: skip
-    inv.add_argument("--lr", type=float, default=0.05, help="peak Adam learning rate (0.05)")
+    inv.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (0.05)")
     inv.add_argument(
         "--tol", type=float, default=1e-3,
         help="stop an image when its objective improved by less than this fraction over 25 "

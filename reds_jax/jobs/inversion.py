@@ -245,7 +245,7 @@ def invert_files(
       out: output folder.
       steps: optimisation steps per restart (at most; see ``tol``).
       restarts: random restarts per image (the best survives after ``select_after`` steps).
-      lr: peak learning rate (Adam, warm-up and cosine decay).
+      lr: Adam learning rate.
       prior_weight: weight of the latent-norm prior.
       feature: optional feature spec matched too (e.g. ``identity`` for faces).
       feature_weight: its weight.
