@@ -15,14 +15,15 @@ Array = jax.Array
 
 __all__ = [
     "GENERATORS",
-    "SOLVERS",
+    "VARIANTS",
     "conv_generator",
     "parse_solver",
     "problem",
     "reference_traverse",
 ]
 
-SOLVERS = ("dense", "chunked", "fd", "matrix_free", "reference")
+# how a benchmark computes directions: core solvers plus Gram variants and the numpy reference
+VARIANTS = ("dense", "chunked", "fd", "matrix_free", "reference")
 GENERATORS = ("conv", "face_dcgan", "rooms_oracle")
 
 

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from bench_problems import (
-    SOLVERS,
+    VARIANTS,
     parse_solver,
     problem,
     reference_traverse,
@@ -145,7 +145,7 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
         elif base == "matrix_free":
             kw["solver"] = "matrix_free"
         elif base != "dense":
-            raise ValueError(f"solver {base!r} is unknown; pass one of {SOLVERS}.")
+            raise ValueError(f"solver {base!r} is unknown; pass one of {VARIANTS}.")
         kw.update(opts)
 
         def run(z):

@@ -1,29 +1,38 @@
 """reds_jax: Rayleigh EigenDirections (REDs) in JAX.
 
 Public API: :func:`jacobian`, :func:`gram`, :func:`solve_rayleigh`, :func:`directions`,
-:func:`traverse`, :func:`invert`, :func:`enable_compile_cache`, and the :mod:`reds_jax.features` / :mod:`reds_jax.generators`
+:func:`traverse` (solver objects :class:`Dense` / :class:`MatrixFree`, fallback counts in
+:class:`Diagnostics`), :func:`invert`, :func:`enable_compile_cache`, and the :mod:`reds_jax.features` / :mod:`reds_jax.generators`
 namespaces (imported on first use, so ``import reds_jax`` loads no network and no flax).
 
-Module map (one line each; boundaries: core below features/generators below jobs/evaluation):
+Module map (one line each; boundaries: core below features/generators below jobs/evaluation;
+the full map and the layer rules are in ``docs/architecture.md``):
 
 * ``core/``: the numeric core, plain callables only (no flax, models or jobs).
   ``jacobians`` exact Jacobians and Grams; ``linalg`` small shared linear algebra; ``rayleigh``
-  dense direction systems; ``matrix_free`` Gram-vector products and block LOBPCG; ``traverse``
-  directions and traversals; ``baselines`` linear peers; ``invert`` GAN inversion.
+  dense direction systems; ``lobpcg`` block LOBPCG on products; ``matrix_free`` Gram-vector
+  product pencils; ``solvers`` the Dense / MatrixFree objects and diagnostics; ``traverse`` the
+  step rule, the per-latent traversal and the public directions/traverse; ``baselines`` linear
+  peers; ``invert`` GAN inversion.
 * ``features/``: pure ``image -> vector`` functions (closed form, face-api, ArcFace, rooms nets).
-* ``generators/``: generator modules, the procedural rooms oracle, StyleGAN2 and its converters.
-* ``formats/``: checkpoint readers without torch or TensorFlow (torch zip/pickle, tfjs).
-* ``jobs/``: job config, model registry and feature specs (``models``), the compiled
-  ``experiment``, ``augment``, ``inversion`` of image files, the ``cli``.
-* ``evaluation/``: ``metrics``, quality ``suites``, the suite ``runner``, ``report``, ``judge``.
+* ``generators/``: generator modules, the procedural rooms oracle, StyleGAN2 (``stylegan2_nets``,
+  ``stylegan2_checkpoint``, the ``stylegan2_convert`` / ``stylegan2_ada`` converters).
+* ``formats/``: checkpoint readers without torch or TensorFlow (``torch_zip``, ``ada_pickle``,
+  ``tfjs``).
+* ``jobs/``: the job ``config`` (resolved once), model registry and feature specs (``models``), the
+  compiled ``experiment``, ``augment``, ``inversion`` of image files, the ``cli``.
+* ``evaluation/``: ``metrics``, quality ``suites`` (each a ``Case``), the suite ``runner``,
+  ``report``, ``judge``.
 * ``train/``: training scripts of the shipped models; ``weights/``: the shipped weights;
-  ``assets``: registry-package assets; ``imageio``: PNG grids.
+  ``assets``: registry-package assets; ``imageio``: PNG grids; ``_io``: atomic writes, sha256 and
+  the converted-weights cache used by every writer.
 
->>> import reds_jax, sys
->>> "flax" in sys.modules or reds_jax.traverse.__name__
-'traverse'
+>>> import subprocess, sys
+>>> code = "import sys, reds_jax; print('jax' in sys.modules, 'flax' in sys.modules)"
+>>> subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+'False False\n'
 
-Public names are imported on first use, so ``import reds_jax`` alone loads no jax.
+Public names are imported on first use (PEP 562), so ``import reds_jax`` alone loads no jax.
 """
 
 import importlib as _importlib
@@ -33,7 +42,10 @@ __version__ = "0.1.0"
 # Public name -> defining module. Everything is imported on first use (PEP 562), so
 # ``import reds_jax`` (and the ``reds-jax`` CLI's ``--help``) loads neither jax nor flax.
 _EXPORTS = {
+    "Dense": "reds_jax.core.solvers",
+    "Diagnostics": "reds_jax.core.solvers",
     "Directions": "reds_jax.core.traverse",
+    "MatrixFree": "reds_jax.core.solvers",
     "Inversion": "reds_jax.core.invert",
     "Trajectories": "reds_jax.core.traverse",
     "directions": "reds_jax.core.traverse",
@@ -62,8 +74,11 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Dense",
+    "Diagnostics",
     "Directions",
     "Inversion",
+    "MatrixFree",
     "Trajectories",
     "directions",
     "enable_compile_cache",

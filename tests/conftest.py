@@ -1,14 +1,10 @@
-"""Test configuration: float64, strict promotion and rank promotion errors (tests only)."""
+"""Test configuration. The jax settings (float64, strict promotion, rank-promotion errors) are in the
+repository's root ``conftest.py`` so that the doctests run under them too; shared test helpers are
+in ``tests/helpers.py``."""
 
-import jax
-
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_numpy_dtype_promotion", "strict")
-jax.config.update("jax_numpy_rank_promotion", "raise")
-
-import os  # noqa: E402
-import pathlib  # noqa: E402
-import sys  # noqa: E402
+import os
+import pathlib
+import sys
 
 # cli.main() called in-process must not turn on the persistent compilation cache for the whole
 # test session (tests of the switch remove this variable with monkeypatch).
@@ -16,3 +12,13 @@ os.environ.setdefault("REDS_JAX_NO_COMPILE_CACHE", "1")
 
 # benchmarks/ is not part of the package: its modules are imported by path in the benchmark tests
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import helpers  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def toy_model():
+    """The toy model (see :func:`helpers.toy_loader`) registered as ``"toy"`` for one test."""
+    with helpers.registered_model("toy", helpers.toy_loader) as name:
+        yield name

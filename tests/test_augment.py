@@ -6,43 +6,17 @@ import os
 import pathlib
 import signal
 import subprocess
-import sys
 import time
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import cli_command, cli_env
 
 from reds_jax.jobs import augment as A
 from reds_jax.jobs import models
 
-# ---------------------------------------------------------------------------------------------
-# A toy model that compiles in a second: z [4] -> tanh(W z) as an 8x8 RGB image.
-
-
-def _toy(latent_dim: int = 4, size: int = 8):
-    w = np.random.default_rng(0).standard_normal((size * size * 3, latent_dim))
-    w = w / np.sqrt(latent_dim)
-
-    def generator(z):
-        x = jnp.tanh(jnp.asarray(w, z.dtype) @ z)
-        return 0.5 * (x.reshape(size, size, 3) + 1.0)
-
-    return None, generator, latent_dim
-
-
-@pytest.fixture(autouse=True)
-def toy_model():
-    models.register_model(
-        "toy",
-        _toy,
-        description="test toy",
-        vary=("lowpass:1",),
-        fix=("highpass:1",),
-        step_size=0.2,
-    )
-    yield "toy"
-    models.MODELS.pop("toy", None)
+# The toy model of tests/helpers.py (z [4] -> an 8x8 RGB image, compiles in a second) as "toy".
+pytestmark = pytest.mark.usefixtures("toy_model")
 
 
 def _cfg(**over):
@@ -112,16 +86,6 @@ def test_model_defaults_are_filled_in():
     entry = models.MODELS["rooms"]
     assert (cfg.vary, cfg.fix, cfg.step_size) == (entry.vary, entry.fix, entry.step_size)
     assert A.JobConfig.from_mapping({"model": "rooms", "fix": []}).fix == ()
-
-
-def test_npz_is_reproducible_and_readable(tmp_path):
-    arrays = {"a": np.arange(6, dtype=np.uint8).reshape(2, 3), "b": np.asarray(["x", "yz"])}
-    data = A._npz_bytes(arrays, compress=True)
-    assert data == A._npz_bytes(arrays, compress=True)
-    (tmp_path / "f.npz").write_bytes(data)
-    loaded = A.load_shard(tmp_path / "f.npz")
-    assert set(loaded) == {"a", "b"}
-    np.testing.assert_array_equal(loaded["a"], arrays["a"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,17 +195,6 @@ def test_second_writer_is_refused(tmp_path):
 # A real SIGKILL in the middle of a CLI job, then a restart
 
 
-def _cli() -> list[str]:
-    script = pathlib.Path(sys.executable).with_name("reds-jax")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "reds_jax.jobs.cli"]
-
-
-def _env(cache):
-    env = dict(os.environ)
-    env.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-    return env
-
-
 # The same experiment as tests/test_cli.py's traverse run (batches of 2), so that with the shared
 # persistent compilation cache only the first of these subprocesses compiles.
 ROOMS_JOB = [
@@ -254,17 +207,17 @@ ROOMS_JOB = [
 
 def test_sigkill_and_resume_match_an_uninterrupted_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("resume")
-    env = _env(tmp_path_factory.getbasetemp() / "jax-cache")
+    env = cli_env(tmp_path_factory.getbasetemp() / "jax-cache")
     ref, job = tmp / "ref", tmp / "job"
     done = subprocess.run(
-        [*_cli(), *ROOMS_JOB, "--out", str(ref)], env=env, capture_output=True, text=True
+        [*cli_command(), *ROOMS_JOB, "--out", str(ref)], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     n_shards = 12
     assert len(A.read_manifest(ref)) == n_shards
 
     proc = subprocess.Popen(
-        [*_cli(), *ROOMS_JOB, "--out", str(job)],
+        [*cli_command(), *ROOMS_JOB, "--out", str(job)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -282,7 +235,7 @@ def test_sigkill_and_resume_match_an_uninterrupted_run(tmp_path_factory):
     assert 1 <= len(listed) < n_shards
 
     done = subprocess.run(
-        [*_cli(), *ROOMS_JOB, "--out", str(job)], env=env, capture_output=True, text=True
+        [*cli_command(), *ROOMS_JOB, "--out", str(job)], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     assert f"already complete {len(listed)}" in done.stdout
@@ -325,7 +278,7 @@ make.step_size = 0.2
 def test_factory_model_sharded_over_four_devices(tmp_path, monkeypatch):
     """A user generator named as module:factory, batches sharded over 4 forced CPU devices."""
     (tmp_path / "toygen.py").write_text(TOYGEN)
-    env = _env(tmp_path / "cache")
+    env = cli_env(tmp_path / "cache")
     env.update(
         PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
         XLA_FLAGS="--xla_force_host_platform_device_count=4",
@@ -333,7 +286,10 @@ def test_factory_model_sharded_over_four_devices(tmp_path, monkeypatch):
     job = ["augment", "--model", "toygen:make", "--seeds", "0:5", "-k", "1", "--steps", "2",
            "--shard-size", "5", "--batch-size", "3", "--no-progress"]  # fmt: skip
     done = subprocess.run(
-        [*_cli(), *job, "--out", str(tmp_path / "multi")], env=env, capture_output=True, text=True
+        [*cli_command(), *job, "--out", str(tmp_path / "multi")],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     monkeypatch.syspath_prepend(str(tmp_path))

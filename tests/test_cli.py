@@ -2,8 +2,6 @@
 the model registry and PNG grids."""
 
 import json
-import os
-import pathlib
 import subprocess
 import sys
 import types
@@ -12,42 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import cli_command, cli_env, run_main
 from PIL import Image
 
 from reds_jax import features as F
 from reds_jax import imageio
 from reds_jax.jobs import cli, models
 
-
-def _toy(latent_dim: int = 4, size: int = 8):
-    w = np.random.default_rng(0).standard_normal((size * size * 3, latent_dim))
-    w = w / np.sqrt(latent_dim)
-
-    def generator(z):
-        x = jnp.tanh(jnp.asarray(w, z.dtype) @ z)
-        return 0.5 * (x.reshape(size, size, 3) + 1.0)
-
-    return None, generator, latent_dim
-
-
-@pytest.fixture(autouse=True)
-def toy_model():
-    models.register_model(
-        "toy", _toy, description="test toy", vary=("lowpass:1",), fix=("highpass:1",), step_size=0.2
-    )
-    yield "toy"
-    models.MODELS.pop("toy", None)
-
-
-def _cli() -> list[str]:
-    script = pathlib.Path(sys.executable).with_name("reds-jax")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "reds_jax.jobs.cli"]
-
-
-def run_main(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+pytestmark = pytest.mark.usefixtures("toy_model")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,13 +43,9 @@ latent_dim = 6
 def test_traverse_subprocess_with_toml_and_overrides(tmp_path, tmp_path_factory):
     out = tmp_path / "tr"
     (tmp_path / "job.toml").write_text(TRAVERSE_TOML.format(out=out))
-    env = dict(os.environ)
-    env.update(
-        JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "jax-cache"),
-        JAX_PLATFORMS="cpu",
-    )
+    env = cli_env(tmp_path_factory.getbasetemp() / "jax-cache")
     done = subprocess.run(
-        [*_cli(), "traverse", "--config", str(tmp_path / "job.toml"), "--seeds", "0", "1"],
+        [*cli_command(), "traverse", "--config", str(tmp_path / "job.toml"), "--seeds", "0", "1"],
         env=env,
         capture_output=True,
         text=True,
@@ -195,7 +161,7 @@ def test_help_lists_commands(capsys):
 
 def test_evaluate_delegates_and_bench_runs_the_checkout_script(capsys, monkeypatch, tmp_path):
     fake_eval = types.ModuleType("reds_jax.evaluation.runner")
-    fake_eval.main = lambda argv: 3
+    fake_eval.main = lambda argv, prog: 3 if prog == "reds-jax evaluate" else 1
     monkeypatch.setitem(sys.modules, "reds_jax.evaluation.runner", fake_eval)
     assert cli.main(["evaluate", "--suite", "rooms"]) == 3
     script = tmp_path / "bench_traverse.py"

@@ -5,12 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import registered_model, toy_weights
 from PIL import Image
 
-from reds_jax.jobs import cli, models
+from reds_jax.jobs import cli
 from reds_jax.jobs.inversion import InversionJobError, list_images, load_images
 
-W = np.random.default_rng(0).standard_normal((8 * 8 * 3, 4)) / 2.0
+W = toy_weights(4, 8)
 
 
 def _toy():
@@ -22,16 +23,8 @@ def _toy():
 
 @pytest.fixture(autouse=True)
 def toy_model():
-    models.register_model(
-        "toy_inv",
-        _toy,
-        description="test toy",
-        vary=("lowpass:1",),
-        fix=("highpass:1",),
-        step_size=0.2,
-    )
-    yield
-    models.MODELS.pop("toy_inv", None)
+    with registered_model("toy_inv", _toy):
+        yield
 
 
 @pytest.fixture

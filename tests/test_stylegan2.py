@@ -19,18 +19,14 @@ import pytest
 
 import reds_jax
 from reds_jax import features
+from reds_jax.formats.ada_pickle import ADA_GLOBALS, PersistentRecord
 from reds_jax.formats.torch_zip import load_torch_pickle, load_torch_zip
 from reds_jax.generators.stylegan2 import (
     StyleGAN2Checkpoint,
     load_stylegan2_checkpoint,
     stylegan2,
 )
-from reds_jax.generators.stylegan2_ada import (
-    _ADA_GLOBALS,
-    PersistentRecord,
-    convert_ada_network,
-    load_stylegan2_ada,
-)
+from reds_jax.generators.stylegan2_ada import convert_ada_network, load_stylegan2_ada
 from reds_jax.generators.stylegan2_convert import (
     convert_rosinality_state_dict,
     convert_stylegan2,
@@ -220,7 +216,7 @@ def test_malicious_pickles_are_refused_unexecuted(tmp_path):
         source_pkl = pickle.dumps({"G_ema": _Evil(persistence._reconstruct_persistent_obj, meta)})
     for name, data in cases.items():
         with pytest.raises(pickle.UnpicklingError):
-            load_torch_pickle(_write(tmp_path / f"{name}.pkl", data), extra_globals=_ADA_GLOBALS)
+            load_torch_pickle(_write(tmp_path / f"{name}.pkl", data), extra_globals=ADA_GLOBALS)
         with pytest.raises(pickle.UnpicklingError):
             load_stylegan2_ada(tmp_path / f"{name}.pkl")
     # a record whose module source would run code: the source is never looked at
@@ -236,7 +232,7 @@ def test_malicious_pickles_are_refused_unexecuted(tmp_path):
 
 
 def test_unsupported_networks_are_refused():
-    G = load_torch_pickle(ADA, extra_globals=_ADA_GLOBALS)["G_ema"]
+    G = load_torch_pickle(ADA, extra_globals=ADA_GLOBALS)["G_ema"]
     assert isinstance(G, PersistentRecord) and G.class_name == "Generator"
     G.state["c_dim"] = 1
     with pytest.raises(ValueError, match="Conditional"):

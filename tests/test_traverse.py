@@ -1,8 +1,6 @@
 """directions/traverse: closed forms on linear generators, a planted-factor generator, shapes,
 retracing, bad input and numerical fallbacks."""
 
-import os
-import subprocess
 import sys
 import textwrap
 
@@ -11,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+from helpers import arrays_on_devices
 
 import reds_jax
 from reds_jax import features as F
@@ -225,18 +224,13 @@ def test_sharded_batch_matches_single_device():
         z0 = jax.random.normal(jax.random.key(0), (11, 6))  # not a multiple of 8: padded
         tr = reds_jax.traverse(gen, z0, vary=F.region((1, 0, 3, 4)), fix=[F.region((0, 0, 1, 4))],
                                k=2, steps=3)
-        np.save("OUT", np.asarray(tr.latents))
+        pc = reds_jax.traverse(gen, z0, vary=F.region((1, 0, 3, 4)), fix=[F.region((0, 0, 1, 4))],
+                               k=1, steps=2, step_target=0.05, correct=1)  # path control
+        np.save("OUT", np.concatenate([np.ravel(tr.latents), np.ravel(pc.latents)]))
         """
     )
-    outs = []
-    for n in (8, 1):
-        out = f"/tmp/reds_shard_{os.getpid()}_{n}.npy"
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
-        src = code.replace("OUT", out).replace("== 8", f"== {n}")
-        subprocess.run([sys.executable, "-c", src], check=True, env=env, timeout=300)
-        outs.append(np.load(out))
-        os.remove(out)
-    assert outs[0].shape == (11, 4, 4, 6)
+    outs = arrays_on_devices(code, (8, 1))
+    assert outs[0].shape == (11 * 4 * 4 * 6 + 11 * 2 * 3 * 6,)
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-10)
 
 

@@ -51,6 +51,11 @@ def sanitize(x: Array) -> Array:
     return jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x))
 
 
+def count_nonfinite(x: Array) -> Array:
+    """Number of non-finite entries of ``x`` (int32 scalar): what :func:`sanitize` zeroes."""
+    return jnp.sum(~jnp.isfinite(x), dtype=jnp.int32)
+
+
 def _flat(fn: Callable[[Array], Array]) -> Callable[[Array], Array]:
     return lambda z: jnp.ravel(fn(z))
 
@@ -85,6 +90,11 @@ def jacobian(
         raise ValueError(
             f"z must be one latent of shape [d]; got shape {z.shape}. vmap for batches."
         )
+    return _jacobian_counted(fn, z, mode, eps)[0]
+
+
+def _jacobian_counted(fn, z: Array, mode: str, eps: float) -> tuple[Array, Array]:
+    """``(jacobian [m, d] sanitized, number of entries zeroed)``."""
     flat = _flat(fn)
     mode = resolve_mode(mode, output_size(flat, z), z.shape[0])
     if mode == "fwd":
@@ -93,7 +103,7 @@ def jacobian(
         jac = jax.jacrev(flat)(z)
     else:
         jac = _fd_jacobian(flat, z, eps)
-    return sanitize(jac)
+    return sanitize(jac), count_nonfinite(jac)
 
 
 def _chunked_gram_rows(flat: Callable[[Array], Array], z: Array, m: int, chunk: int) -> Array:
@@ -101,15 +111,19 @@ def _chunked_gram_rows(flat: Callable[[Array], Array], z: Array, m: int, chunk: 
     _, vjp = jax.vjp(flat, z)
     n_chunks = -(-m // chunk)
 
-    def body(acc, start):
+    def body(state, start):
+        acc, bad = state
         # One-hot cotangents for rows start..start+chunk; rows past m are all-zero (no contribution).
         cot = jax.nn.one_hot(start + jnp.arange(chunk), m, dtype=z.dtype)
-        rows = sanitize(jax.vmap(lambda c: vjp(c)[0])(cot))
-        return acc + rows.T @ rows, None
+        rows = jax.vmap(lambda c: vjp(c)[0])(cot)
+        bad = bad + count_nonfinite(rows)
+        rows = sanitize(rows)
+        return (acc + rows.T @ rows, bad), None
 
     d = z.shape[0]
-    acc, _ = jax.lax.scan(body, jnp.zeros((d, d), z.dtype), jnp.arange(n_chunks) * chunk)
-    return acc
+    init = (jnp.zeros((d, d), z.dtype), jnp.zeros((), jnp.int32))
+    (acc, bad), _ = jax.lax.scan(body, init, jnp.arange(n_chunks) * chunk)
+    return acc, bad
 
 
 def _chunked_gram_cols(flat: Callable[[Array], Array], z: Array, chunk: int) -> Array:
@@ -120,11 +134,13 @@ def _chunked_gram_cols(flat: Callable[[Array], Array], z: Array, chunk: int) -> 
     n_chunks = -(-d // chunk)
     basis = jnp.eye(n_chunks * chunk, d, dtype=z.dtype).reshape(n_chunks, chunk, d)
 
-    def block(v_block):
-        return jax.vmap(lambda v: vjp(sanitize(jvp(v)))[0])(v_block)
+    def one(v):
+        jv = jvp(v)  # a column of J (or zero past d)
+        col = vjp(sanitize(jv))[0]
+        return sanitize(col), count_nonfinite(jv) + count_nonfinite(col)
 
-    cols = jax.lax.map(block, basis).reshape(n_chunks * chunk, d)[:d]
-    return sanitize(cols)
+    cols, bad = jax.lax.map(jax.vmap(one), basis)
+    return cols.reshape(n_chunks * chunk, d)[:d], jnp.sum(bad, dtype=jnp.int32)
 
 
 def gram(
@@ -164,9 +180,14 @@ def gram(
     check_mode(mode)
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}.")
+    return _gram_counted(fn, z, mode, chunk_size, eps)[0]
+
+
+def _gram_counted(fn, z: Array, mode: str, chunk_size: int | None, eps: float):
+    """``(gram [d, d], number of non-finite entries zeroed)``."""
     if chunk_size is None or mode == "fd":
-        jac = jacobian(fn, z, mode=mode, eps=eps)
-        return jac.T @ jac
+        jac, bad = _jacobian_counted(fn, z, mode, eps)
+        return jac.T @ jac, bad
     flat = _flat(fn)
     m = output_size(flat, z)
     if resolve_mode(mode, m, z.shape[0]) == "rev":
@@ -182,7 +203,8 @@ def feature_grams(
     mode: str = "auto",
     chunk_size: int | None = None,
     eps: float = 1e-3,
-) -> Array:
+    count: bool = False,
+) -> Array | tuple[Array, Array]:
     """Grams ``J_kᵀJ_k`` of every feature through the generator, sharing one generator pass.
 
     Without ``chunk_size`` the features are concatenated into one function so that the generator's
@@ -196,9 +218,10 @@ def feature_grams(
       mode: Jacobian mode (see :func:`jacobian`).
       chunk_size: optional block size for memory-bounded accumulation.
       eps: central-difference step for ``mode="fd"``.
+      count: also return the number of non-finite Jacobian entries set to zero (int32 scalar).
 
     Returns:
-      ``[K, d, d]`` stacked Grams.
+      ``[K, d, d]`` stacked Grams (and the count, with ``count=True``).
 
     >>> import jax.numpy as jnp
     >>> g = feature_grams(lambda z: z, [lambda x: x[:1], lambda x: 3.0 * x[1:]], jnp.ones(2))
@@ -206,20 +229,22 @@ def feature_grams(
     ([1.0, 0.0], [0.0, 9.0])
     """
     if chunk_size is not None:
-        return jnp.stack(
-            [
-                gram(lambda v, f=f: f(generator(v)), z, mode=mode, chunk_size=chunk_size, eps=eps)
-                for f in features
-            ]
-        )
+        parts = [
+            _gram_counted(lambda v, f=f: f(generator(v)), z, mode, chunk_size, eps)
+            for f in features
+        ]
+        grams = jnp.stack([g for g, _ in parts])
+        return (grams, sum(b for _, b in parts)) if count else grams
     sizes = [output_size(lambda v, f=f: f(generator(v)), z) for f in features]
 
     def stacked(v):
         image = generator(v)
         return jnp.concatenate([jnp.ravel(f(image)) for f in features])
 
-    jac = jacobian(stacked, z, mode=mode, eps=eps)
+    jac, bad = _jacobian_counted(stacked, z, mode, eps)
     bounds = [0]
     for s in sizes:
         bounds.append(bounds[-1] + s)
-    return jnp.stack([jac[a:b].T @ jac[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+    pairs = zip(bounds[:-1], bounds[1:], strict=True)
+    grams = jnp.stack([jac[a:b].T @ jac[a:b] for a, b in pairs])
+    return (grams, bad) if count else grams

@@ -1,10 +1,14 @@
-"""Small dense linear algebra in plain ``jnp`` ops (no LAPACK custom calls), for tiny matrices
-inside jitted, vmapped loops: Jacobi eigen-decomposition, Cholesky inverse, projection.
+"""Small shared linear algebra of the core: symmetrize, unit rows, sign fixing, the safe ridge, one
+projection, and one small-eigh dispatch.
 
-Why: on a CPU, jaxlib's batched LAPACK kernels (``eigh``, ``cholesky``, ...) split their batch over
-XLA's intra-op thread pool and wait for it from inside a pool thread; two such calls at once can
-deadlock a 2-thread pool (seen with jaxlib 0.10 on a 2-core machine). These ``[q, q]`` versions
-(q ≲ 16) are also cheap on accelerators.
+Why plain ``jnp`` ops for the small matrices on a CPU: jaxlib's batched LAPACK kernels (``eigh``,
+``cholesky``, ...) split their batch over XLA's intra-op thread pool and wait for it from inside a
+pool thread; two such calls running at once (e.g. two vmapped eigen-solves inside one jitted step)
+deadlocked a 2-thread pool: the process hung at 0 % CPU, never returning (seen with jaxlib 0.10 on a
+2-core machine; commits "Matrix-free: no LAPACK in the tracking loop" and "rayleigh_system: run the
+fallback eigh after the main solve"). :func:`small_eigh` therefore runs parallel Jacobi sweeps on
+the CPU backend and ``jnp.linalg.eigh`` elsewhere (GPU/TPU: no such pool); :func:`cholesky_inverse`
+is an unrolled Cholesky; :func:`project` is a two-pass Gram-Schmidt in a ``lax.scan``.
 """
 
 from __future__ import annotations
@@ -16,8 +20,95 @@ import numpy as np
 Array = jax.Array
 
 
-def _symmetrize(a: Array) -> Array:
-    return 0.5 * (a + a.T)
+def symmetrize(a: Array) -> Array:
+    """``(A + Aᵀ) / 2`` over the last two axes.
+
+    >>> symmetrize(jnp.array([[0.0, 2.0], [0.0, 0.0]])).tolist()
+    [[0.0, 1.0], [1.0, 0.0]]
+    """
+    return 0.5 * (a + jnp.swapaxes(a, -1, -2))
+
+
+def unit_rows(vectors: Array) -> Array:
+    """Rows rescaled to unit length (zero rows stay zero).
+
+    >>> unit_rows(jnp.array([[0.0, 2.0], [0.0, 0.0]])).tolist()
+    [[0.0, 1.0], [0.0, 0.0]]
+    """
+    norm = jnp.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / jnp.where(norm > 0, norm, jnp.ones_like(norm))
+
+
+def fix_signs(vectors: Array) -> Array:
+    """Flip each row so that its largest-magnitude entry is positive (deterministic signs).
+
+    Args:
+      vectors: ``[n, d]`` rows.
+
+    Returns:
+      ``[n, d]`` rows with deterministic signs.
+
+    >>> fix_signs(jnp.array([[1.0, -2.0]])).tolist()
+    [[-1.0, 2.0]]
+    """
+    idx = jnp.argmax(jnp.abs(vectors), axis=-1)
+    pivot = jnp.take_along_axis(vectors, idx[:, None], axis=-1)
+    return vectors * jnp.where(pivot < 0, -1.0, 1.0).astype(vectors.dtype)
+
+
+def safe_ridge(b: Array, ridge: float | Array) -> Array:
+    """The ridge ``λ`` actually used with ``B``: ``ridge`` raised to ``10·d·eps·max|diag B|``.
+
+    Below that floor the Cholesky factor of ``B + λI`` need not exist in the working precision.
+    Callers report ``λ > ridge`` as ``ridge_raised`` in the diagnostics.
+
+    Args:
+      b: ``[d, d]`` symmetric PSD.
+      ridge: requested ``λ >= 0``.
+
+    Returns:
+      Scalar ``λ`` (dtype of ``b``).
+
+    >>> float(safe_ridge(jnp.eye(2), 0.5))
+    0.5
+    """
+    d = b.shape[-1]
+    floor = 10.0 * d * jnp.finfo(b.dtype).eps * jnp.max(jnp.abs(jnp.diagonal(b)))
+    return jnp.maximum(jnp.asarray(ridge, b.dtype), floor)
+
+
+def project(v: Array, rows: Array, span: Array | None = None) -> Array:
+    """Orthogonal projection of ``v [d]`` onto the span of the rows of ``rows [s, d]``.
+
+    The rows need not be orthogonal (REDs vectors are ``B``-orthogonal). They are orthonormalised
+    by classical Gram-Schmidt applied twice, in a ``lax.scan`` (no LAPACK; any ``s``); numerically
+    dependent rows and rows with ``span = 0`` are dropped.
+
+    Args:
+      v: ``[d]``.
+      rows: ``[s, d]``.
+      span: optional ``[s]`` 0/1 mask of the rows to use (default: all).
+
+    Returns:
+      ``[d]`` projection.
+
+    >>> project(jnp.array([1.0, 2.0]), jnp.array([[3.0, 0.0]])).tolist()
+    [1.0, 0.0]
+    """
+    if span is not None:
+        rows = rows * span[:, None]
+    eps, tiny = jnp.finfo(v.dtype).eps, jnp.finfo(v.dtype).tiny
+
+    def add(basis, i):
+        row = rows[i]
+        u = row - basis.T @ (basis @ row)
+        u = u - basis.T @ (basis @ u)
+        norm = jnp.linalg.norm(u)
+        keep = norm > 1e3 * eps * jnp.linalg.norm(row) + tiny
+        return basis.at[i].set(jnp.where(keep, u / jnp.maximum(norm, tiny), 0.0)), None
+
+    basis, _ = jax.lax.scan(add, jnp.zeros_like(rows), jnp.arange(rows.shape[0]))
+    return basis.T @ (basis @ v)
 
 
 def _round_robin(q: int) -> np.ndarray:
@@ -30,8 +121,10 @@ def _round_robin(q: int) -> np.ndarray:
     return np.asarray(rounds, dtype=np.int32)
 
 
-def small_eigh(a: Array, max_sweeps: int = 15) -> tuple[Array, Array]:
+def jacobi_eigh(a: Array, max_sweeps: int = 15) -> tuple[Array, Array]:
     """Eigen-decomposition of a small symmetric matrix by parallel (round-robin) Jacobi sweeps.
+
+    Plain ``jnp`` ops (no LAPACK); see the module docstring for why.
 
     Args:
       a: ``[q, q]`` symmetric.
@@ -40,12 +133,12 @@ def small_eigh(a: Array, max_sweeps: int = 15) -> tuple[Array, Array]:
     Returns:
       ``values [q]`` descending and ``vectors [q, q]`` (column ``i`` belongs to ``values[i]``).
 
-    >>> values, vectors = small_eigh(jnp.diag(jnp.array([1.0, 3.0])))
+    >>> values, vectors = jacobi_eigh(jnp.diag(jnp.array([1.0, 3.0])))
     >>> values.tolist(), abs(vectors[1, 0]).tolist()
     ([3.0, 1.0], 1.0)
     """
     q0 = a.shape[0]
-    a = _symmetrize(a)
+    a = symmetrize(a)
     if q0 % 2:  # pad to even size with an isolated entry below the spectrum, dropped at the end
         low = -(1.0 + 2.0 * jnp.sum(jnp.abs(a)))
         a = jnp.pad(a, ((0, 1), (0, 1))).at[q0, q0].set(low)
@@ -85,16 +178,36 @@ def small_eigh(a: Array, max_sweeps: int = 15) -> tuple[Array, Array]:
     return values[order], v[:q0, order]
 
 
+def small_eigh(a: Array) -> tuple[Array, Array]:
+    """Eigen-decomposition of a small symmetric ``[q, q]`` matrix, largest first.
+
+    Dispatches at trace time on ``jax.default_backend()``: :func:`jacobi_eigh` on the CPU (the
+    LAPACK thread-pool deadlock, see the module docstring), ``jnp.linalg.eigh`` elsewhere.
+
+    Returns:
+      ``values [q]`` descending and ``vectors [q, q]`` (column ``i`` belongs to ``values[i]``).
+
+    >>> values, _ = small_eigh(jnp.diag(jnp.array([1.0, 3.0])))
+    >>> values.tolist()
+    [3.0, 1.0]
+    """
+    if jax.default_backend() == "cpu":
+        return jacobi_eigh(a)
+    values, vectors = jnp.linalg.eigh(symmetrize(a))
+    return values[::-1], vectors[:, ::-1]
+
+
 def cholesky_inverse(b: Array) -> Array:
     """``L⁻¹`` for the lower Cholesky factor ``L`` of a small SPD ``b [q, q]`` (unrolled).
+
+    Pivots are floored relative to the largest diagonal entry: a numerically indefinite ``b``
+    (rounding in float32) then gives entries of size ≤ 1/√(eps·max diag) instead of 1/√tiny,
+    whose products overflow to inf and NaN downstream.
 
     >>> cholesky_inverse(jnp.array([[4.0]])).tolist()
     [[0.5]]
     """
     q = b.shape[0]
-    # Pivots are floored relative to the largest diagonal entry: a numerically indefinite ``b``
-    # (rounding in float32) then gives entries of size ≤ 1/√(eps·max diag) instead of 1/√tiny,
-    # whose products overflow to inf and NaN downstream.
     finfo = jnp.finfo(b.dtype)
     floor = finfo.eps * jnp.max(jnp.abs(jnp.diagonal(b))) + finfo.tiny
     chol = jnp.zeros_like(b)
@@ -107,22 +220,3 @@ def cholesky_inverse(b: Array) -> Array:
     for i in range(q):
         inv = inv.at[i].set((eye[i] - chol[i, :i] @ inv[:i]) / chol[i, i])
     return inv
-
-
-def project_rows(v: Array, rows: Array) -> Array:
-    """Orthogonal projection of ``v [d]`` onto the span of ``rows [k, d]`` (Gram-Schmidt, twice).
-
-    >>> project_rows(jnp.array([1.0, 2.0]), jnp.array([[3.0, 0.0]])).tolist()
-    [1.0, 0.0]
-    """
-    basis = []
-    tiny = jnp.finfo(v.dtype).tiny
-    for i in range(rows.shape[0]):
-        u = rows[i]
-        for _ in range(2):
-            for b in basis:
-                u = u - jnp.dot(b, u) * b
-        norm = jnp.linalg.norm(u)
-        keep = norm > 1e3 * jnp.finfo(v.dtype).eps * jnp.linalg.norm(rows[i]) + tiny
-        basis.append(jnp.where(keep, u / jnp.maximum(norm, tiny), 0.0))
-    return sum(jnp.dot(b, v) * b for b in basis)

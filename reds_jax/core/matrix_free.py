@@ -1,6 +1,6 @@
-"""Matrix-free tracking solver for REDs paths: Gram-vector products and warm-started block LOBPCG.
+"""Gram-vector products for the matrix-free solver: the pencils its block LOBPCG runs on.
 
-``traverse(..., solver="matrix_free")`` solves **the same Rayleigh form as the dense solver**,
+``traverse(..., solver=reds_jax.MatrixFree())`` (:class:`reds_jax.core.solvers.MatrixFree`) solves **the same Rayleigh form as the dense solver**,
 ``A_vary v = μ (B + λI) v`` with ``A_vary = Σ c_k J_kᵀJ_k`` (varied features) and
 ``B = Σ c_k J_kᵀJ_k`` (fixed features), ``c_k`` the feature weight over the Gram's Frobenius norm;
 only how the top-``k`` eigenvectors are found differs (``maxc``: ``B = 0``):
@@ -10,19 +10,16 @@ only how the top-``k`` eigenvectors are found differs (``maxc``: ``B = 0``):
   projected Grams of a block ``S [q, d]`` are ``(J S)(J S)ᵀ`` per feature (forward products only)
   and a residual ``A x − θ (B + λI) x`` is one transpose product of a weighted cotangent. Nothing
   ``[m, d]`` (a full Jacobian) is formed after the start latent.
-* **Generalised block LOBPCG** (Knyazev 2001) on the pencil ``(A_vary, B + λI)``: Rayleigh-Ritz on
-  ``[X, R, T R, P]`` (Ritz block, residuals, residuals preconditioned by ``T = (B(z_0) + λI)⁻¹``,
-  previous search directions; option ``precond``: ``"both"`` (default), ``"start"`` (``T R`` only)
-  or ``"none"``), with an SVQB orthonormalisation (Stathopoulos & Wu 2002) that drops numerically
-  dependent columns, so shapes stay static under ``jit``/``vmap``. The block has ``p = k + guard``
-  rows. The small dense algebra (Jacobi eigen-solves, an unrolled Cholesky) uses plain ``jnp`` ops:
-  on a CPU, jaxlib's batched LAPACK kernels wait on XLA's intra-op pool from inside it, and two of
-  them at once deadlock a 2-thread pool (seen with jaxlib 0.10 on 2 cores).
+* **Generalised block LOBPCG** (:mod:`reds_jax.core.lobpcg`) on the pencil ``(A_vary, B + λI)``:
+  Rayleigh-Ritz on ``[X, R, T R, P]`` (Ritz block, residuals, residuals preconditioned by
+  ``T = (B(z_0) + λI)⁻¹``, previous search directions; option ``precond``: ``"both"`` (default),
+  ``"start"`` (``T R`` only) or ``"none"``). The block has ``p = k + guard`` rows.
 * **Tracking.** On a ``local`` path every path carries its ``[p, d]`` block through the
   ``lax.scan``; each step re-linearises at the new latent, warm-starts from the previous block and
   runs ``iters`` LOBPCG iterations: ``p`` forward products, then per iteration ``p`` transpose and
   ``2p`` forward products (``p`` with ``precond="start"``/``"none"``), instead of ``d`` Jacobian
-  columns and a ``[d, d]`` eigen-solve. The step rule is the dense solver's.
+  columns and a ``[d, d]`` eigen-solve. The step rule is the dense solver's
+  (:func:`reds_jax.core.traverse.local_step`).
 * **Start latent** (option ``cold_start``):
 
   - ``"dense"`` (default): exact Grams at ``z_0`` (``mode`` / ``chunk_size`` apply; once per start
@@ -54,179 +51,166 @@ When ``B`` is (nearly) singular on the answer (``μ₁·λ`` not small), the quo
 ``T`` misleads as the null space turns, and one iteration per step is not enough; use the dense
 solver there or raise ``iters``/``ridge``.
 
-Non-finite entries of Gram-vector products are set to zero; a LOBPCG iteration whose
-Rayleigh-Ritz step is not finite is skipped (block and Ritz values kept, search directions reset),
-so the start block is never replaced by NaNs; a step whose solve is still not finite keeps the
-previous block (and, as in the dense solver, the previous direction). The small Cholesky floors
+Values are the true Rayleigh quotients ``vᵀA v / vᵀ(B + λI) v`` of the returned vectors,
+recomputed from their products (Ritz values of a nearly dependent block can be far off when the
+fixed Gram covers the varied one), and the block is sorted by them.
+
+Non-finite entries of Gram-vector products are set to zero (``nonfinite_jacobian``); a LOBPCG
+iteration whose Rayleigh-Ritz step is not finite is skipped (``skipped_iterations``: block and Ritz
+values kept, search directions reset), so the start block is never replaced by NaNs; a step whose
+solve is still not finite keeps the previous block (``solve_fallback``) and, as in the dense
+solver, the step rule then keeps the previous direction. The small Cholesky floors
 its pivots at ``eps·max diag`` so that a numerically indefinite projected ``B + λI`` in float32
 (seen in about 2 % of start latents at N = 256 before this floor) cannot overflow.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve
 
-from reds_jax.core import rayleigh
-from reds_jax.core.jacobians import feature_grams, output_size, sanitize
-from reds_jax.core.linalg import cholesky_inverse, project_rows, small_eigh
+from reds_jax.core.jacobians import count_nonfinite, output_size, sanitize
+from reds_jax.core.linalg import fix_signs, safe_ridge, symmetrize, unit_rows
+from reds_jax.core.lobpcg import Result, lobpcg
 
 Array = jax.Array
 
-SOLVERS = ("dense", "matrix_free")
-METHODS = ("reds", "maxc")
-COLD_STARTS = ("dense", "iterative")
 PRECONDS = ("both", "start", "none")
-UNROLL = 4  # LOBPCG iterations up to this count are unrolled in the trace
-OPTIONS = (
-    "iters",
-    "guard",
-    "cold_start",
-    "cold_iters",
-    "probes",
-    "sketch",
-    "sketch_seed",
-    "precond",
-)
 
 
-@dataclasses.dataclass(frozen=True)
-class MFConfig:
-    """Options of the matrix-free solver (hashable: part of the jit cache key)."""
-
-    iters: int = 1
-    guard: int = 1
-    cold_start: str = "dense"
-    cold_iters: int = 50
-    probes: int = 8
-    sketch: int | None = None
-    sketch_seed: int = 0
-    precond: str = "both"
+def _precondition(pinv: Array | None, precond: str, r: Array) -> tuple[Array, ...]:
+    if pinv is None:
+        return (r,)
+    tr = r @ pinv  # the preconditioner (B(z_0) + λI)⁻¹ is symmetric
+    return (tr,) if precond == "start" else (r, tr)
 
 
-def check_solver(solver: str, method: str, options: dict[str, Any]) -> MFConfig | None:
-    """Validate ``solver`` and its options before tracing; return the matrix-free config or None.
+class ProductPencil(NamedTuple):
+    """The pencil ``(A_vary, B + λI)`` from the products of all features at one latent.
 
-    Raises:
-      ValueError: unknown solver name, a method the solver does not support, or bad options.
-    """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver={solver!r} is not a solver; pass one of {SOLVERS}.")
-    given = sorted(set(options) & set(OPTIONS))
-    if solver == "dense":
-        if given:
-            raise ValueError(
-                f"option(s) {given} apply to solver='matrix_free' only; drop them or pass "
-                "solver='matrix_free'."
-            )
-        return None
-    if method not in METHODS:
-        raise ValueError(
-            f"solver='matrix_free' supports method in {METHODS}; got method={method!r}. "
-            "Use solver='dense' for it."
-        )
-    if options.get("mode", "auto") == "fd":
-        raise ValueError(
-            "solver='matrix_free' uses exact products; mode='fd' is for solver='dense' only."
-        )
-
-    def count(name, default, lo):
-        x = options.get(name, default)
-        if isinstance(x, bool) or not isinstance(x, int) or x < lo:
-            raise ValueError(f"{name} must be an int >= {lo}; got {x!r}.")
-        return int(x)
-
-    cold = options.get("cold_start", "dense")
-    if cold not in COLD_STARTS:
-        raise ValueError(f"cold_start={cold!r} is not valid; pass one of {COLD_STARTS}.")
-    precond = options.get("precond", "both")
-    if precond not in PRECONDS:
-        raise ValueError(f"precond={precond!r} is not valid; pass one of {PRECONDS}.")
-    sketch = options.get("sketch")
-    if sketch is not None:
-        sketch = count("sketch", None, 1)
-    return MFConfig(
-        iters=count("iters", 1, 1),
-        guard=count("guard", 1, 0),
-        cold_start=cold,
-        cold_iters=count("cold_iters", 50, 1),
-        probes=count("probes", 8, 1),
-        sketch=sketch,
-        sketch_seed=count("sketch_seed", 0, 0),
-        precond=precond,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Problem at one latent
-
-
-class _Problem:
-    """Weights of the pencil ``(A_vary, B + λI)`` over the concatenated feature tangent ``[m]``.
+    ``A = Jᵀ diag(wa) J`` and ``B = Jᵀ diag(wb) J`` over the concatenated feature tangent ``[m]``
+    (varied features first).
 
     Attributes:
-      sizes: static feature sizes (varied first).
-      n_vary: number of varied features.
+      jv: ``u [d] -> J u [m]``.
+      jt: ``w [m] -> Jᵀ w [d]``.
       wa, wb: ``[m]`` per-entry weights ``c_k`` of the varied / fixed features (zero elsewhere).
       lam: ridge ``λ`` (scalar).
       pinv: ``[d, d]`` preconditioner ``(B(z_0) + λI)⁻¹``, or None.
+      precond: ``"both"``, ``"start"`` or ``"none"``.
     """
 
-    explicit = False
+    jv: Callable
+    jt: Callable
+    wa: Array
+    wb: Array
+    lam: Array
+    pinv: Array | None = None
+    precond: str = "both"
 
-    def __init__(self, sizes, n_vary, scales, lam, pinv, precond="both"):
-        self.sizes, self.n_vary, self.lam, self.pinv = sizes, n_vary, lam, pinv
-        self.precond = precond
+    @classmethod
+    def build(cls, jv, jt, sizes, n_vary, scales, lam, pinv=None, precond="both"):
+        """From feature ``sizes`` (static, varied first) and per-feature ``scales [K]``."""
         parts_a, parts_b = [], []
         for i, s in enumerate(sizes):
             c = jnp.full((s,), scales[i], scales.dtype)
             zero = jnp.zeros((s,), scales.dtype)
             parts_a.append(c if i < n_vary else zero)
             parts_b.append(zero if i < n_vary else c)
-        self.wa, self.wb = jnp.concatenate(parts_a), jnp.concatenate(parts_b)
+        wa, wb = jnp.concatenate(parts_a), jnp.concatenate(parts_b)
+        return cls(jv, jt, wa, wb, lam, pinv, precond)
+
+    def apply(self, x):
+        jx = jax.vmap(self.jv)(x)
+        return sanitize(jx), count_nonfinite(jx)
+
+    def project(self, q, jq):
+        a = jq @ (jq * self.wa[None, :]).T
+        b = jq @ (jq * self.wb[None, :]).T + self.lam * (q @ q.T)
+        return a, b
+
+    def quotients(self, x, jx):
+        xax = jnp.sum(jx * jx * self.wa[None, :], axis=1)
+        xbx = jnp.sum(jx * jx * self.wb[None, :], axis=1) + self.lam * jnp.sum(x * x, axis=1)
+        return xax, xbx
+
+    def residual(self, x, jx, theta):
+        cot = jx * self.wa[None, :] - theta[:, None] * (jx * self.wb[None, :])
+        r = jax.vmap(self.jt)(cot)
+        return sanitize(r) - (theta * self.lam)[:, None] * x, count_nonfinite(r)
+
+    def precondition(self, r):
+        return _precondition(self.pinv, self.precond, r)
+
+    def fixed_is_zero(self, jx) -> Array:
+        """True when the fixed products of the block vanish (``B = 0`` on it: nothing fixed)."""
+        return ~jnp.any(jx * self.wb[None, :] != 0)
 
 
-class _DenseProblem:
-    """The same pencil from explicit ``[d, d]`` Grams (the start latent): the "tangent" of a row
-    ``u`` is ``[A u, Lᵀ u]`` (``[2d]``, ``L Lᵀ = B + λI``), so LOBPCG runs unchanged with
-    ``jv = products``. The projected ``B + λI`` is then a sum of squares, ``(Lᵀq)·(Lᵀq)``: formed
-    as ``q·(B + λI) q`` it loses its small eigenvalues (≈ λ) to rounding in float32 and the
-    Ritz values blow up."""
+class ExplicitPencil(NamedTuple):
+    """The same pencil from explicit ``[d, d]`` matrices (the start latent): the "tangent" of a row
+    ``u`` is ``[A u, Lᵀ u]`` (``[2d]``, ``L Lᵀ = B + λI``). The projected ``B + λI`` is then a sum of
+    squares, ``(Lᵀq)·(Lᵀq)``: formed as ``q·(B + λI) q`` it loses its small eigenvalues (≈ λ) to
+    rounding in float32 and the Ritz values blow up.
 
-    explicit = True
+    The quotients ``xᵀAx / (xᵀBx + λxᵀx)`` use ``A`` and ``B`` themselves (not ``L``), so that a
+    ``B`` that covers ``A`` gives quotients ``<= 1`` in any precision.
 
-    def __init__(self, a, chol, pinv, precond="both"):
-        self.a, self.chol, self.pinv, self.precond = a, chol, pinv, precond
+    Attributes:
+      a: ``[d, d]`` symmetric ``A``.
+      b: ``[d, d]`` symmetric ``B``.
+      lam: ridge ``λ``.
+      chol: ``[d, d]`` lower Cholesky factor of ``B + λI``.
+      pinv: ``[d, d]`` preconditioner, or None.
+      precond: ``"both"`` or ``"start"``.
+    """
 
-    def products(self, u: Array) -> Array:
-        return jnp.concatenate([self.a @ u, self.chol.T @ u])
+    a: Array
+    b: Array
+    lam: Array
+    chol: Array
+    pinv: Array | None = None
+    precond: str = "both"
+
+    @classmethod
+    def build(cls, a: Array, b: Array, lam: Array | float, precond: str = "both") -> ExplicitPencil:
+        """From ``A``, ``B`` and ``λ``, preconditioned by ``(B + λI)⁻¹``."""
+        b = symmetrize(b)
+        eye = jnp.eye(a.shape[-1], dtype=a.dtype)
+        lam = jnp.asarray(lam, a.dtype)
+        chol = jnp.linalg.cholesky(b + lam * eye)
+        pinv = symmetrize(cho_solve((chol, True), eye))
+        return cls(symmetrize(a), b, lam, chol, pinv, precond)
+
+    def apply(self, x):
+        jx = jnp.concatenate([x @ self.a, x @ self.chol], axis=1)  # rows: [A u, Lᵀ u]
+        return jx, jnp.zeros((), jnp.int32)
+
+    def project(self, q, jq):
+        d = q.shape[1]
+        return q @ jq[:, :d].T, jq[:, d:] @ jq[:, d:].T  # λ is inside L
+
+    def quotients(self, x, jx):
+        d = x.shape[1]
+        xbx = jnp.sum(x * (x @ self.b), axis=1) + self.lam * jnp.sum(x * x, axis=1)
+        return jnp.sum(x * jx[:, :d], axis=1), xbx
+
+    def residual(self, x, jx, theta):
+        d = x.shape[1]
+        r = jx[:, :d] - theta[:, None] * (jx[:, d:] @ self.chol.T)
+        return r, jnp.zeros((), jnp.int32)
+
+    def precondition(self, r):
+        return _precondition(self.pinv, self.precond, r)
 
 
-def _features(fix: Sequence[Callable], generator, z: Array, mf: MFConfig) -> tuple[Callable, ...]:
-    """Fixed features, each larger than ``mf.sketch`` replaced by its seeded Gaussian sketch."""
-    if mf.sketch is None:
-        return tuple(fix)
-    out = []
-    for i, f in enumerate(fix):
-        m = output_size(lambda v, f=f: f(generator(v)), z)
-        if m <= mf.sketch:
-            out.append(f)
-            continue
-        key = jax.random.fold_in(jax.random.key(mf.sketch_seed), i)
-        s = jax.random.normal(key, (mf.sketch, m), z.dtype) / jnp.sqrt(
-            jnp.asarray(mf.sketch, z.dtype)
-        )
-        out.append(lambda img, f=f, s=s: s @ jnp.ravel(f(img)))
-    return tuple(out)
-
-
-def _linearize(generator, feats: Sequence[Callable], z: Array):
-    """``(jv, jt)``: ``u [d] -> J u [m]`` and ``w [m] -> Jᵀ w [d]`` for all features at ``z``."""
+def linearize(generator, feats: Sequence[Callable], z: Array) -> tuple[Callable, Callable]:
+    """``(jv, jt)``: ``u [d] -> J u [m]`` and ``w [m] -> Jᵀ w [d]`` for all features at ``z``
+    (one ``jax.linearize`` through the generator; ``jt`` by ``jax.linear_transpose``)."""
 
     def flat(v):
         image = generator(v)
@@ -234,286 +218,74 @@ def _linearize(generator, feats: Sequence[Callable], z: Array):
 
     _, lin = jax.linearize(flat, z)
     lin_t = jax.linear_transpose(lin, z)
-    return (lambda u: sanitize(lin(u))), (lambda w: sanitize(lin_t(w)[0]))
+    return lin, (lambda w: lin_t(w)[0])
 
 
-# ---------------------------------------------------------------------------------------------
-# Block LOBPCG with implicit products
+def sketch_features(
+    fix: Sequence[Callable], generator, z: Array, sketch: int | None, seed: int
+) -> tuple[Callable, ...]:
+    """Fixed features, each larger than ``sketch`` entries replaced by its seeded Gaussian sketch
+    ``S f / √m'`` (``S [m', m]``)."""
+    if sketch is None:
+        return tuple(fix)
+    out = []
+    for i, f in enumerate(fix):
+        m = output_size(lambda v, f=f: f(generator(v)), z)
+        if m <= sketch:
+            out.append(f)
+            continue
+        key = jax.random.fold_in(jax.random.key(seed), i)
+        s = jax.random.normal(key, (sketch, m), z.dtype) / jnp.sqrt(jnp.asarray(sketch, z.dtype))
+        out.append(lambda img, f=f, s=s: s @ jnp.ravel(f(img)))
+    return tuple(out)
 
 
-def _rayleigh_ritz(prob: _Problem, s: Array, js: Array) -> tuple[Array, Array]:
-    """Ritz pairs of the pencil on the row span of ``s [q, d]`` (``js = J s`` rows, ``[q, m]``).
-
-    Returns:
-      ``theta [q]`` descending (dropped, dependent directions last, negative) and ``coef [q, q]``:
-      row ``i`` holds the coefficients of Ritz vector ``i`` in the rows of ``s`` (Ritz vectors are
-      ``(B + λI)``-orthonormal).
-    """
-    q = s.shape[0]
-    dtype = s.dtype
-    norms = jnp.linalg.norm(s, axis=1)
-    inv = jnp.where(norms > 0, 1.0 / jnp.where(norms > 0, norms, 1.0), 0.0)
-    s_n, js_n = s * inv[:, None], js * inv[:, None]
-    # SVQB: orthonormalise the (unit) rows through the eigen-decomposition of their Gram.
-    ev, u = small_eigh(s_n @ s_n.T)
-    tol = jnp.maximum(jnp.max(ev), jnp.asarray(1.0, dtype)) * q * 100 * jnp.finfo(dtype).eps
-    keep = ev > tol
-    t = u * jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, ev, 1.0)), 0.0)[None, :]  # [q, q]
-    jq = t.T @ js_n  # J of the orthonormal basis rows
-    if prob.explicit:
-        d = s.shape[1]
-        a = (t.T @ s_n) @ jq[:, :d].T
-        b = jq[:, d:] @ jq[:, d:].T  # λ is inside L
-    else:
-        a = jq @ (jq * prob.wa[None, :]).T
-        b = jq @ (jq * prob.wb[None, :]).T + prob.lam * jnp.diag(keep.astype(dtype))
-    both = keep[:, None] & keep[None, :]
-    a = jnp.where(both, a, 0.0)
-    b = jnp.where(both, b, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0))
-    linv = cholesky_inverse(rayleigh.symmetrize(b))  # block-diagonal: kept / dropped
-    whitened = rayleigh.symmetrize(linv @ a @ linv.T)
-    # Dropped (dependent) directions rank last: below every kept value (those are >= 0).
-    low = 1.0 + 2.0 * jnp.linalg.norm(whitened)
-    mu, y = small_eigh(whitened - jnp.diag(jnp.where(keep, 0.0, low)))
-    coef = (t @ (linv.T @ y)).T * inv[None, :]
-    return mu, coef
+def true_quotients(pencil, res: Result) -> tuple[Array, Array, Array]:
+    """The returned block as unit rows sorted by their true Rayleigh quotients ``xᵀAx / xᵀBx``
+    (recomputed from the products, not the Ritz values): ``(values [p], rows [p, d], order [p])``."""
+    xax, xbx = pencil.quotients(res.x, res.jx)
+    tiny = jnp.finfo(res.x.dtype).tiny
+    values = xax / jnp.maximum(xbx, tiny)
+    values = jnp.where(jnp.isfinite(values), values, -jnp.inf)
+    order = jnp.argsort(-values)
+    return values[order], unit_rows(res.x[order]), order
 
 
-def _residuals(prob: _Problem, jt, x: Array, jx: Array, theta: Array) -> list[Array]:
-    """Residual blocks for a block ``x [p, d]``: ``R = A x − θ (B + λI) x`` and/or ``T R``."""
-    if prob.explicit:
-        d = x.shape[1]
-        r = jx[:, :d] - theta[:, None] * (jx[:, d:] @ prob.chol.T)
-    else:
-        cot = jx * prob.wa[None, :] - theta[:, None] * (jx * prob.wb[None, :])
-        r = jax.vmap(jt)(cot) - (theta * prob.lam)[:, None] * x
-    if prob.pinv is None:
-        return [r]
-    tr = r @ prob.pinv  # the preconditioner (B(z_0) + λI)⁻¹ is symmetric
-    return [tr] if prob.precond == "start" else [r, tr]
-
-
-def lobpcg(prob: _Problem, jv, jt, x: Array, iters: int) -> tuple[Array, Array]:
-    """Top-``p`` generalised eigenpairs of the pencil, warm-started from the rows of ``x [p, d]``.
-
-    Costs ``p`` forward products, then per iteration ``p`` transpose and ``p`` forward products.
-
-    Args:
-      prob: the pencil's weights, ridge and preconditioner.
-      jv: ``u [d] -> J u [m]``.
-      jt: ``w [m] -> Jᵀ w [d]``.
-      x: ``[p, d]`` start block (rows).
-      iters: LOBPCG iterations (static).
-
-    Returns:
-      ``theta [p]`` descending Rayleigh quotients and ``x [p, d]`` Ritz vectors (rows).
-
-    >>> jac = jnp.diag(jnp.array([1.0, 2.0, 3.0]))  # one varied feature, no fixed one
-    >>> prob = _Problem((3,), 1, jnp.ones(1), jnp.asarray(1.0), None)
-    >>> theta, x = lobpcg(prob, lambda u: jac @ u, lambda w: jac.T @ w, jnp.ones((1, 3)), 3)
-    >>> round(float(theta[0]), 4)
-    9.0
-    """
-    p = x.shape[0]
-    jx = jax.vmap(jv)(x)
-    theta, coef = _rayleigh_ritz(prob, x, jx)
-    ok = jnp.all(jnp.isfinite(coef)) & jnp.all(jnp.isfinite(theta))
-    x, jx = jnp.where(ok, coef @ x, x), jnp.where(ok, coef @ jx, jx)
-    theta = jnp.where(ok, theta, 0.0)
-    zeros_x, zeros_j = jnp.zeros_like(x), jnp.zeros_like(jx)
-
-    def guarded(i, state):
-        # An iteration whose Rayleigh-Ritz step is not finite (float32 rounding on a nearly
-        # dependent basis) is skipped: the block and its Ritz values stay, the search directions
-        # restart from zero.
-        new = body(i, state)
-        ok = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(t)) for t in new]))
-        x, jx, _, _, theta = state
-        fallback = (x, jx, jnp.zeros_like(x), jnp.zeros_like(jx), theta)
-        return tuple(jnp.where(ok, a, b) for a, b in zip(new, fallback, strict=True))
-
-    def body(_, state):
-        x, jx, pdir, jp, theta = state
-        blocks = []
-        for r in _residuals(prob, jt, x, jx, theta):
-            tiny = jnp.finfo(r.dtype).tiny
-            r = r / jnp.maximum(jnp.linalg.norm(r, axis=1, keepdims=True), tiny)
-            blocks.append(jnp.where(jnp.isfinite(r), r, 0.0))
-        r = jnp.concatenate(blocks)
-        jr = jax.vmap(jv)(r)
-        s = jnp.concatenate([x, r, pdir])
-        js = jnp.concatenate([jx, jr, jp])
-        th, coef = _rayleigh_ritz(prob, s, js)
-        c = coef[:p]
-        new_p, new_jp = c[:, p:] @ s[p:], c[:, p:] @ js[p:]
-        return c @ s, c @ js, new_p, new_jp, th[:p]
-
-    state = (x, jx, zeros_x, zeros_j, theta)
-    if iters <= UNROLL:  # a few tracking iterations: unrolled (no inner while loop)
-        for i in range(iters):
-            state = guarded(i, state)
-    else:
-        state = jax.lax.fori_loop(0, iters, guarded, state)
-    x, _, _, _, theta = state
-    return theta, x
-
-
-# ---------------------------------------------------------------------------------------------
-# Start latent and tracking steps
-
-
-def _start_solve(
+def start_solve(
     a: Array, b: Array, ridge: float, x0: Array, iters: int, precond: str
-) -> tuple[Array, Array, Array, Array]:
+) -> tuple[Array, Array, Array, Array, Result, Array]:
     """The start latent's top-``p`` pairs from its exact Grams, without a ``[d, d]`` eigen-solve.
 
-    ``λ`` is the dense solver's (``ridge`` raised to ``10·d·eps·max diag B``); one Cholesky factor
+    ``λ`` is the dense solver's (:func:`~reds_jax.core.linalg.safe_ridge`); one Cholesky factor
     ``L Lᵀ = B + λI`` gives the preconditioner ``(B + λI)⁻¹`` and the products ``Lᵀu`` that keep
     the projected ``B + λI`` a sum of squares, with which LOBPCG on the explicit pencil converges in
     a few iterations (a dense ``eigh`` of ``[d, d]`` costs seconds at d = 512 on a CPU). A
     non-finite factor drops ``B`` (``L = √λ I``: a maxc start, as the dense solver falls back).
 
-    Returns:
-      ``values [p]``, unit ``vectors [p, d]`` (rows), the preconditioner ``[d, d]`` and ``λ``.
-    """
-    d = a.shape[-1]
-    a = rayleigh.symmetrize(a)
-    eye = jnp.eye(d, dtype=a.dtype)
-    lam = rayleigh._safe_ridge(b, ridge)
-    chol = jnp.linalg.cholesky(b + lam * eye)
-    # Fallback (as the dense solver's maxc fallback): a non-finite factor drops B at the start.
-    ok = jnp.all(jnp.isfinite(chol))
-    chol = jnp.where(ok, chol, jnp.sqrt(lam) * eye)
-    pinv = rayleigh.symmetrize(cho_solve((chol, True), eye))
-    prob = _DenseProblem(a, chol, pinv, "both" if precond == "none" else precond)
-    values, x = lobpcg(prob, prob.products, None, x0, iters)
-    return values, rayleigh.fix_signs(rayleigh.unit_rows(x)), pinv, lam
-
-
-class Context(NamedTuple):
-    """What tracking needs along the paths of one start latent (built by :func:`start`).
-
-    Attributes:
-      feats: the features, varied first (fixed ones sketched if asked; none for ``maxc``).
-      n_vary: number of varied features.
-      sizes: static feature sizes.
-      scales: ``[K]`` weights over the Frobenius norms at the start.
-      lam: ridge ``λ``.
-      pinv: ``[d, d]`` preconditioner ``(B(z_0) + λI)⁻¹``, or None.
-    """
-
-    feats: tuple
-    n_vary: int
-    sizes: tuple
-    scales: Array
-    lam: Array
-    pinv: Array | None
-    precond: str = "both"
-
-    def problem(self) -> _Problem:
-        return _Problem(self.sizes, self.n_vary, self.scales, self.lam, self.pinv, self.precond)
-
-
-def start(generator, vary, fix, cfg, z: Array, key: Array) -> tuple[Array, Array, Context]:
-    """Cold start at one latent: the top-``p`` system and the tracking context of its paths.
-
     Args:
-      generator, vary, fix: as in :func:`reds_jax.core.traverse`.
-      cfg: the traversal config (``cfg.mf`` holds the :class:`MFConfig`).
-      z: latent ``[d]``.
-      key: PRNG key (``cold_start="iterative"``: start block and probes).
+      a: ``[d, d]`` varied Gram.
+      b: ``[d, d]`` fixed Gram.
+      ridge: requested ``λ``.
+      x0: ``[p, d]`` start block.
+      iters: LOBPCG iterations.
+      precond: ``"both"``, ``"start"`` or ``"none"`` (the explicit solve is always preconditioned:
+        ``"none"`` acts as ``"both"`` here).
 
     Returns:
-      ``(values [p], vectors [p, d], context)`` with ``p = min(k + guard, d)``: values descending,
-      unit directions (rows) and the :class:`Context` for :func:`track`.
+      ``values [p]`` (true quotients, descending), unit ``vectors [p, d]`` (rows), the
+      preconditioner ``[d, d]``, ``λ``, the LOBPCG :class:`~reds_jax.core.lobpcg.Result` and
+      ``fell_back`` (bool: the factor was not finite).
     """
-    mf = cfg.mf
-    d = z.shape[0]
-    p = min(cfg.k + mf.guard, d)
-    fixed = _features(fix, generator, z, mf) if cfg.method == "reds" else ()
-    feats = tuple(vary) + fixed
-    n_vary = len(vary)
-    sizes = tuple(output_size(lambda v, f=f: f(generator(v)), z) for f in feats)
-    vw = jnp.asarray(cfg.vary_weights, z.dtype)
-    weights = jnp.concatenate([vw, jnp.asarray(cfg.weights, z.dtype)]) if fixed else vw
-    if mf.cold_start == "dense":
-        grams = feature_grams(generator, feats, z, mode=cfg.mode, chunk_size=cfg.chunk_size)
-        norms = jax.vmap(jnp.linalg.norm)(grams)
-        norms = jnp.where((norms > 0) & cfg.normalize, norms, 1.0)
-        scales = weights / norms
-        scaled = grams * scales[:, None, None]
-        a = jnp.sum(scaled[:n_vary], axis=0)
-        if fixed:
-            b = rayleigh.symmetrize(jnp.sum(scaled[n_vary:], axis=0))
-            # Start block: the unit vectors of the largest diag(A) / diag(B + λI) ratios.
-            ratio = jnp.diagonal(a) / (jnp.diagonal(b) + jnp.max(jnp.diagonal(b)) * 1e-3 + 1e-30)
-            x0 = jnp.eye(d, dtype=z.dtype)[jnp.argsort(-ratio)[:p]]
-            values, vectors, pinv, lam = _start_solve(
-                a, b, cfg.ridge, x0, mf.cold_iters, mf.precond
-            )
-            pinv = None if mf.precond == "none" else pinv
-        else:
-            values, vectors = rayleigh.maxc_system(a)
-            lam, pinv = jnp.asarray(1.0, z.dtype), None
-        return values[:p], vectors[:p], Context(feats, n_vary, sizes, scales, lam, pinv, mf.precond)
-    # Iterative: Hutchinson norms, seeded block, unpreconditioned LOBPCG.
-    jv, jt = _linearize(generator, feats, z)
-    k_block, k_probe = jax.random.split(key)
-    jg = jax.vmap(jv)(jax.random.normal(k_probe, (mf.probes, d), z.dtype))  # [s, m]
-    seg = jnp.concatenate([jnp.full((s,), i) for i, s in enumerate(sizes)])  # [m]
-    masks = (seg[None, :] == jnp.arange(len(feats))[:, None]).astype(z.dtype)  # [K, m]
-    ag = jax.vmap(lambda mk: jax.vmap(jt)(jg * mk[None, :]))(masks)  # [K, s, d]: A_k g
-    est = jnp.sqrt(jnp.mean(jnp.sum(ag**2, axis=-1), axis=-1))  # ‖A_k‖_F estimates [K]
-    norms = jnp.where((est > 0) & cfg.normalize, est, 1.0)
-    scales = weights / norms
-    if fixed:
-        b_norm = jnp.sum(scales[n_vary:] * est[n_vary:])  # >= ‖B‖_F (triangle inequality)
-        floor = 10.0 * d * jnp.finfo(z.dtype).eps * b_norm
-        lam = jnp.maximum(jnp.asarray(cfg.ridge, z.dtype), floor)
-    else:
-        lam = jnp.asarray(1.0, z.dtype)
-    ctx = Context(feats, n_vary, sizes, scales, lam, None)
-    x0 = jax.random.normal(k_block, (p, d), z.dtype)
-    values, x = lobpcg(ctx.problem(), jv, jt, x0, mf.cold_iters)
-    return values, rayleigh.fix_signs(rayleigh.unit_rows(x)), ctx
-
-
-def track(generator, ctx: Context, iters: int, z: Array, x: Array) -> Array:
-    """One tracking solve at ``z``, warm-started from the block ``x [p, d]``.
-
-    Returns:
-      ``[p, d]`` unit Ritz vectors, best first (``x`` unchanged if the solve is not finite).
-    """
-    jv, jt = _linearize(generator, ctx.feats, z)
-    _, new = lobpcg(ctx.problem(), jv, jt, x, iters)
-    new = rayleigh.unit_rows(new)
-    return jnp.where(jnp.all(jnp.isfinite(new)), new, x)
-
-
-def local_paths(generator, cfg, ctx: Context, steps: int, size: Array, z0, v0, x0) -> Array:
-    """``local`` paths from ``z0 [d]`` along the rows of ``v0 [P, d]``: latents ``[P, T+1, d]``.
-
-    Each path carries its block (``x0 [p, d]`` at the start) through the ``lax.scan``; the step rule
-    is the dense solver's (project onto the top-``k`` span, renormalise, keep the sign; keep the
-    previous direction if the projection vanishes).
-    """
-    k = cfg.k
-
-    def one_path(v):
-        def step(carry, _):
-            z, v, x = carry
-            x_new = track(generator, ctx, cfg.mf.iters, z, x)
-            p = project_rows(v, x_new[:k])
-            norm = jnp.linalg.norm(p)
-            p = p / jnp.where(norm > 0, norm, jnp.ones_like(norm))
-            p = jnp.where(jnp.dot(p, v) < 0, -p, p)
-            ok = (norm > 1e-8) & jnp.all(jnp.isfinite(p))
-            v_new = jnp.where(ok, p, v)
-            z_new = z + size * v_new
-            return (z_new, v_new, x_new), z_new
-
-        z1 = z0 + size * v
-        _, zs = jax.lax.scan(step, (z1, v, x0), None, length=steps - 1)
-        return jnp.concatenate([z0[None], z1[None], zs], axis=0)
-
-    return jax.vmap(one_path)(v0)
+    eye = jnp.eye(a.shape[-1], dtype=a.dtype)
+    b = symmetrize(b)
+    lam = safe_ridge(b, ridge)
+    pencil = ExplicitPencil.build(a, b, lam, "both" if precond == "none" else precond)
+    # Fallback (as the dense solver's maxc fallback): a non-finite factor drops B at the start.
+    ok = jnp.all(jnp.isfinite(pencil.chol))
+    chol = jnp.where(ok, pencil.chol, jnp.sqrt(lam) * eye)
+    pinv = jnp.where(ok, pencil.pinv, eye / lam)
+    pencil = pencil._replace(chol=chol, pinv=pinv)
+    res = lobpcg(pencil, x0, iters)
+    values, rows, order = true_quotients(pencil, res)
+    res = res._replace(residual=res.residual[order])
+    return values, fix_signs(rows), pinv, lam, res, ~ok

@@ -19,34 +19,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve, solve_triangular
+from jax.scipy.linalg import solve_triangular
+
+from reds_jax.core.linalg import fix_signs, safe_ridge, symmetrize, unit_rows
 
 Array = jax.Array
-
-
-def symmetrize(a: Array) -> Array:
-    """``(A + Aᵀ) / 2`` over the last two axes."""
-    return 0.5 * (a + jnp.swapaxes(a, -1, -2))
-
-
-def fix_signs(vectors: Array) -> Array:
-    """Flip each row so that its largest-magnitude entry is positive (deterministic signs).
-
-    Args:
-      vectors: ``[n, d]`` rows.
-
-    Returns:
-      ``[n, d]`` rows with deterministic signs.
-    """
-    idx = jnp.argmax(jnp.abs(vectors), axis=-1)
-    pivot = jnp.take_along_axis(vectors, idx[:, None], axis=-1)
-    return vectors * jnp.where(pivot < 0, -1.0, 1.0).astype(vectors.dtype)
-
-
-def unit_rows(vectors: Array) -> Array:
-    """Rows rescaled to unit length (zero rows stay zero)."""
-    norm = jnp.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / jnp.where(norm > 0, norm, jnp.ones_like(norm))
 
 
 def top_eigh(a: Array) -> tuple[Array, Array]:
@@ -68,10 +45,30 @@ def normalize_gram(a: Array) -> Array:
     return a / jnp.where(norm > 0, norm, jnp.ones_like(norm))
 
 
-def _safe_ridge(b: Array, ridge: float) -> Array:
-    d = b.shape[-1]
-    floor = 10.0 * d * jnp.finfo(b.dtype).eps * jnp.max(jnp.abs(jnp.diagonal(b)))
-    return jnp.maximum(jnp.asarray(ridge, b.dtype), floor)
+def rayleigh_solve(a: Array, b: Array, *, ridge: float = 1e-6) -> tuple[Array, Array, Array, Array]:
+    """:func:`rayleigh_system` with what happened: ``(values [d], vectors [d, d], lam, fell_back)``.
+
+    ``lam`` is the ridge used (see :func:`~reds_jax.core.linalg.safe_ridge`); ``fell_back`` (bool)
+    is true when the whitened solve was not finite and the ``maxc`` eigenvectors were returned.
+    """
+    a, b = symmetrize(a), symmetrize(b)
+    d = a.shape[-1]
+    eye = jnp.eye(d, dtype=a.dtype)
+    lam = safe_ridge(b, ridge)
+    chol = jnp.linalg.cholesky(b + lam * eye)
+    half = solve_triangular(chol, a, lower=True)  # L⁻¹ A
+    whitened = solve_triangular(chol, half.T, lower=True)  # L⁻¹ A L⁻ᵀ
+    mu, u = jnp.linalg.eigh(symmetrize(whitened))
+    v = solve_triangular(chol, u[:, ::-1], lower=True, trans=1)  # L⁻ᵀ U
+    vectors = fix_signs(unit_rows(v.T))
+    values = mu[::-1]
+    ok = jnp.all(jnp.isfinite(vectors)) & jnp.all(jnp.isfinite(values))
+    # The fallback's input depends on `ok`, so its eigh runs after the Cholesky/eigh above rather
+    # than concurrently: two batched LAPACK calls at once can deadlock jaxlib's CPU thread pool
+    # (see reds_jax.core.linalg).
+    fallback_input = jnp.where(ok | ~jnp.isfinite(a), jnp.zeros_like(a), a)
+    fb_values, fb_vectors = top_eigh(fallback_input)
+    return jnp.where(ok, values, fb_values), jnp.where(ok, vectors, fb_vectors), lam, ~ok
 
 
 def rayleigh_system(a: Array, b: Array, *, ridge: float = 1e-6) -> tuple[Array, Array]:
@@ -84,24 +81,13 @@ def rayleigh_system(a: Array, b: Array, *, ridge: float = 1e-6) -> tuple[Array, 
 
     Returns:
       ``values [d]`` (Rayleigh quotients, descending) and ``vectors [d, d]`` (unit rows).
+
+    >>> values, _ = rayleigh_system(jnp.diag(jnp.array([1.0, 4.0])), jnp.eye(2), ridge=0.0)
+    >>> [round(v, 4) for v in values.tolist()]
+    [4.0, 1.0]
     """
-    a, b = symmetrize(a), symmetrize(b)
-    d = a.shape[-1]
-    eye = jnp.eye(d, dtype=a.dtype)
-    lam = _safe_ridge(b, ridge)
-    chol = jnp.linalg.cholesky(b + lam * eye)
-    half = solve_triangular(chol, a, lower=True)  # L⁻¹ A
-    whitened = solve_triangular(chol, half.T, lower=True)  # L⁻¹ A L⁻ᵀ
-    mu, u = jnp.linalg.eigh(symmetrize(whitened))
-    v = solve_triangular(chol, u[:, ::-1], lower=True, trans=1)  # L⁻ᵀ U
-    vectors = fix_signs(unit_rows(v.T))
-    values = mu[::-1]
-    ok = jnp.all(jnp.isfinite(vectors)) & jnp.all(jnp.isfinite(values))
-    # The fallback's input depends on `ok`, so its eigh runs after the Cholesky/eigh above rather
-    # than concurrently: two batched LAPACK calls at once can deadlock jaxlib's CPU thread pool.
-    fallback_input = jnp.where(ok | ~jnp.isfinite(a), jnp.zeros_like(a), a)
-    fb_values, fb_vectors = top_eigh(fallback_input)
-    return jnp.where(ok, values, fb_values), jnp.where(ok, vectors, fb_vectors)
+    values, vectors, _, _ = rayleigh_solve(a, b, ridge=ridge)
+    return values, vectors
 
 
 def solve_rayleigh(a: Array, b: Array, *, k: int, ridge: float = 1e-6) -> tuple[Array, Array]:
@@ -256,24 +242,3 @@ def random_system(key: Array, d: int, dtype) -> tuple[Array, Array]:
     q, r = jnp.linalg.qr(jax.random.normal(key, (d, d), dtype))
     q = q * jnp.sign(jnp.diagonal(r))[None, :]
     return jnp.zeros((d,), dtype), q.T
-
-
-def project_onto_span(v: Array, vectors: Array, span: Array) -> Array:
-    """Orthogonal projection of ``v`` onto the span of the rows of ``vectors`` selected by ``span``.
-
-    The rows need not be orthogonal (REDs vectors are ``B``-orthogonal): solves the masked normal
-    equations ``(V Vᵀ + diag(1 - span)) c = span · (V v)``.
-
-    Args:
-      v: ``[d]``.
-      vectors: ``[s, d]`` rows.
-      span: ``[s]`` 0/1 mask.
-
-    Returns:
-      ``[d]`` projection.
-    """
-    masked = vectors * span[:, None]
-    gram = masked @ masked.T + jnp.diag(1.0 - span)
-    gram = gram + jnp.eye(gram.shape[0], dtype=gram.dtype) * (jnp.finfo(v.dtype).eps * 16)
-    coef = cho_solve((jnp.linalg.cholesky(gram), True), masked @ v)
-    return coef @ masked

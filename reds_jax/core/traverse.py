@@ -1,5 +1,10 @@
-"""REDs directions and traversals: one-sample solve and step, ``lax.scan`` over steps, ``vmap`` and
-device sharding over start latents at the public edge.
+"""REDs directions and traversals: the one step rule, the per-latent traversal
+(:func:`traverse_one`, pure: ``vmap``/``jit`` it yourself), and the public :func:`directions` /
+:func:`traverse` (validation, ``vmap``, ``jit`` and device sharding over start latents).
+
+Solvers (:mod:`reds_jax.core.solvers`): ``solver=reds_jax.Dense(...)`` (default) or
+``reds_jax.MatrixFree(...)``; the strings ``"dense"`` / ``"matrix_free"`` with the solver's options
+as keywords are a shorthand (``solver="matrix_free", iters=3`` is ``solver=MatrixFree(iters=3)``).
 
 Paths (for each of the top-``k`` directions at the start latent, with both signs: ``2k`` paths,
 ordered ``[+v1, -v1, +v2, -v2, …]``):
@@ -8,14 +13,14 @@ ordered ``[+v1, -v1, +v2, -v2, …]``):
 * ``"local"``: after the first step, directions are recomputed at every latent; the previous
   direction is projected onto the span of the new top-``k`` (or the ``beta_vary`` span for
   ``method="nullspace"``), renormalised, and flipped if it turned backwards. If the projection
-  vanishes or is not finite, the previous direction is kept (documented fallback).
+  vanishes or is not finite, the previous direction is kept (documented fallback, counted in
+  ``diagnostics.kept_direction``). One rule, :func:`local_step`, for every solver.
 
 Every step has length ``step_size``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -25,24 +30,38 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from reds_jax.core import matrix_free, rayleigh
-from reds_jax.core.jacobians import check_mode, feature_grams
+from reds_jax.core.control import Control, Corrector, check_control, step_length, varied_rate
+from reds_jax.core.jacobians import check_mode
+from reds_jax.core.linalg import project
+from reds_jax.core.solvers import (
+    METHODS,
+    PROBLEM_OPTIONS,
+    SOLVER_OPTIONS,
+    SOLVERS,
+    Diagnostics,
+    Problem,
+    Solver,
+    resolve,
+)
 
 Array = jax.Array
 
-METHODS = ("reds", "nullspace", "maxc", "minf", "random")
+__all__ = [
+    "METHODS",
+    "OPTIONS",
+    "PATHS",
+    "SOLVERS",
+    "Directions",
+    "Trajectories",
+    "directions",
+    "local_step",
+    "shard_batch",
+    "traverse",
+    "traverse_one",
+]
+
 PATHS = ("linear", "local")
-OPTIONS = matrix_free.OPTIONS + (
-    "weights",
-    "vary_weights",
-    "normalize",
-    "ridge",
-    "beta_fix",
-    "beta_vary",
-    "mode",
-    "chunk_size",
-    "eps",
-)
+OPTIONS = PROBLEM_OPTIONS + SOLVER_OPTIONS
 
 
 class Directions(NamedTuple):
@@ -53,10 +72,13 @@ class Directions(NamedTuple):
         projected varied Gram for ``nullspace``; of the varied Gram for ``maxc``; negated fixed
         eigenvalues for ``minf``; zeros for ``random``).
       vectors: ``[..., k, d]`` unit-norm directions.
+      diagnostics: :class:`~reds_jax.core.solvers.Diagnostics` of the solve at each latent, each
+        field ``[...]`` (``[N]``, or a scalar for one latent).
     """
 
     values: Array
     vectors: Array
+    diagnostics: Diagnostics | None = None
 
 
 class Trajectories(NamedTuple):
@@ -64,33 +86,22 @@ class Trajectories(NamedTuple):
 
     Attributes:
       latents: ``[N, 2k, T+1, d]``; step 0 is ``z0``; paths ordered ``[+v1, -v1, +v2, -v2, …]``.
-      vary_distances: one ``[N, 2k, T+1]`` array per varied feature: ``‖f(G(z_t)) − f(G(z_0))‖``.
-      fix_distances: one ``[N, 2k, T+1]`` array per fixed feature.
+      vary_distances: one ``[N, 2k, T+1]`` array per varied feature: ``‖f(G(z_t)) − f(G(z_0))‖``
+        (empty with ``distances=False``).
+      fix_distances: one ``[N, 2k, T+1]`` array per fixed feature (empty with ``distances=False``).
       values: ``[N, k]`` scores of the start directions (see :class:`Directions`).
+      diagnostics: :class:`~reds_jax.core.solvers.Diagnostics`, counts ``[N, 2k]`` per path,
+        ``residual`` ``[N, 2k, T+1]``.
+      step_lengths: ``[N, 2k, T]`` latent length ``ε_t`` of each predictor step (``step_size``
+        unless ``step_target`` is given; a corrector's move comes on top of it).
     """
 
     latents: Array
     vary_distances: tuple[Array, ...]
     fix_distances: tuple[Array, ...]
     values: Array
-
-
-@dataclasses.dataclass(frozen=True)
-class _Config:
-    method: str
-    k: int
-    span: int  # rows of the directions system used as the local-path span
-    weights: tuple[float, ...]
-    vary_weights: tuple[float, ...]
-    normalize: bool
-    ridge: float
-    beta_fix: tuple[float, ...]
-    beta_vary: float | None
-    mode: str
-    chunk_size: int | None
-    eps: float
-    solver: str = "dense"
-    mf: matrix_free.MFConfig | None = None  # matrix-free options (solver="matrix_free")
+    diagnostics: Diagnostics | None = None
+    step_lengths: Array | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +143,12 @@ def _check_latents(z: Any, name: str) -> Array:
         z = z.astype(jnp.result_type(float))
     if z.ndim not in (1, 2) or z.shape[-1] < 1:
         raise ValueError(f"{name} must have shape [d] or [N, d]; got shape {z.shape}.")
-    if not isinstance(z, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(z))):
+    try:
+        finite = bool(jnp.all(jnp.isfinite(z)))
+    except jax.errors.ConcretizationTypeError:
+        # Abstract latents (the caller jits/vmaps traverse itself): values are not known here.
+        finite = True
+    if not finite:
         raise ValueError(f"{name} contains non-finite values (NaN/inf); pass finite latents.")
     return z
 
@@ -142,13 +158,15 @@ def _feature_size(generator: Callable, feature: Callable, z: Array) -> int:
     return int(np.prod(out.shape))
 
 
-def _make_config(generator, z, vary, fix, method, k, options, solver="dense") -> _Config:
+def _make_config(generator, z, vary, fix, method, k, options, solver="dense"):
+    """Validate the problem and solver arguments (before tracing): ``(Problem, solver object)``."""
     unknown = set(options) - set(OPTIONS)
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}; valid options are {OPTIONS}.")
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not a REDs method; pass one of {METHODS}.")
-    mf = matrix_free.check_solver(solver, method, options)
+    solver, options = resolve(solver, dict(options))
+    solver.check(method)
     d = z.shape[-1]
     try:
         image = jax.eval_shape(generator, z[0] if z.ndim == 2 else z)
@@ -164,8 +182,7 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense") ->
         )
     if method in ("nullspace", "minf") and not fix:
         raise ValueError(f"method={method!r} needs fixed features: pass fix=[...].")
-    mode = options.get("mode", "auto")
-    check_mode(mode)
+    check_mode(solver.mode)
     one = z[0] if z.ndim == 2 else z
     m_vary = sum(_feature_size(generator, f, one) for f in vary)
     limit = min(d, m_vary) if method in ("reds", "nullspace", "maxc") else d
@@ -176,9 +193,6 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense") ->
         )
     for f in fix:
         _feature_size(generator, f, one)
-    chunk = options.get("chunk_size")
-    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
-        raise ValueError(f"chunk_size must be a positive int or None; got {chunk!r}.")
     ridge = float(options.get("ridge", 1e-6))
     if not ridge >= 0:
         raise ValueError(f"ridge must be >= 0; got {ridge!r}.")
@@ -186,7 +200,10 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense") ->
     if beta_vary is not None:
         beta_vary = _float_tuple(beta_vary, 1, "beta_vary", 1.0, 1e-12, 1.0)[0]
     span = d if (method == "nullspace" and beta_vary is not None) else int(k)
-    return _Config(
+    problem = Problem(
+        generator=generator,
+        vary=tuple(vary),
+        fix=tuple(fix),
         method=method,
         k=int(k),
         span=span,
@@ -198,138 +215,266 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense") ->
         ridge=ridge,
         beta_fix=_float_tuple(options.get("beta_fix"), len(fix), "beta_fix", 0.99, 1e-12, 1.0),
         beta_vary=beta_vary,
-        mode=mode,
-        chunk_size=chunk,
-        eps=float(options.get("eps", 1e-3)),
-        solver=solver,
-        mf=mf,
     )
+    return problem, solver
+
+
+def _check_path(path: Any, steps: Any) -> None:
+    if path not in PATHS:
+        raise ValueError(f"path={path!r} is not a traversal path; pass one of {PATHS}.")
+    if not isinstance(steps, int | np.integer) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0; got {steps!r}.")
 
 
 # ---------------------------------------------------------------------------------------------
 # One latent
 
 
-def _system(generator, vary, fix, cfg: _Config, z: Array, key: Array):
-    """Full sorted direction system at one latent: ``values [d]``, ``vectors [d, d]``, ``span [d]``."""
-    d = z.shape[0]
-    span = (jnp.arange(d) < cfg.span).astype(z.dtype)
-    if cfg.method == "random":
-        values, vectors = rayleigh.random_system(key, d, z.dtype)
-        return values, vectors, span
-    feats = (vary if cfg.method != "minf" else ()) + (fix if cfg.method != "maxc" else ())
-    grams = feature_grams(
-        generator, feats, z, mode=cfg.mode, chunk_size=cfg.chunk_size, eps=cfg.eps
-    )
-    if cfg.normalize:
-        grams = jax.vmap(rayleigh.normalize_gram)(grams)
-    n_vary = 0 if cfg.method == "minf" else len(vary)
-    a_vary = jnp.einsum("k,kij->ij", jnp.asarray(cfg.vary_weights, z.dtype), grams[:n_vary])
-    a_fix = grams[n_vary:]
-    weights = jnp.asarray(cfg.weights, z.dtype)
-    if cfg.method == "maxc":
-        values, vectors = rayleigh.maxc_system(a_vary)
-    elif cfg.method == "minf":
-        values, vectors = rayleigh.minf_system(a_fix, weights)
-    elif cfg.method == "nullspace":
-        values, vectors, span = rayleigh.nullspace_system(
-            a_vary, a_fix, beta_fix=jnp.asarray(cfg.beta_fix, z.dtype), beta_vary=cfg.beta_vary
-        )
-        if cfg.beta_vary is None:
-            span = span * (jnp.arange(d) < cfg.k).astype(z.dtype)
-    else:
-        b = jnp.einsum("k,kij->ij", weights, a_fix) if fix else jnp.zeros((d, d), z.dtype)
-        values, vectors = rayleigh.rayleigh_system(a_vary, b, ridge=cfg.ridge)
-    return values, vectors, span
+def local_step(v: Array, rows: Array, span: Array | None = None) -> tuple[Array, Array]:
+    """The local-path step rule: the new direction from the previous one and the new span.
 
+    Projects ``v`` onto the span of ``rows`` (the ``span``-selected rows), renormalises, and flips
+    the sign if it turned backwards (cosine < 0). Fallback: if the projection vanishes (norm
+    ``<= 1e-8``) or is not finite, ``v`` is kept.
 
-def _local_step(generator, vary, fix, cfg, step_size, key, carry, t):
-    z, v = carry
-    _, vectors, span = _system(generator, vary, fix, cfg, z, jax.random.fold_in(key, t))
-    p = rayleigh.project_onto_span(v, vectors[: cfg.span], span[: cfg.span])
+    Args:
+      v: ``[d]`` previous unit direction.
+      rows: ``[s, d]`` directions at the new latent.
+      span: optional ``[s]`` 0/1 mask of the rows spanning the step.
+
+    Returns:
+      ``(v_new [d], kept)``: the new unit direction and an int32 flag (1 if ``v`` was kept).
+
+    >>> v, kept = local_step(jnp.array([0.6, 0.8]), jnp.array([[-1.0, 0.0]]))
+    >>> v.tolist(), int(kept)
+    ([1.0, 0.0], 0)
+    """
+    p = project(v, rows, span)
     norm = jnp.linalg.norm(p)
     p = p / jnp.where(norm > 0, norm, jnp.ones_like(norm))
     p = jnp.where(jnp.dot(p, v) < 0, -p, p)
     ok = (norm > 1e-8) & jnp.all(jnp.isfinite(p))
-    v_new = jnp.where(ok, p, v)
-    z_new = z + step_size * v_new
-    return (z_new, v_new), z_new
+    return jnp.where(ok, p, v), (~ok).astype(jnp.int32)
 
 
-def _traverse_one(generator, vary, fix, cfg, path, steps, step_size, z0, key):
-    """Paths from one latent: ``latents [2k, T+1, d]``, distances, start values ``[k]``."""
-    k = cfg.k
+def _directions(problem: Problem, solver: Solver, z: Array, key: Array) -> Directions:
+    start = solver.start(problem, z, key)
+    return Directions(start.values, start.vectors, start.diagnostics)
+
+
+def _paths(
+    problem: Problem,
+    solver: Solver,
+    path: str,
+    steps: int,
+    step_size: Array,
+    z0: Array,
+    key: Array,
+    distances: bool = True,
+    control: Control | None = None,
+    step_target: Array | float = 0.0,
+    step_min: Array | float = 0.0,
+) -> Trajectories:
+    """Paths from one latent: :class:`Trajectories` without the leading ``N``."""
+    control = Control() if control is None else control
+    k, gen = problem.k, problem.generator
     key0, key_paths = jax.random.split(key)
-    if cfg.solver == "matrix_free":
-        values, vectors, ctx = matrix_free.start(generator, vary, fix, cfg, z0, key0)
-    else:
-        values, vectors, _ = _system(generator, vary, fix, cfg, z0, key0)
+    start = solver.start(problem, z0, key0)
     signs = jnp.tile(jnp.asarray([1.0, -1.0], z0.dtype), k)
-    v0 = jnp.repeat(vectors[:k], 2, axis=0) * signs[:, None]  # [2k, d]
+    v0 = jnp.repeat(start.vectors, 2, axis=0) * signs[:, None]  # [2k, d]
     size = jnp.asarray(step_size, z0.dtype)
-    if path == "local" and steps >= 2 and cfg.solver == "matrix_free":
-        latents = matrix_free.local_paths(generator, cfg, ctx, steps, size, z0, v0, vectors)
-    elif path == "linear" or steps < 2:
+    d0 = start.diagnostics
+    counts0 = d0[:-1]
+    res_start = jnp.zeros((steps + 1,), z0.dtype).at[0].set(d0.residual)
+    if (path == "linear" or steps < 2) and not control.active:
         t = jnp.arange(steps + 1, dtype=z0.dtype) * size
         latents = z0[None, None, :] + t[None, :, None] * v0[:, None, :]
+        counts = jax.tree_util.tree_map(lambda c: jnp.broadcast_to(c, (2 * k,)), counts0)
+        residual = jnp.broadcast_to(res_start, (2 * k, steps + 1))
+        lengths = jnp.broadcast_to(size, (2 * k, steps))
     else:
+        target = jnp.asarray(step_target, z0.dtype)
+        lo = jnp.asarray(step_min, z0.dtype)
+        corrector = None
+        if control.correct:
+            corrector = Corrector.at(
+                gen, problem.fix, problem.weights, problem.normalize, z0,
+                control.correct, control.cg_iters,
+            )  # fmt: skip
+
+        def advance(z, v, x):
+            """One predictor (+ corrector) step from ``z`` along ``v``: ``(z', x', ε, rejected)``."""
+            eps = size
+            if control.adaptive:
+                eps = step_length(varied_rate(gen, problem.vary, z, v), target, lo, size)
+            z_new = z + eps * v
+            rejected = jnp.zeros((), jnp.int32)
+            if corrector is not None:
+                z_new, x, rejected = corrector(z_new, v, x)
+            return z_new, x, eps, rejected
+
+        tracked = path == "local"
 
         def one_path(v, pkey):
-            z1 = z0 + size * v
-            step = lambda c, t: _local_step(generator, vary, fix, cfg, size, pkey, c, t)  # noqa: E731
-            _, zs = jax.lax.scan(step, (z1, v), jnp.arange(1, steps))
-            return jnp.concatenate([z0[None], z1[None], zs], axis=0)
+            def step(carry, t):
+                z, v, state, counts, x = carry
+                if tracked:
+                    new = solver.track(
+                        problem, start.context, z, state, jax.random.fold_in(pkey, t)
+                    )
+                    v_new, kept = local_step(v, new.rows, new.span)
+                    state, info = new.state, new.diagnostics._replace(kept_direction=kept)
+                else:
+                    v_new, info = v, Diagnostics.zeros(z0.dtype)
+                z_new, x, eps, rejected = advance(z, v_new, x)
+                info = info._replace(rejected_corrections=rejected)
+                counts = tuple(a + b for a, b in zip(counts, info[:-1], strict=True))
+                return (z_new, v_new, state, counts, x), (z_new, info.residual, eps)
 
-        latents = jax.vmap(one_path)(v0, jax.random.split(key_paths, 2 * k))
+            z1, x1, eps1, rej1 = advance(z0, v, jnp.zeros_like(z0))
+            counts1 = tuple(d0._replace(rejected_corrections=d0.rejected_corrections + rej1)[:-1])
+            init = (z1, v, start.state, counts1, x1)
+            (_, _, _, counts, _), (zs, res, eps) = jax.lax.scan(step, init, jnp.arange(1, steps))
+            latents = jnp.concatenate([z0[None], z1[None], zs], axis=0)
+            residual = res_start.at[1:steps].set(res) if tracked else res_start
+            return latents, counts, residual, jnp.concatenate([eps1[None], eps])
 
-    def distances(feature):
-        ref = jnp.ravel(feature(generator(z0)))
-        f = lambda z: jnp.linalg.norm(jnp.ravel(feature(generator(z))) - ref)  # noqa: E731
+        if steps == 0:
+            latents = jnp.broadcast_to(z0, (2 * k, 1, z0.shape[0]))
+            counts = jax.tree_util.tree_map(lambda c: jnp.broadcast_to(c, (2 * k,)), counts0)
+            residual = jnp.broadcast_to(res_start, (2 * k, 1))
+            lengths = jnp.zeros((2 * k, 0), z0.dtype)
+        else:
+            keys = jax.random.split(key_paths, 2 * k)
+            latents, counts, residual, lengths = jax.vmap(one_path)(v0, keys)
+    diagnostics = Diagnostics(*counts, residual)
+
+    def distance(feature):
+        ref = jnp.ravel(feature(gen(z0)))
+        f = lambda z: jnp.linalg.norm(jnp.ravel(feature(gen(z))) - ref)  # noqa: E731
         return jax.vmap(jax.vmap(f))(latents)
 
-    return (
-        latents,
-        tuple(distances(f) for f in vary),
-        tuple(distances(f) for f in fix),
-        values[:k],
+    vary_d = tuple(distance(f) for f in problem.vary) if distances else ()
+    fix_d = tuple(distance(f) for f in problem.fix) if distances else ()
+    return Trajectories(latents, vary_d, fix_d, start.values, diagnostics, lengths)
+
+
+def traverse_one(
+    generator: Callable[[Array], Array],
+    z0: Array,
+    key: Array,
+    *,
+    vary: Callable | Sequence[Callable],
+    fix: Sequence[Callable] = (),
+    method: str = "reds",
+    path: str = "local",
+    k: int = 1,
+    steps: int = 10,
+    step_size: float | Array = 0.1,
+    solver: Solver | str = "dense",
+    distances: bool = True,
+    step_target: float | None = None,
+    correct: int = 0,
+    step_min: float | None = None,
+    cg_iters: int = 8,
+    **options: Any,
+) -> Trajectories:
+    """The traversal from ONE start latent: pure, no ``vmap``/``jit``/sharding inside.
+
+    ``jax.jit(jax.vmap(...))`` it yourself (as :class:`reds_jax.jobs.experiment.Experiment` does);
+    the arguments are validated from shapes only (the latent's values are not checked: pass finite
+    ones). :func:`traverse` is this function vmapped, jitted and sharded.
+
+    Args:
+      generator: pure ``z [d] -> image [H, W, C]``.
+      z0: ``[d]`` start latent.
+      key: PRNG key of this latent.
+      vary, fix, method, path, k, steps, solver, step_target, correct, step_min, cg_iters,
+        **options: see :func:`traverse`.
+      step_size: step length (may be traced; ``step_target`` and ``step_min`` may be too, but
+        whether ``step_target`` is None is static).
+      distances: also measure feature distances along the paths (``False`` skips those
+        generator passes; the distance tuples are then empty).
+
+    Returns:
+      :class:`Trajectories` without the leading ``N``: ``latents [2k, T+1, d]``, distances
+      ``[2k, T+1]``, ``values [k]``, diagnostics ``[2k]`` (``residual [2k, T+1]``).
+
+    >>> import jax
+    >>> from reds_jax import features
+    >>> g = lambda z: jnp.reshape(jnp.stack([z[0], 2.0 * z[1], z[0] + z[1]]), (1, 3, 1))
+    >>> one = lambda z: traverse_one(g, z, jax.random.key(0), vary=features.pixels(),
+    ...                              method="maxc", steps=2, distances=False).latents
+    >>> jax.jit(jax.vmap(one))(jnp.zeros((5, 2))).shape
+    (5, 2, 3, 2)
+    """
+    z0 = jnp.asarray(z0)
+    if z0.ndim != 1:
+        raise ValueError(f"z0 must be one latent of shape [d]; got shape {z0.shape}.")
+    _check_path(path, steps)
+    vary_t = _as_features(vary, "vary", allow_empty=False)
+    fix_t = _as_features(fix, "fix", allow_empty=True)
+    problem, solver = _make_config(generator, z0, vary_t, fix_t, method, k, options, solver)
+    control, target, lo = _control(step_size, step_target, step_min, correct, cg_iters, fix_t)
+    return _paths(
+        problem, solver, path, int(steps), step_size, z0, key, distances, control, target, lo
     )
+
+
+def _control(step_size, step_target, step_min, correct, cg_iters, fix):
+    traced = isinstance(step_size, jax.core.Tracer)
+    size = 1.0 if traced else float(step_size)
+    control, target, lo = check_control(size, step_target, step_min, correct, cg_iters, bool(fix))
+    if traced and step_min is None:
+        lo = 0.01 * step_size
+    return control, target, lo
 
 
 # ---------------------------------------------------------------------------------------------
 # Public edge: jit, vmap, shard
 
 
-def _shard_batch(x: Array) -> tuple[Array, int]:
-    """Pad the leading axis to a multiple of the device count and shard it across devices."""
+def shard_batch(x: Array, size: int | None = None) -> tuple[Array, int]:
+    """Pad the leading axis (repeating the last row) and shard it across ``jax.devices()``.
+
+    Args:
+      x: ``[N, ...]``.
+      size: padded length (a multiple of the device count); default: ``N`` rounded up to one.
+
+    Returns:
+      ``(x_padded [size, ...], N)``.
+
+    >>> shard_batch(jnp.ones((3, 2)), 4)[0].shape
+    (4, 2)
+    """
     devices = jax.devices()
     n = x.shape[0]
-    if len(devices) == 1 or isinstance(x, jax.core.Tracer):
+    size = -(-n // len(devices)) * len(devices) if size is None else size
+    if size > n:
+        x = jnp.concatenate([x, jnp.repeat(x[-1:], size - n, axis=0)])
+    if len(devices) == 1:
         return x, n
-    pad = (-n) % len(devices)
-    if pad:
-        x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)])
     mesh = Mesh(np.asarray(devices), ("batch",))
     spec = PartitionSpec("batch", *([None] * (x.ndim - 1)))
     return jax.device_put(x, NamedSharding(mesh, spec)), n
 
 
-def _directions_batch(generator, vary, fix, cfg, z, keys):
+def _directions_batch(problem, solver, z, keys):
+    return jax.vmap(lambda zi, ki: _directions(problem, solver, zi, ki))(z, keys)
+
+
+_directions_jit = jax.jit(_directions_batch, static_argnums=(0, 1))
+
+
+def _traverse_batch(
+    problem, solver, path, steps, distances, control, step_size, target, lo, z, keys
+):
     def one(zi, ki):
-        if cfg.solver == "matrix_free":
-            values, vectors, _ = matrix_free.start(generator, vary, fix, cfg, zi, ki)
-        else:
-            values, vectors, _ = _system(generator, vary, fix, cfg, zi, ki)
-        return values[: cfg.k], vectors[: cfg.k]
+        return _paths(
+            problem, solver, path, steps, step_size, zi, ki, distances, control, target, lo
+        )
 
     return jax.vmap(one)(z, keys)
-
-
-_directions_jit = jax.jit(_directions_batch, static_argnums=(0, 1, 2, 3))
-
-
-def _traverse_batch(generator, vary, fix, cfg, path, steps, step_size, z, keys):
-    fn = lambda zi, ki: _traverse_one(generator, vary, fix, cfg, path, steps, step_size, zi, ki)  # noqa: E731
-    return jax.vmap(fn)(z, keys)
 
 
 _traverse_jit = jax.jit(_traverse_batch, static_argnums=(0, 1, 2, 3, 4, 5))
@@ -348,17 +493,21 @@ def _keys(key, n: int, method: str) -> Array:
 def _prepare(generator, z, vary, fix, method, k, key, options, solver):
     """Validate the shared arguments (before tracing); batch, key and shard the latents.
 
-    Returns ``(vary, fix, config, latents [N', d], keys [N'], N)``: ``N'`` is ``N`` padded to a
+    Returns ``(problem, solver, latents [N', d], keys [N'], N)``: ``N'`` is ``N`` padded to a
     multiple of the device count.
     """
     vary_t = _as_features(vary, "vary", allow_empty=False)
     fix_t = _as_features(fix, "fix", allow_empty=True)
-    cfg = _make_config(generator, z, vary_t, fix_t, method, k, options, solver)
+    problem, solver = _make_config(generator, z, vary_t, fix_t, method, k, options, solver)
     batch = z if z.ndim == 2 else z[None]
     keys = _keys(key, batch.shape[0], method)
-    batch_s, n = _shard_batch(batch)
-    keys_s, _ = _shard_batch(keys)
-    return vary_t, fix_t, cfg, batch_s, keys_s, n
+    batch_s, n = shard_batch(batch)
+    keys_s, _ = shard_batch(keys)
+    return problem, solver, batch_s, keys_s, n
+
+
+def _unbatch(out, n: int, single: bool):
+    return jax.tree_util.tree_map(lambda x: x[0] if single else x[:n], out)
 
 
 def directions(
@@ -370,7 +519,7 @@ def directions(
     method: str = "reds",
     k: int = 1,
     key: Array | None = None,
-    solver: str = "dense",
+    solver: Solver | str = "dense",
     **options: Any,
 ) -> Directions:
     """Top-``k`` REDs (or baseline) directions at one or many latents.
@@ -383,41 +532,38 @@ def directions(
       method: ``"reds"`` (Rayleigh form), ``"nullspace"`` (reference form), ``"maxc"``,
         ``"minf"`` or ``"random"`` (needs ``key``).
       k: number of directions.
-      key: PRNG key (``random``; ``solver="matrix_free"`` with ``cold_start="iterative"``;
-        per-latent keys are split from it).
-      solver: ``"dense"`` (exact Grams and a dense eigen-solve at every latent) or
-        ``"matrix_free"`` (``reds``/``maxc`` only: the same Rayleigh form from Gram-vector
-        products ``Jᵀ(Jv)`` and a warm-started block LOBPCG along ``local`` paths; see
-        :mod:`reds_jax.core.matrix_free`).
-      **options: ``weights`` (per fixed feature, default 1), ``vary_weights``, ``normalize``
-        (Frobenius-normalise each Gram, default True), ``ridge`` (default 1e-6), ``beta_fix``
-        (default 0.99), ``beta_vary`` (default None: no cut), ``mode`` (Jacobian mode, default
-        ``"auto"``), ``chunk_size``, ``eps`` (``mode="fd"`` step). With
-        ``solver="matrix_free"`` also ``iters`` (LOBPCG iterations per step, default 1),
-        ``guard`` (extra block columns, default 1), ``cold_start`` (``"dense"`` default, or
-        ``"iterative"``), ``cold_iters`` (default 50), ``probes`` (Hutchinson probes for the
-        iterative start, default 8), ``sketch`` (rows ``m'`` of a Gaussian sketch of each larger
-        fixed feature, default None) and ``sketch_seed`` (default 0).
+      key: PRNG key (``random``; ``MatrixFree(cold_start="iterative")``; per-latent keys are
+        split from it).
+      solver: a solver object, :class:`~reds_jax.core.solvers.Dense` (exact Grams and a dense
+        eigen-solve at every latent; the default) or :class:`~reds_jax.core.solvers.MatrixFree`
+        (``reds``/``maxc`` only: the same Rayleigh form from Gram-vector products ``Jᵀ(Jv)`` and
+        a warm-started block LOBPCG along ``local`` paths), or the shorthand ``"dense"`` /
+        ``"matrix_free"`` with the solver's options as keywords: ``mode``, ``chunk_size``,
+        ``eps`` (dense); ``iters``, ``guard``, ``precond``, ``cold_start``, ``cold_iters``,
+        ``probes``, ``sketch``, ``sketch_seed``, ``mode``, ``chunk_size`` (matrix-free; see the
+        classes). An option of the other solver, or solver keywords next to a solver object, is
+        a ValueError.
+      **options: problem options ``weights`` (per fixed feature, default 1), ``vary_weights``,
+        ``normalize`` (Frobenius-normalise each Gram, default True), ``ridge`` (default 1e-6),
+        ``beta_fix`` (default 0.99), ``beta_vary`` (default None: no cut), and the solver
+        keywords above.
 
     Returns:
-      :class:`Directions` with ``values [..., k]`` and ``vectors [..., k, d]``.
+      :class:`Directions` with ``values [..., k]``, ``vectors [..., k, d]`` and ``diagnostics``.
 
     >>> import jax.numpy as jnp
     >>> from reds_jax import features
     >>> g = lambda z: jnp.reshape(jnp.stack([z[0], 2.0 * z[1], z[0] + z[1]]), (1, 3, 1))
     >>> dirs = directions(g, jnp.zeros(2), vary=features.pixels(), method="maxc")
-    >>> dirs.vectors.shape
-    (1, 2)
+    >>> dirs.vectors.shape, int(dirs.diagnostics.solve_fallback)
+    ((1, 2), 0)
     """
     z = _check_latents(z, "z")
-    vary_t, fix_t, cfg, batch_s, keys_s, n = _prepare(
+    problem, solver, batch_s, keys_s, n = _prepare(
         generator, z, vary, fix, method, k, key, options, solver
     )
-    values, vectors = _directions_jit(generator, vary_t, fix_t, cfg, batch_s, keys_s)
-    values, vectors = values[:n], vectors[:n]
-    if z.ndim == 1:
-        values, vectors = values[0], vectors[0]
-    return Directions(values, vectors)
+    out = _directions_jit(problem, solver, batch_s, keys_s)
+    return _unbatch(out, n, z.ndim == 1)
 
 
 def traverse(
@@ -432,14 +578,20 @@ def traverse(
     steps: int = 10,
     step_size: float = 0.1,
     key: Array | None = None,
-    solver: str = "dense",
+    solver: Solver | str = "dense",
+    distances: bool = True,
+    step_target: float | None = None,
+    correct: int = 0,
+    step_min: float | None = None,
+    cg_iters: int = 8,
     **options: Any,
 ) -> Trajectories:
     """Traverse from start latents along the top-``k`` directions, both signs.
 
-    One jit compile per configuration (generator, features, method, path, k, steps, options);
-    ``vmap`` over start latents, ``lax.scan`` over steps, and the batch is sharded over all local
-    devices (``jax.devices()``) when there is more than one.
+    One jit compile per configuration (generator, features, method, path, k, steps, solver,
+    options); ``vmap`` over start latents, ``lax.scan`` over steps, and the batch is sharded over
+    all local devices (``jax.devices()``) when there is more than one. For your own
+    ``vmap``/``jit``, use :func:`traverse_one`.
 
     Args:
       generator: pure ``z [d] -> image [H, W, C]``.
@@ -452,31 +604,42 @@ def traverse(
       steps: number of steps ``T``.
       step_size: step length ``ε`` in latent units.
       key: PRNG key (see :func:`directions`).
-      solver: ``"dense"`` or ``"matrix_free"`` (see :func:`directions`).
+      solver: ``reds_jax.Dense(...)``, ``reds_jax.MatrixFree(...)``, or ``"dense"`` /
+        ``"matrix_free"`` with solver keywords (see :func:`directions`).
+      distances: measure feature distances along the paths (``False``: skip those generator
+        passes; the distance tuples are empty).
+      step_target: feature-space steps: the linearised change of the (concatenated) varied
+        features per step, ``δ``; each step's length is ``δ / ‖J_vary v‖`` clipped to
+        ``[step_min, step_size]`` (so ``step_size`` becomes the cap). ``None`` (default): every
+        step has length ``step_size``. See :mod:`reds_jax.core.control`.
+      correct: Gauss–Newton corrector iterations after each step that pull the fixed features
+        back towards their start values, orthogonally to the direction (0, default: none; needs
+        ``fix``). See :mod:`reds_jax.core.control`.
+      step_min: the smallest step with ``step_target`` (default ``step_size / 100``).
+      cg_iters: conjugate-gradient iterations per corrector iteration (default 8).
       **options: see :func:`directions`.
 
     Returns:
-      :class:`Trajectories` with ``latents [N, 2k, T+1, d]`` (``[2k, T+1, d]`` for ``z0 [d]``).
+      :class:`Trajectories` with ``latents [N, 2k, T+1, d]`` (``[2k, T+1, d]`` for ``z0 [d]``),
+      ``diagnostics`` (counts ``[N, 2k]``) and ``step_lengths [N, 2k, T]``.
 
     >>> import jax.numpy as jnp
     >>> from reds_jax import features
     >>> g = lambda z: jnp.reshape(jnp.stack([z[0], 2.0 * z[1], z[0] + z[1]]), (1, 3, 1))
     >>> tr = traverse(g, jnp.zeros(2), vary=features.pixels(), method="maxc", steps=3)
-    >>> tr.latents.shape, len(tr.vary_distances)
-    ((2, 4, 2), 1)
+    >>> tr.latents.shape, len(tr.vary_distances), tr.diagnostics.kept_direction.tolist()
+    ((2, 4, 2), 1, [0, 0])
     """
     z0 = _check_latents(z0, "z0")
-    if path not in PATHS:
-        raise ValueError(f"path={path!r} is not a traversal path; pass one of {PATHS}.")
-    if not isinstance(steps, int | np.integer) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0; got {steps!r}.")
+    _check_path(path, steps)
     if not (np.ndim(step_size) == 0 and math.isfinite(float(step_size)) and step_size > 0):
         raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}.")
-    vary_t, fix_t, cfg, batch_s, keys_s, n = _prepare(
+    problem, solver, batch_s, keys_s, n = _prepare(
         generator, z0, vary, fix, method, k, key, options, solver
     )
+    control, target, lo = _control(step_size, step_target, step_min, correct, cg_iters, problem.fix)
     out = _traverse_jit(
-        generator, vary_t, fix_t, cfg, path, int(steps), float(step_size), batch_s, keys_s
-    )
-    out = jax.tree_util.tree_map(lambda x: x[:n] if z0.ndim == 2 else x[0], out)
-    return Trajectories(*out)
+        problem, solver, path, int(steps), bool(distances), control,
+        float(step_size), target, lo, batch_s, keys_s,
+    )  # fmt: skip
+    return _unbatch(out, n, z0.ndim == 1)

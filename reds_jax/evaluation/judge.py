@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from reds_jax.features.rooms_nets import _apply, _check_image, load_net
+from reds_jax.features.rooms_nets import apply_net, check_image, load_net
 from reds_jax.generators.rooms import NUM_FACTORS
 
 __all__ = ["RoomsJudge", "RoomsJudgeNet", "rooms_judge"]
@@ -72,7 +72,7 @@ class RoomsJudge(NamedTuple):
 
 
 def _predict(module, params, image):
-    return _apply(module, params, _check_image(image, "rooms_judge"))
+    return apply_net(module, params, check_image(image, "rooms_judge"))
 
 
 @functools.cache

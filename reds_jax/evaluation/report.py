@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reds_jax.evaluation.suites import Experiment
+from reds_jax.evaluation.suites import Case
 
 __all__ = ["plot_drift", "image_grid", "render_table"]
 
@@ -41,7 +41,7 @@ def plot_drift(result: dict[str, Any], out: pathlib.Path) -> None:
     fig.savefig(out / f"{result['experiment']}_drift.png", bbox_inches="tight")
 
 
-def image_grid(exp: Experiment, frames: dict[str, np.ndarray], levels, out: pathlib.Path) -> None:
+def image_grid(exp: Case, frames: dict[str, np.ndarray], levels, out: pathlib.Path) -> None:
     """Rows = methods, columns = varied-change levels, for the path most methods carry to δ."""
     from matplotlib.figure import Figure
 

@@ -41,7 +41,7 @@ from reds_jax.evaluation import metrics
 from reds_jax.evaluation.report import image_grid, plot_drift, render_table
 from reds_jax.evaluation.suites import (
     SUITES,
-    Experiment,
+    Case,
     faces_suite,
     rooms_gan_suite,
     rooms_oracle_suite,
@@ -51,8 +51,8 @@ Array = jax.Array
 
 __all__ = [
     "Config",
-    "Experiment",
-    "METHODS",
+    "Case",
+    "EVAL_METHODS",
     "SUITES",
     "faces_suite",
     "main",
@@ -74,7 +74,7 @@ class Config:
       step_sizes, ridges, betas, conditions: grids for step size, REDs ridge, nullspace
         ``beta_fix``, and the number of fixed-feature principal components the supervised
         direction is conditioned on.
-      methods: method names (keys of :data:`METHODS`).
+      methods: method names (keys of :data:`EVAL_METHODS`).
       chunk_size: Jacobian columns/rows per chunk in the REDs Grams (None: dense); bounds memory
         for large feature networks (face-api identity/landmarks).
       start_batch: start latents walked per call (None: all at once); bounds memory. The
@@ -99,7 +99,7 @@ class Config:
 
 
 # name -> (kind, core method, path, tuned settings beyond step_size)
-METHODS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+EVAL_METHODS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "reds-local": ("core", "reds", "local", ("ridge",)),
     "reds-linear": ("core", "reds", "linear", ("ridge",)),
     "nullspace-local": ("core", "nullspace", "local", ("beta_fix",)),
@@ -111,20 +111,43 @@ METHODS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "sefa": ("sefa", "", "linear", ()),
     "supervised": ("supervised", "", "linear", ("condition",)),
     "supervised-gt": ("supervised-gt", "", "linear", ()),
+    # path control (issue 19): feature-space steps and/or the drift corrector
+    "reds-local-fs": ("core", "reds", "local", ("step_target",)),
+    "reds-local-c": ("core", "reds", "local", ()),
+    "reds-local-pc": ("core", "reds", "local", ("step_target",)),
 }
+
+# Controlled variants of reds-local: Gauss-Newton corrector iterations per step, and the
+# multipliers of δ/T (the per-step change that reaches δ in T steps) tried as ``step_target``.
+# They inherit reds-local's tuned ridge and step size (the step size is their cap, doubled for
+# feature-space steps, whose steps are chosen below the cap), so they differ from it only in
+# the control; run with reds-local (it is tuned first).
+CONTROLLED = {"reds-local-fs": 0, "reds-local-c": 2, "reds-local-pc": 2}
+STEP_TARGETS = (1.25, 2.0)
 
 
 # ---------------------------------------------------------------------------------------------
 # Running
 
 
-def _grid(name: str, cfg: Config, scale: float) -> list[dict[str, Any]]:
+def _grid(
+    name: str, cfg: Config, scale: float, base: dict[str, Any] | None = None, unit: float = 1.0
+) -> list[dict[str, Any]]:
+    """Settings to try: the product of the method's grids. Controlled variants (``CONTROLLED``)
+    start from ``base`` (reds-local's choice) and try ``step_target = m·unit`` for ``m`` in
+    :data:`STEP_TARGETS`, ``unit`` being the raw varied change per step that reaches δ in T."""
+    if name in CONTROLLED:
+        base = dict(base or {"step_size": scale * cfg.step_sizes[0], "ridge": cfg.ridges[0]})
+        if "step_target" not in EVAL_METHODS[name][3]:
+            return [base]
+        base["step_size"] = 2.0 * base["step_size"]
+        return [{**base, "step_target": m * unit} for m in STEP_TARGETS]
     extra = {
         "ridge": cfg.ridges,
         "beta_fix": cfg.betas,
         "condition": cfg.conditions,
     }
-    keys = ("step_size", *METHODS[name][3])
+    keys = ("step_size", *EVAL_METHODS[name][3])
     values = [tuple(scale * v for v in cfg.step_sizes), *(extra[k] for k in keys[1:])]
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
 
@@ -132,7 +155,7 @@ def _grid(name: str, cfg: Config, scale: float) -> list[dict[str, Any]]:
 class _Runner:
     """Holds one experiment's measures, scales, samples and global baseline directions."""
 
-    def __init__(self, exp: Experiment, cfg: Config, log: Callable[[str], None]):
+    def __init__(self, exp: Case, cfg: Config, log: Callable[[str], None]):
         self.exp, self.cfg, self.log = exp, cfg, log
         key = jax.random.key(cfg.seed)
         keys = [jax.random.fold_in(key, i) for i in range(6)]
@@ -182,13 +205,15 @@ class _Runner:
 
     def paths(self, name: str, settings: dict[str, Any], z0: Array) -> Array:
         """``[N, 2k, T+1, d]`` latents of one method."""
-        kind, method, path, _ = METHODS[name]
+        kind, method, path, _ = EVAL_METHODS[name]
         cfg, exp = self.cfg, self.exp
         step = settings["step_size"]
         if kind != "core":
             dirs = self._global(kind, settings.get("condition", 0))
             return baselines.linear_paths(z0, dirs, steps=cfg.steps, step_size=step)
-        opts = {k: settings[k] for k in ("ridge", "beta_fix") if k in settings}
+        opts = {k: settings[k] for k in ("ridge", "beta_fix", "step_target") if k in settings}
+        if name in CONTROLLED:
+            opts["correct"] = CONTROLLED[name]
         common = dict(vary=exp.vary, fix=exp.fix, method=method, k=cfg.k, key=self.key_random)
         if cfg.chunk_size:
             common["chunk_size"] = cfg.chunk_size
@@ -198,8 +223,15 @@ class _Runner:
             if path == "linear":
                 dirs = directions(exp.generator, z, **kw).vectors
                 return baselines.linear_paths(z, dirs, steps=cfg.steps, step_size=step)
+            # Distances are measured by `measure` (normalised, with truth measures): skip them here.
             return traverse(
-                exp.generator, z, **kw, path="local", steps=cfg.steps, step_size=step
+                exp.generator,
+                z,
+                **kw,
+                path="local",
+                steps=cfg.steps,
+                step_size=step,
+                distances=False,
             ).latents
 
         if not cfg.start_batch:
@@ -245,12 +277,12 @@ def _summary_dict(s: metrics.Summary) -> dict[str, float]:
 
 
 def run_experiment(
-    exp: Experiment, cfg: Config, *, log: Callable[[str], None] = print, out_dir=None
+    exp: Case, cfg: Config, *, log: Callable[[str], None] = print, out_dir=None
 ) -> dict[str, Any]:
     """Tune every method on the tuning starts, evaluate on the test starts.
 
     Args:
-      exp: the experiment.
+      exp: the case (see :mod:`reds_jax.evaluation.suites`).
       cfg: run settings.
       log: progress printer.
       out_dir: optional folder for the plot and grid PNGs (None: no figures).
@@ -260,7 +292,7 @@ def run_experiment(
       drift at ``δ``, area under the drift curve, truth groups at ``δ``), drift curves, timings.
     """
     runner = _Runner(exp, cfg, log)
-    names = [m for m in (cfg.methods or tuple(METHODS)) if _available(exp, m)]
+    names = [m for m in (cfg.methods or tuple(EVAL_METHODS)) if _available(exp, m)]
     levels = np.linspace(0.0, 2.0 * exp.delta, 21)
     result: dict[str, Any] = {
         "experiment": exp.name,
@@ -276,9 +308,12 @@ def run_experiment(
         "methods": {},
     }
     frames = {}
+    # raw varied change per step that reaches δ in T steps (controlled variants' step_target unit)
+    unit = exp.delta * math.sqrt(sum(runner.scales[f.name] ** 2 for f in exp.vary)) / cfg.steps
     for name in names:
         t0 = time.perf_counter()
-        grid = _grid(name, cfg, exp.step_scale)
+        base = result["methods"].get("reds-local", {}).get("settings")
+        grid = _grid(name, cfg, exp.step_scale, base, unit)
         tried = []
         for settings in grid if len(grid) > 1 else []:
             s = runner.score(runner.measure(runner.paths(name, settings, runner.z_tune)))
@@ -295,7 +330,7 @@ def run_experiment(
         for j in np.flatnonzero(reach > 0):
             med[j] = np.median(curve[..., j][np.isfinite(curve[..., j])])
         result["methods"][name] = {
-            "path": METHODS[name][2],
+            "path": EVAL_METHODS[name][2],
             "settings": best,
             "tuning": [{"settings": st, "median_all": ma, "success": -su} for ma, su, st in tried],
             "drift": _summary_dict(metrics.summarize(at, ok)),
@@ -343,7 +378,7 @@ def _frames(change: np.ndarray, latents: Array, levels: np.ndarray) -> np.ndarra
     )
 
 
-def redraw_grid(exp: Experiment, result: dict[str, Any], out_dir, *, log=print) -> None:
+def redraw_grid(exp: Case, result: dict[str, Any], out_dir, *, log=print) -> None:
     """Redraw an experiment's image grid from its saved result (chosen settings, same seeds).
 
     Re-walks only the first :data:`GRID_STARTS` test starts (all of them for ``random``, whose
@@ -362,8 +397,8 @@ def redraw_grid(exp: Experiment, result: dict[str, Any], out_dir, *, log=print) 
     image_grid(exp, frames, levels, pathlib.Path(out_dir))
 
 
-def _available(exp: Experiment, name: str) -> bool:
-    kind, method, _, _ = METHODS[name]
+def _available(exp: Case, name: str) -> bool:
+    kind, method, _, _ = EVAL_METHODS[name]
     if kind == "sefa":
         return exp.sefa_weight is not None
     if kind == "supervised-gt":
@@ -384,7 +419,7 @@ def _parse(argv: Sequence[str] | None, prog: str | None = None) -> argparse.Name
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=64, help="rooms oracle image size")
-    ap.add_argument("--methods", default=None, help=f"comma list from {','.join(METHODS)}")
+    ap.add_argument("--methods", default=None, help=f"comma list from {','.join(EVAL_METHODS)}")
     ap.add_argument("--experiments", default=None, help="comma list of experiment names")
     ap.add_argument("--quick", action="store_true", help="8 starts, 8 steps, no tuning grid")
     ap.add_argument(
@@ -422,9 +457,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry point (see the module docstring); ``prog`` names it in ``--help``."""
     a = _parse(argv, prog)
     methods = tuple(m for m in (a.methods or "").split(",") if m)
-    unknown = set(methods) - set(METHODS)
+    unknown = set(methods) - set(EVAL_METHODS)
     if unknown:
-        raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
+        raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {list(EVAL_METHODS)}")
     cfg = Config(
         n_test=a.n_starts,
         n_tune=a.n_tune,

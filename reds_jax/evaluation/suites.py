@@ -1,6 +1,6 @@
 """Quality suites: the vary/fix experiments that ``python -m reds_jax.evaluation.runner`` runs.
 
-An :class:`Experiment` is one generator with the features to change and to hold, ground-truth
+A :class:`Case` is one generator with the features to change and to hold, ground-truth
 measures where the generator has them, and what the linear peers need (an activation map for
 GANSpace, a first-layer weight for SeFa). Suites:
 
@@ -35,11 +35,11 @@ from reds_jax.generators import rooms as rooms_lib
 
 Array = jax.Array
 
-__all__ = ["Experiment", "SUITES", "faces_suite", "rooms_gan_suite", "rooms_oracle_suite"]
+__all__ = ["Case", "SUITES", "faces_suite", "rooms_gan_suite", "rooms_oracle_suite"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Experiment:
+class Case:
     """One vary/fix experiment on one generator.
 
     Attributes:
@@ -83,9 +83,9 @@ _SOFA_LOOK = ("sofa_width", "sofa_height", "sofa_r", "sofa_g", "sofa_b")
 _GEOMETRY = ("sofa_x", "sofa_width", "sofa_height", "lamp_x", "window_x", "stripe_phase")
 
 
-def _frequency(name: str, what: str, generator, *, scale: float = 1.0, **kw) -> Experiment:
+def _frequency(name: str, what: str, generator, *, scale: float = 1.0, **kw) -> Case:
     """Fix high-pass (σ = 2·scale) / vary low-pass (σ = 4·scale) on ``generator``."""
-    return Experiment(
+    return Case(
         name,
         f"{what}: fix high-pass (σ={2 * scale:g}) / vary low-pass (σ={4 * scale:g})",
         generator,
@@ -114,7 +114,7 @@ def rooms_oracle_suite(*, size: int = 64, latent_dim: int = 16, seed: int = 0):
       seed: oracle seed.
 
     Returns:
-      Tuple of :class:`Experiment`.
+      Tuple of :class:`Case`.
     """
     from reds_jax.generators import rooms_oracle
 
@@ -140,7 +140,7 @@ def rooms_oracle_suite(*, size: int = 64, latent_dim: int = 16, seed: int = 0):
     pos = ("sofa position", _unit_group(oracle, ("sofa_x",)), "vary")
     look = ("sofa look", _unit_group(oracle, _SOFA_LOOK), "fix")
     return (
-        Experiment(
+        Case(
             "sofa_pixels",
             "rooms oracle: fix sofa pixels (exact soft mask) / vary all other pixels",
             with_mask,
@@ -154,7 +154,7 @@ def rooms_oracle_suite(*, size: int = 64, latent_dim: int = 16, seed: int = 0):
             notes="Mask = the oracle's exact visible sofa mask at the current latent (4th channel).",
             **common,
         ),
-        Experiment(
+        Case(
             "sofa_position",
             "rooms oracle: fix sofa appearance / vary position (pixel-statistics proxy)",
             oracle.generator,
@@ -176,7 +176,7 @@ def rooms_oracle_suite(*, size: int = 64, latent_dim: int = 16, seed: int = 0):
         ),
         *(
             (
-                Experiment(
+                Case(
                     "sofa_look",
                     "rooms oracle: fix sofa look / vary sofa position (regressor CNN)",
                     oracle.generator,
@@ -235,7 +235,7 @@ def faces_suite():
     note = "Only the face box is fixed here; `faces_identity_hair` fixes identity and landmarks."
     hair = region((0.0, 0.1, 0.25, 0.8))
     return (
-        Experiment(
+        Case(
             "faces_identity_hair",
             "face DCGAN: fix identity + landmarks (face-api) / vary hair (top-of-head) box",
             gan.generator,
@@ -247,7 +247,7 @@ def faces_suite():
             ),
             **common,
         ),
-        Experiment(
+        Case(
             "faces_hair",
             "face DCGAN: fix face box / vary hair (top-of-head) box",
             gan.generator,
@@ -304,7 +304,7 @@ def rooms_gan_suite():
         "renders), at matched varied change."
     )
     return (
-        Experiment(
+        Case(
             "gan_sofa_pixels",
             "rooms GAN: fix sofa pixels (segmenter mask) / vary all other pixels",
             gan.generator,
@@ -318,7 +318,7 @@ def rooms_gan_suite():
             + judge_note,
             **common,
         ),
-        Experiment(
+        Case(
             "gan_sofa_look",
             "rooms GAN: fix sofa look / vary sofa position (regressor CNN)",
             gan.generator,
@@ -349,7 +349,7 @@ def rooms_gan_suite():
     )
 
 
-SUITES: dict[str, Callable[..., tuple[Experiment, ...]]] = {
+SUITES: dict[str, Callable[..., tuple[Case, ...]]] = {
     "rooms_oracle": rooms_oracle_suite,
     "rooms_gan": rooms_gan_suite,
     "faces": faces_suite,

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reds_jax.features.closed_form import Feature, _box_pixels
+from reds_jax.features.closed_form import Feature, box_pixels
 from reds_jax.formats.torch_zip import load_torch_zip
 
 __all__ = ["IResNet", "IResNetConfig", "arcface", "convert_iresnet_state_dict", "load_iresnet"]
@@ -199,7 +199,7 @@ def convert_iresnet_state_dict(
     Raises:
         ValueError: a missing or unexpected key, or shapes that do not fit an iresnet.
 
-    >>> cfg, variables = convert_iresnet_state_dict(load_torch_zip("backbone.pth"))  # doctest: +SKIP
+    >>> cfg, variables = convert_iresnet_state_dict(load_torch_zip("backbone.pth"))  # needs ArcFace weights  # doctest: +SKIP
     """
     sd = {k.removeprefix("module."): np.asarray(v, np.float32) for k, v in state_dict.items()}
     try:
@@ -269,7 +269,7 @@ def load_iresnet(path: str | os.PathLike[str]) -> LoadedIResNet:
         pickle.UnpicklingError: the file holds anything but tensors and dicts.
         ValueError: not an iresnet state dict.
 
-    >>> net = load_iresnet("ms1mv3_arcface_r50_fp16/backbone.pth")  # doctest: +SKIP
+    >>> net = load_iresnet("ms1mv3_arcface_r50_fp16/backbone.pth")  # needs ArcFace weights  # doctest: +SKIP
     """
     sd = load_torch_zip(path)
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
@@ -300,7 +300,7 @@ def arcface(
     Returns:
         Feature ``image [H, W, 3] in [0, 1] -> [num_features]`` (512 for the distributed models).
 
-    >>> f = arcface("backbone.pth", box=(0.2, 0.2, 0.65, 0.6))  # doctest: +SKIP
+    >>> f = arcface("backbone.pth", box=(0.2, 0.2, 0.65, 0.6))  # needs ArcFace weights  # doctest: +SKIP
     """
     net = weights if isinstance(weights, LoadedIResNet) else load_iresnet(weights)
     size = net.config.input_size
@@ -309,7 +309,7 @@ def arcface(
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"arcface takes an RGB image [H, W, 3]; got {image.shape}.")
         if box is not None:
-            top, left, h, w = _box_pixels(box, image.shape[0], image.shape[1], "auto")
+            top, left, h, w = box_pixels(box, image.shape[0], image.shape[1], "auto")
             image = image[top : top + h, left : left + w]
         if image.shape[:2] != (size, size):
             image = jax.image.resize(image, (size, size, 3), "linear", antialias=antialias)

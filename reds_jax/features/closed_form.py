@@ -111,7 +111,7 @@ def lowpass(sigma: float) -> Feature:
       Feature ``image [H, W, C] -> [H·W·C]``.
 
     >>> import jax.numpy as jnp
-    >>> float(lowpass(2.0)(jnp.ones((16, 16, 3))).mean())
+    >>> round(float(lowpass(2.0)(jnp.ones((16, 16, 3))).mean()), 6)
     1.0
     """
     gaussian_kernel(sigma)
@@ -187,7 +187,12 @@ def _box_units(box: Sequence[float], units: str) -> str:
     return units
 
 
-def _box_pixels(box: Sequence[float], h: int, w: int, units: str) -> tuple[int, int, int, int]:
+def box_pixels(box: Sequence[float], h: int, w: int, units: str) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` in pixels of a box in ``units`` (see :func:`region`).
+
+    >>> box_pixels((0.25, 0.5, 0.5, 0.25), 8, 8, "relative")
+    (2, 4, 4, 2)
+    """
     units = _box_units(box, units)
     if units == "relative":
         top, left = int(round(box[0] * h)), int(round(box[1] * w))
@@ -240,7 +245,7 @@ def region(
 
         def fn(image):
             h, w = image.shape[0], image.shape[1]
-            top, left, bh, bw = _box_pixels(box, h, w, units)
+            top, left, bh, bw = box_pixels(box, h, w, units)
             if not invert:
                 return image[top : top + bh, left : left + bw]
             inside = np.zeros((h, w), bool)

@@ -20,7 +20,6 @@ work under ``jacfwd`` / ``jacrev`` / ``vmap`` in float32 or float64.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
 import pathlib
@@ -34,6 +33,7 @@ import numpy as np
 from flax import serialization
 
 from reds_jax import assets
+from reds_jax._io import load_converted
 from reds_jax.features.closed_form import Feature
 from reds_jax.features.faceapi_nets import AgeGenderNet, FaceLandmark68Net, FaceRecognitionNet
 from reds_jax.formats.tfjs import load_tfjs_weights, nest
@@ -190,27 +190,25 @@ class FaceApiNet(NamedTuple):
     input_size: int
 
 
-def _atomic_write(path: pathlib.Path, content: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
-
-
 def _convert(manifest: pathlib.Path, module: nn.Module, size: int) -> dict[str, Any]:
     """Loads the tfjs weights (through a msgpack cache) and checks them against ``module``."""
     expected = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((size, size, 3)))
     want = jax.tree.map(lambda s: tuple(s.shape), expected)
-    cached = manifest.with_name(f"{manifest.name}.flax-v{_CONVERTER_VERSION}.msgpack")
-    digest_file = cached.with_name(cached.name + ".sha256")
-    if cached.is_file() and digest_file.is_file():
-        try:
-            data = cached.read_bytes()
-            if hashlib.sha256(data).hexdigest() == digest_file.read_text().strip():
-                variables = serialization.msgpack_restore(data)
-                if jax.tree.map(np.shape, variables) == want:
-                    return variables
-        except Exception:  # a broken cache is rebuilt from the verified tfjs files
-            pass
+
+    def decode(data: bytes) -> dict[str, Any] | None:
+        variables = serialization.msgpack_restore(data)
+        return variables if jax.tree.map(np.shape, variables) == want else None
+
+    return load_converted(
+        manifest,
+        _CONVERTER_VERSION,
+        lambda: _convert_tfjs(manifest, module, want),
+        encode=serialization.msgpack_serialize,
+        decode=decode,
+    )
+
+
+def _convert_tfjs(manifest: pathlib.Path, module: nn.Module, want: Any) -> dict[str, Any]:
     variables = {"params": nest(load_tfjs_weights(manifest))}
     got = jax.tree.map(np.shape, variables)
     if got != want:
@@ -226,12 +224,6 @@ def _convert(manifest: pathlib.Path, module: nn.Module, size: int) -> dict[str, 
         raise ValueError(
             f"{manifest.name} does not fit {type(module).__name__}: " + "; ".join(diff[:8])
         )
-    try:
-        data = serialization.msgpack_serialize(variables)
-        _atomic_write(cached, data)
-        _atomic_write(digest_file, hashlib.sha256(data).hexdigest().encode())
-    except OSError:
-        pass  # a read-only cache only costs a re-conversion next time
     return variables
 
 
@@ -263,8 +255,8 @@ def load_faceapi_net(name: str, root: str | os.PathLike[str] | None = None) -> F
         reds_jax.assets.AssetError: the files are not cached and cannot be obtained; the message
             says which file to place where.
 
-    >>> net = load_faceapi_net("landmark68")  # doctest: +SKIP
-    >>> net.input_size  # doctest: +SKIP
+    >>> net = load_faceapi_net("landmark68")  # fetches the face-api weights  # doctest: +SKIP
+    >>> net.input_size  # fetches the face-api weights  # doctest: +SKIP
     112
     """
     if name not in _NETS:
@@ -295,8 +287,8 @@ def face_identity(
     Raises:
         reds_jax.assets.AssetError: the weights are missing and cannot be fetched.
 
-    >>> f = face_identity()  # doctest: +SKIP
-    >>> f(jnp.zeros((64, 64, 3))).shape  # doctest: +SKIP
+    >>> f = face_identity()  # fetches the face-api weights  # doctest: +SKIP
+    >>> f(jnp.zeros((64, 64, 3))).shape  # fetches the face-api weights  # doctest: +SKIP
     (128,)
     """
     net = load_faceapi_net("recognition", root)
@@ -323,8 +315,8 @@ def face_landmarks(*, root: str | os.PathLike[str] | None = None) -> Feature:
     Returns:
         Feature ``image [H, W, 3] in [0, 1] -> [136]`` (its ``image_fn`` gives ``[68, 2]``).
 
-    >>> f = face_landmarks()  # doctest: +SKIP
-    >>> f.image_fn(jnp.zeros((64, 64, 3))).shape  # doctest: +SKIP
+    >>> f = face_landmarks()  # fetches the face-api weights  # doctest: +SKIP
+    >>> f.image_fn(jnp.zeros((64, 64, 3))).shape  # fetches the face-api weights  # doctest: +SKIP
     (68, 2)
     """
     net = load_faceapi_net("landmark68", root)
@@ -355,8 +347,8 @@ def age_gender(output: str = "both", *, root: str | os.PathLike[str] | None = No
     Returns:
         Feature ``image [H, W, 3] in [0, 1] -> [3]``, ``[1]`` or ``[2]``.
 
-    >>> f = age_gender("age")  # doctest: +SKIP
-    >>> f(jnp.zeros((64, 64, 3))).shape  # doctest: +SKIP
+    >>> f = age_gender("age")  # fetches the face-api weights  # doctest: +SKIP
+    >>> f(jnp.zeros((64, 64, 3))).shape  # fetches the face-api weights  # doctest: +SKIP
     (1,)
     """
     if output not in ("both", "age", "gender"):

@@ -81,7 +81,12 @@ class SofaSegmenter(nn.Module):
         return nn.Conv(1, (1, 1), name="out")(x)[..., 0]
 
 
-def _check_image(image: jax.Array, who: str) -> jax.Array:
+def check_image(image: jax.Array, who: str) -> jax.Array:
+    """Checks one float room image ``[IMAGE_SIZE, IMAGE_SIZE, 3]``; errors name ``who``.
+
+    >>> check_image(jnp.zeros((IMAGE_SIZE, IMAGE_SIZE, 3)), "room_factors").shape
+    (64, 64, 3)
+    """
     image = jnp.asarray(image)
     if image.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
         raise ValueError(
@@ -93,7 +98,7 @@ def _check_image(image: jax.Array, who: str) -> jax.Array:
     return image
 
 
-def _apply(module: nn.Module, params: Any, image: jax.Array) -> jax.Array:
+def apply_net(module: nn.Module, params: Any, image: jax.Array) -> jax.Array:
     """Runs ``module`` on one image in the image's dtype; returns the single output."""
     cast = jax.tree.map(lambda p: p.astype(image.dtype), params)
     return module.apply(cast, image[None])[0]
@@ -159,7 +164,7 @@ def room_factors(
     module, params = _regressor(None if path is None else str(path), sha256)
 
     def fn(image):
-        return _apply(module, params, _check_image(image, "room_factors"))[idx]
+        return apply_net(module, params, check_image(image, "room_factors"))[idx]
 
     return Feature(fn, f"room_factors:{','.join(names)}")
 
@@ -182,6 +187,6 @@ def sofa_mask(
     module, params = _segmenter(None if path is None else str(path), sha256)
 
     def mask_fn(image):
-        return jax.nn.sigmoid(_apply(module, params, _check_image(image, "sofa_mask")))
+        return jax.nn.sigmoid(apply_net(module, params, check_image(image, "sofa_mask")))
 
     return mask_fn

@@ -98,8 +98,8 @@ def load_tfjs_weights(
         FileNotFoundError: the manifest or a shard is missing (the message names it).
         TfjsFormatError: malformed manifest, unsupported dtype, or shards of the wrong size.
 
-    >>> w = load_tfjs_weights("model/face_landmark_68_model-weights_manifest.json")  # doctest: +SKIP
-    >>> w["fc/weights"].shape  # doctest: +SKIP
+    >>> w = load_tfjs_weights("model/face_landmark_68_model-weights_manifest.json")  # needs face-api weight files  # doctest: +SKIP
+    >>> w["fc/weights"].shape  # needs face-api weight files  # doctest: +SKIP
     (256, 136)
     """
     manifest = pathlib.Path(manifest)

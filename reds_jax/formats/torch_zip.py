@@ -69,7 +69,7 @@ class _Storage:
         self.array = array
 
 
-class _Rebuild:
+class Rebuild:
     """A safe callable standing in for one allowed torch function (no state can be set on it)."""
 
     __slots__ = ("fn", "qualname")
@@ -133,13 +133,13 @@ def _size(*args: Any) -> tuple[int, ...]:
 
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _Rebuild(
+    ("torch._utils", "_rebuild_tensor_v2"): Rebuild(
         "torch._utils._rebuild_tensor_v2", _rebuild_tensor_v2
     ),
-    ("torch._utils", "_rebuild_parameter"): _Rebuild(
+    ("torch._utils", "_rebuild_parameter"): Rebuild(
         "torch._utils._rebuild_parameter", _rebuild_parameter
     ),
-    ("torch", "Size"): _Rebuild("torch.Size", _size),
+    ("torch", "Size"): Rebuild("torch.Size", _size),
     **{("torch", n): _StorageType(n, np.dtype(d)) for n, d in _STORAGE_DTYPES.items()},
 }
 
@@ -238,8 +238,8 @@ def load_torch_zip(
             a storage is missing or too short.
         ValueError: the file is not a zip archive in the torch layout.
 
-    >>> sd = load_torch_zip(reds_jax.assets.fetch("face_dcgan"))  # doctest: +SKIP
-    >>> sd["netG_state_dict"]["main.0.weight"].shape  # doctest: +SKIP
+    >>> sd = load_torch_zip(reds_jax.assets.fetch("face_dcgan"))  # fetches the face DCGAN weights  # doctest: +SKIP
+    >>> sd["netG_state_dict"]["main.0.weight"].shape  # needs a checkpoint file  # doctest: +SKIP
     (100, 512, 4, 4)
     """
     if not zipfile.is_zipfile(path):
@@ -419,18 +419,18 @@ def _plain_set(items: Any = ()) -> set:
 
 _PLAIN_ALLOWED: dict[tuple[str, str], Any] = {
     **_ALLOWED,
-    ("torch.storage", "_load_from_bytes"): _Rebuild(
+    ("torch.storage", "_load_from_bytes"): Rebuild(
         "torch.storage._load_from_bytes", _load_from_bytes
     ),
-    ("torch._utils", "_rebuild_parameter_with_state"): _Rebuild(
+    ("torch._utils", "_rebuild_parameter_with_state"): Rebuild(
         "torch._utils._rebuild_parameter_with_state", _rebuild_parameter_with_state
     ),
     ("numpy", "dtype"): _NumpyDType,
-    ("numpy.core.multiarray", "scalar"): _Rebuild("numpy.core.multiarray.scalar", _numpy_scalar),
-    ("numpy._core.multiarray", "scalar"): _Rebuild("numpy._core.multiarray.scalar", _numpy_scalar),
-    ("_codecs", "encode"): _Rebuild("_codecs.encode", _codecs_encode),
-    ("builtins", "set"): _Rebuild("builtins.set", _plain_set),
-    ("__builtin__", "set"): _Rebuild("builtins.set", _plain_set),  # protocol <= 2 spelling
+    ("numpy.core.multiarray", "scalar"): Rebuild("numpy.core.multiarray.scalar", _numpy_scalar),
+    ("numpy._core.multiarray", "scalar"): Rebuild("numpy._core.multiarray.scalar", _numpy_scalar),
+    ("_codecs", "encode"): Rebuild("_codecs.encode", _codecs_encode),
+    ("builtins", "set"): Rebuild("builtins.set", _plain_set),
+    ("__builtin__", "set"): Rebuild("builtins.set", _plain_set),  # protocol <= 2 spelling
 }
 
 
@@ -468,7 +468,7 @@ def load_torch_pickle(
     Tensors and parameters come back as numpy arrays (their storages parsed from torch's legacy
     per-storage streams); numpy scalars of numeric dtypes, ``OrderedDict`` and ``set`` are
     allowed. Any other global raises before anything runs unless ``extra_globals`` maps it to a
-    stand-in (e.g. :mod:`reds_jax.generators.stylegan2_convert` maps stylegan2-ada-pytorch's
+    stand-in (e.g. :mod:`reds_jax.formats.ada_pickle` maps stylegan2-ada-pytorch's
     ``torch_utils.persistence._reconstruct_persistent_obj`` to an inert record).
 
     Args:
@@ -484,7 +484,7 @@ def load_torch_pickle(
             storage (nothing from the file is executed).
         ValueError: the file is a zip archive (use :func:`load_torch_zip`).
 
-    >>> data = load_torch_pickle("network-snapshot.pkl", extra_globals=...)  # doctest: +SKIP
+    >>> data = load_torch_pickle("network-snapshot.pkl", extra_globals=...)  # needs a checkpoint file  # doctest: +SKIP
     """
     if zipfile.is_zipfile(path):
         raise ValueError(

@@ -13,7 +13,6 @@ runs in eval mode with the stored running statistics.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import pathlib
 from collections.abc import Callable, Mapping
@@ -26,6 +25,7 @@ import numpy as np
 from flax import serialization
 
 from reds_jax import assets
+from reds_jax._io import load_converted
 from reds_jax.formats.torch_zip import load_torch_zip
 
 __all__ = [
@@ -197,9 +197,9 @@ def convert_dcgan_state_dict(
     Raises:
         ValueError: a key is missing or a shape does not fit the architecture.
 
-    >>> sd = load_torch_zip(assets.fetch("face_dcgan"))["netG_state_dict"]  # doctest: +SKIP
-    >>> module, variables = convert_dcgan_state_dict(sd)  # doctest: +SKIP
-    >>> module.latent_dim  # doctest: +SKIP
+    >>> sd = load_torch_zip(assets.fetch("face_dcgan"))["netG_state_dict"]  # fetches the face DCGAN weights  # doctest: +SKIP
+    >>> module, variables = convert_dcgan_state_dict(sd)  # fetches the face DCGAN weights  # doctest: +SKIP
+    >>> module.latent_dim  # fetches the face DCGAN weights  # doctest: +SKIP
     100
     """
     missing = [
@@ -271,34 +271,31 @@ def _to_unit(module: DCGANGenerator, variables: dict[str, Any], z: jax.Array) ->
 
 def _load_variables(weights: pathlib.Path) -> tuple[DCGANGenerator, dict[str, Any]]:
     """Converts ``weights`` once, caching the Flax variables (msgpack + its sha256) next to it."""
-    cached = weights.with_name(f"{weights.name}.flax-v{_CONVERTER_VERSION}.msgpack")
-    digest_file = cached.with_name(cached.name + ".sha256")
-    if cached.is_file() and digest_file.is_file():
-        try:
-            data = cached.read_bytes()
-            if hashlib.sha256(data).hexdigest() != digest_file.read_text().strip():
-                raise ValueError("stale or corrupt converted cache")
-            variables = serialization.msgpack_restore(data)
-            w0 = variables["params"]["ConvT_0"]["kernel"]
-            nc = variables["params"]["ConvT_4"]["kernel"].shape[3]
-            module = DCGANGenerator(
-                latent_dim=w0.shape[2], base_features=w0.shape[3] // 8, out_channels=nc
-            )
-            expected = jax.eval_shape(
-                module.init, jax.random.key(0), jnp.zeros((w0.shape[2],), jnp.float32)
-            )
-            if jax.tree.map(np.shape, variables) == jax.tree.map(np.shape, expected):
-                return module, variables
-        except Exception:  # a broken cache is rebuilt from the verified weights
-            pass
-    checkpoint = load_torch_zip(weights)
-    module, variables = convert_dcgan_state_dict(checkpoint["netG_state_dict"])
-    data = serialization.msgpack_serialize(variables)
-    for path, content in ((cached, data), (digest_file, hashlib.sha256(data).hexdigest().encode())):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-        tmp.write_bytes(content)
-        os.replace(tmp, path)
-    return module, variables
+
+    def decode(data: bytes) -> tuple[DCGANGenerator, dict[str, Any]] | None:
+        variables = serialization.msgpack_restore(data)
+        w0 = variables["params"]["ConvT_0"]["kernel"]
+        nc = variables["params"]["ConvT_4"]["kernel"].shape[3]
+        module = DCGANGenerator(
+            latent_dim=w0.shape[2], base_features=w0.shape[3] // 8, out_channels=nc
+        )
+        expected = jax.eval_shape(
+            module.init, jax.random.key(0), jnp.zeros((w0.shape[2],), jnp.float32)
+        )
+        fits = jax.tree.map(np.shape, variables) == jax.tree.map(np.shape, expected)
+        return (module, variables) if fits else None
+
+    def convert() -> tuple[DCGANGenerator, dict[str, Any]]:
+        checkpoint = load_torch_zip(weights)
+        return convert_dcgan_state_dict(checkpoint["netG_state_dict"])
+
+    return load_converted(
+        weights,
+        _CONVERTER_VERSION,
+        convert,
+        encode=lambda mv: serialization.msgpack_serialize(mv[1]),
+        decode=decode,
+    )
 
 
 def face_dcgan(root: str | os.PathLike[str] | None = None) -> FaceDCGAN:
@@ -319,8 +316,8 @@ def face_dcgan(root: str | os.PathLike[str] | None = None) -> FaceDCGAN:
         reds_jax.assets.AssetError: the weights are not cached and cannot be downloaded; the
             message says where to place the file.
 
-    >>> gan = face_dcgan()  # doctest: +SKIP
-    >>> gan.generator(jnp.zeros(100, jnp.float32)).shape  # doctest: +SKIP
+    >>> gan = face_dcgan()  # fetches the face DCGAN weights  # doctest: +SKIP
+    >>> gan.generator(jnp.zeros(100, jnp.float32)).shape  # fetches the face DCGAN weights  # doctest: +SKIP
     (64, 64, 3)
     """
     module, variables = _load_variables(assets.fetch("face_dcgan", root))

@@ -1,14 +1,8 @@
 """stylegan2-ada-pytorch network pickles -> Flax StyleGAN2, read without torch or NVIDIA's code.
 
-A network pickle (``network-snapshot-*.pkl``, ``ffhq.pkl``) is a plain ``pickle.dump`` of
-``{"G": ..., "D": ..., "G_ema": ..., "augment_pipe": ..., "training_set_kwargs": ...}`` whose
-networks are ``torch_utils.persistence`` objects: ``_reconstruct_persistent_obj(meta)`` with the
-class name, the *source code* of its module and the module's state. Unpickling it normally imports
-and executes that source. Here :func:`~reds_jax.formats.torch_zip.load_torch_pickle` resolves
-``_reconstruct_persistent_obj`` to an inert :class:`PersistentRecord` (class name + state; the
-source is never looked at), ``dnnlib.util.EasyDict`` to a dict and ``argparse.Namespace`` to an
-attribute record; every other global is refused before it can run. :func:`convert_ada_network`
-then reads the unconditional "skip" StyleGAN2 generator out of the records (StyleGAN3,
+The pickle is read by :func:`reds_jax.formats.ada_pickle.load_ada_pickle` (inert
+:class:`~reds_jax.formats.ada_pickle.PersistentRecord` stand-ins; nothing in the file runs).
+:func:`convert_ada_network` then reads the unconditional "skip" StyleGAN2 generator out of the records (StyleGAN3,
 conditional and orig / resnet generators are refused with a message). Blocks trained in float16
 run in float32 here.
 """
@@ -17,85 +11,18 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 from typing import Any
 
 import numpy as np
 
-from reds_jax.formats.torch_zip import _Rebuild, load_torch_pickle
-from reds_jax.generators.stylegan2 import StyleGAN2Checkpoint, check_variables
+from reds_jax.formats.ada_pickle import PersistentRecord, load_ada_pickle
+from reds_jax.generators.stylegan2_checkpoint import StyleGAN2Checkpoint, check_variables
 from reds_jax.generators.stylegan2_nets import StyleGAN2Config
 from reds_jax.generators.stylegan2_ops import fir_kernel
 
 __all__ = ["PersistentRecord", "convert_ada_network", "load_stylegan2_ada"]
 
 DEFAULT_BLUR = (1, 3, 3, 1)
-
-# --- inert stand-ins for the globals a network pickle names ----------------------------------
-
-
-class PersistentRecord:
-    """What ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` unpickles to here.
-
-    Attributes:
-        class_name: the original class name (e.g. ``"SynthesisLayer"``); nothing is imported.
-        state: the module's ``__dict__`` (``_parameters``, ``_buffers``, ``_modules``, plain
-            attributes), tensors as numpy arrays.
-    """
-
-    __slots__ = ("class_name", "state")
-
-    def __init__(self, class_name: str, state: dict[str, Any]):
-        self.class_name = class_name
-        self.state = state
-
-    def __setstate__(self, state: Any) -> None:
-        raise pickle.UnpicklingError("Refusing to set state on a persistent record.")
-
-    def __repr__(self) -> str:
-        return f"PersistentRecord({self.class_name!r})"
-
-
-def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
-    if not isinstance(meta, dict) or meta.get("type") != "class":
-        raise pickle.UnpicklingError(f"Unsupported persistent object record {type(meta)}.")
-    name, state = meta.get("class_name"), meta.get("state")
-    if not (isinstance(name, str) and name.isidentifier() and isinstance(state, dict)):
-        raise pickle.UnpicklingError(f"Bad persistent object record for class {name!r}.")
-    return PersistentRecord(name, dict(state))  # meta["module_src"] is never used
-
-
-class _EasyDict(dict):
-    """Stand-in for ``dnnlib.util.EasyDict``: a plain dict (no attribute magic)."""
-
-    def __setstate__(self, state: Any) -> None:
-        if state not in (None, {}):
-            raise pickle.UnpicklingError("Refusing to set attributes on an EasyDict.")
-
-
-class _Namespace:
-    """Stand-in for ``argparse.Namespace``: keeps its attributes as a dict, runs nothing."""
-
-    def __init__(self, *args: Any) -> None:
-        if args:
-            raise pickle.UnpicklingError("argparse.Namespace takes no positional arguments.")
-        self.attrs: dict[str, Any] = {}
-
-    def __setstate__(self, state: Any) -> None:
-        if not isinstance(state, dict):
-            raise pickle.UnpicklingError("argparse.Namespace state must be a dict.")
-        self.attrs = dict(state)
-
-
-NAMESPACE_GLOBALS = {("argparse", "Namespace"): _Namespace}
-_ADA_GLOBALS = {
-    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _Rebuild(
-        "torch_utils.persistence._reconstruct_persistent_obj", _reconstruct_persistent_obj
-    ),
-    ("dnnlib.util", "EasyDict"): _EasyDict,
-    ("argparse", "Namespace"): _Namespace,
-}
-
 
 # --- stylegan2-ada-pytorch -------------------------------------------------------------------
 
@@ -278,9 +205,9 @@ def load_stylegan2_ada(
         pickle.UnpicklingError: the pickle names anything outside the allow-list.
         ValueError: no such entry, or not an unconditional StyleGAN2 skip generator.
 
-    >>> ckpt = load_stylegan2_ada("ffhq.pkl")  # doctest: +SKIP
+    >>> ckpt = load_stylegan2_ada("ffhq.pkl")  # needs a network pickle  # doctest: +SKIP
     """
-    data = load_torch_pickle(path, extra_globals=_ADA_GLOBALS)
+    data = load_ada_pickle(path)
     if isinstance(data, PersistentRecord):
         return convert_ada_network(data)
     if not isinstance(data, dict) or network not in data:

@@ -10,9 +10,9 @@ Two layouts are read:
   10,000 ``z ~ N(0, I)`` drawn from ``jax.random.key(0)``.
 * **stylegan2-ada-pytorch** (NVlabs): a network pickle ``{"G_ema": ..., "G", "D", ...}``, read
   by a restricted unpickler that never imports or runs the code it names (see
-  :mod:`reds_jax.generators.stylegan2_ada`).
+  :mod:`reds_jax.formats.ada_pickle`; converted in :mod:`reds_jax.generators.stylegan2_ada`).
 
-Each returns a :class:`~reds_jax.generators.stylegan2.StyleGAN2Checkpoint`;
+Each returns a :class:`~reds_jax.generators.stylegan2_checkpoint.StyleGAN2Checkpoint`;
 :func:`convert_stylegan2` also writes it as msgpack, and :func:`main` is the command line
 (``reds-jax convert stylegan2 IN OUT``).
 """
@@ -33,17 +33,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reds_jax.formats.ada_pickle import NAMESPACE_GLOBALS
 from reds_jax.formats.torch_zip import load_torch_zip
-from reds_jax.generators.stylegan2 import (
+from reds_jax.generators.stylegan2_ada import DEFAULT_BLUR, convert_ada_network, load_stylegan2_ada
+from reds_jax.generators.stylegan2_checkpoint import (
     StyleGAN2Checkpoint,
     check_variables,
     save_stylegan2_checkpoint,
-)
-from reds_jax.generators.stylegan2_ada import (
-    DEFAULT_BLUR,
-    NAMESPACE_GLOBALS,
-    convert_ada_network,
-    load_stylegan2_ada,
 )
 from reds_jax.generators.stylegan2_nets import MappingNetwork, StyleGAN2Config
 from reds_jax.generators.stylegan2_ops import fir_kernel
@@ -150,7 +146,7 @@ def convert_rosinality_state_dict(
     Raises:
         ValueError: a missing or unexpected key, or a shape that does not fit.
 
-    >>> ckpt = convert_rosinality_state_dict(load_torch_zip("550000.pt")["g_ema"])  # doctest: +SKIP
+    >>> ckpt = convert_rosinality_state_dict(load_torch_zip("550000.pt")["g_ema"])  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
     """
     sd = {k: np.asarray(v) for k, v in state_dict.items()}
     n_mlp = 0
@@ -249,7 +245,7 @@ def load_stylegan2_rosinality(
             ``argparse.Namespace`` (nothing from it is executed).
         ValueError: not a rosinality generator.
 
-    >>> ckpt = load_stylegan2_rosinality("stylegan2-ffhq-config-f.pt")  # doctest: +SKIP
+    >>> ckpt = load_stylegan2_rosinality("stylegan2-ffhq-config-f.pt")  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
     """
     ckpt = load_torch_zip(path, extra_globals=NAMESPACE_GLOBALS)
     if not isinstance(ckpt, dict):
@@ -308,7 +304,7 @@ def convert_stylegan2(
         The :class:`StyleGAN2Checkpoint`; load a saved one with
         :func:`~reds_jax.generators.stylegan2` or ``load_stylegan2_checkpoint``.
 
-    >>> convert_stylegan2("ffhq.pkl", "ffhq.msgpack")  # doctest: +SKIP
+    >>> convert_stylegan2("ffhq.pkl", "ffhq.msgpack")  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
     """
     path = pathlib.Path(path)
     if not path.is_file():

@@ -7,7 +7,9 @@ A job is described by a :class:`reds_jax.jobs.experiment.JobConfig` (also readab
     manifest.jsonl       one JSON line per completed shard: file, sha256, bytes, items, seeds
     shard-00000.npz      images uint8 [n, 2k, T+1, H, W, 3], latents [n, 2k, T+1, d],
     shard-00001.npz      vary_distances [n, V, 2k, T+1], fix_distances [n, F, 2k, T+1],
-    ...                  values [n, k], seeds [n], items [n], vary_features [V], fix_features [F]
+    ...                  values [n, k], seeds [n], items [n], vary_features [V], fix_features [F],
+                         diagnostics_<field> int32 [n, 2k] (fallback counts per path, see
+                         reds_jax.Diagnostics), diagnostics_residual [n, 2k, T+1]
 
 Shards are plain ``.npz`` files (``numpy.load`` reads them; no pickle) written byte-for-byte
 reproducibly: the same configuration on the same machine gives the same sha256. Every file is written to a
@@ -28,25 +30,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import pathlib
 import sys
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .experiment import (
-    ConfigError,
-    Experiment,
-    JobConfig,
-    _sha256_file,
-    get_experiment,
-    parse_seeds,
-)
+from reds_jax._io import TMP_SUFFIX, atomic_write, npz_bytes, sha256_file
+
+from .config import ConfigError, JobConfig, parse_seeds
+from .experiment import DIAGNOSTICS_PREFIX, Experiment, diagnostics_warning, get_experiment
 
 __all__ = [
     "AugmentError",
@@ -64,48 +60,10 @@ __all__ = [
 CONFIG_FILE = "config.json"
 MANIFEST_FILE = "manifest.jsonl"
 LOCK_FILE = ".lock"
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 class AugmentError(RuntimeError):
     """The output folder cannot be used (another configuration, another job writing to it)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Atomic files
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    """Write ``data`` to a temp file in ``path``'s folder, fsync, rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _npz_bytes(arrays: Mapping[str, np.ndarray], compress: bool) -> bytes:
-    """A reproducible ``.npz`` (fixed timestamps, fixed order), readable by ``numpy.load``."""
-    buf = io.BytesIO()
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with zipfile.ZipFile(buf, "w", compression=method) as zf:
-        for name, arr in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-            info.compress_type = method
-            with zf.open(info, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
-    return buf.getvalue()
 
 
 def shard_name(index: int) -> str:
@@ -143,7 +101,7 @@ def read_manifest(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def _write_manifest(out: pathlib.Path, entries: Sequence[Mapping[str, Any]]) -> None:
     text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
-    _atomic_write(out / MANIFEST_FILE, text.encode())
+    atomic_write(out / MANIFEST_FILE, text.encode())
 
 
 def load_shard(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -273,7 +231,7 @@ def _check_config(out: pathlib.Path, header: dict[str, Any]) -> None:
                 f"{out} has a {MANIFEST_FILE} but no {CONFIG_FILE}; it was not written by this job. "
                 "Pass an empty or new output folder."
             )
-        _atomic_write(path, (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write(path, (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
         return
     try:
         old = json.loads(path.read_text())["config"]
@@ -302,7 +260,7 @@ def _verified(out: pathlib.Path, entries: list[dict[str, Any]], n_shards: int, v
         ok = isinstance(idx, int) and 0 <= idx < n_shards and e.get("shard") == shard_name(idx)
         path = out / shard_name(idx) if ok else None
         ok = ok and idx not in done and path.is_file() and path.stat().st_size == e.get("bytes")
-        ok = ok and (not verify or _sha256_file(path) == e.get("sha256"))
+        ok = ok and (not verify or sha256_file(path) == e.get("sha256"))
         if ok:
             done[idx] = e
         else:
@@ -337,30 +295,12 @@ def augment(
       AugmentError: the folder holds another configuration, or another job is writing to it.
 
     >>> augment({"model": "rooms", "model_args": {"size": 16}, "seeds": "0:4", "k": 1,
-    ...          "steps": 2, "shard_size": 2}, "out")  # doctest: +SKIP
+    ...          "steps": 2, "shard_size": 2}, "out")  # writes a job folder  # doctest: +SKIP
     """
     if not isinstance(config, JobConfig):
         config = JobConfig.from_mapping(config)
     cfg = config.resolved()
-    if (cfg.seeds is None) == (cfg.latents is None):
-        raise ConfigError(
-            "config: pass exactly one of 'seeds' (e.g. '0:1000') or 'latents' (a .npy file)."
-        )
-    latents = None
-    if cfg.latents is not None:
-        try:
-            latents = np.load(cfg.latents, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise ConfigError(
-                f"config: field 'latents': cannot read {cfg.latents!r}: {err}"
-            ) from None
-        if latents.ndim != 2 or not np.issubdtype(latents.dtype, np.floating):
-            raise ConfigError(
-                f"config: field 'latents' must hold a float array [N, d]; got {latents.dtype} {latents.shape}."
-            )
-        seeds = np.arange(len(latents), dtype=np.int64)
-    else:
-        seeds = parse_seeds(cfg.seeds)
+    seeds, latents = cfg.starts()
     n_items = len(seeds)
     if names is not None and len(names) != n_items:
         raise ConfigError(f"names has {len(names)} entries; pass one per start latent ({n_items}).")
@@ -377,7 +317,7 @@ def augment(
     }
     with _locked(out):
         _check_config(out, header)
-        for stale in out.glob(".*.tmp"):
+        for stale in out.glob(f".*{TMP_SUFFIX}"):
             stale.unlink(missing_ok=True)
         entries = read_manifest(out)
         done = _verified(out, entries, n_shards, verify)
@@ -407,6 +347,7 @@ def augment(
             done=sum(e["count"] for e in manifest),
             enabled=progress,
         )
+        totals: dict[str, Any] = {}
         with bar:
             for idx in pending:
                 lo, hi = idx * cfg.shard_size, min((idx + 1) * cfg.shard_size, n_items)
@@ -416,13 +357,16 @@ def augment(
                     batch_size=min(cfg.batch_size, cfg.shard_size),
                     on_batch=bar,
                 )
+                for name, v in arrays.items():  # fallback totals, one warning at the end
+                    if name.startswith(DIAGNOSTICS_PREFIX):
+                        totals[name] = totals.get(name, 0) + np.sum(v)
                 arrays["items"] = np.arange(lo, hi, dtype=np.int64)
                 if names is not None:  # --images: the input files' stems
                     arrays["names"] = np.asarray(names[lo:hi], dtype=str)
                 arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
                 arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
-                data = _npz_bytes(arrays, cfg.compress)
-                _atomic_write(out / shard_name(idx), data)
+                data = npz_bytes(arrays, cfg.compress)
+                atomic_write(out / shard_name(idx), data)
                 manifest.append(
                     {
                         "shard": shard_name(idx),
@@ -439,4 +383,7 @@ def augment(
                     }
                 )
                 _write_manifest(out, manifest)
+        warning = diagnostics_warning(totals)
+        if warning:
+            print(f"reds-jax augment: {warning}", file=sys.stderr)
     return AugmentResult(out, n_items, n_shards, tuple(pending), tuple(sorted(done)))

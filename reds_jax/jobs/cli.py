@@ -47,6 +47,8 @@ _JOB_FLAGS = {
     "k": "k",
     "steps": "steps",
     "step_size": "step_size",
+    "step_target": "step_target",
+    "correct": "correct",
     "solver": "solver",
     "dtype": "dtype",
     "shard_size": "shard_size",
@@ -124,6 +126,13 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
     p.add_argument("-k", type=int, dest="k", help="directions per start latent (2k paths)")
     p.add_argument("--steps", type=int, help="steps per path (default 8)")
     p.add_argument("--step-size", type=float, help="latent step length (default: the model's)")
+    p.add_argument(
+        "--step-target", type=float,
+        help="feature-space steps: varied-feature change per step (--step-size caps the step)",
+    )  # fmt: skip
+    p.add_argument(
+        "--correct", type=int, help="drift-corrector iterations per step (default 0: none)"
+    )
     p.add_argument("--solver", help="dense (default) or matrix_free (reds/maxc; big features)")
     p.add_argument(
         "--option",
@@ -271,12 +280,8 @@ def _job_config(ns: argparse.Namespace, *, augment: bool):
         data["fix"] = []
     if ns.out is not None:
         out = ns.out
-    if ns.seeds is not None and ns.latents is not None:
-        raise _UsageError("pass either --seeds or --latents, not both.")
-    if ns.latents is not None:
-        data.pop("seeds", None)
-    if ns.seeds is not None:
-        data.pop("latents", None)
+    if (ns.latents is None) != (ns.seeds is None):  # a flag replaces the TOML file's other one
+        data.pop("seeds" if ns.seeds is None else "latents", None)
     try:
         return JobConfig.from_mapping(data, where=where), out
     except ConfigError as err:
@@ -363,26 +368,15 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
     import numpy as np
 
     from reds_jax import imageio
-    from reds_jax.jobs.augment import _atomic_write, _npz_bytes
-    from reds_jax.jobs.experiment import ConfigError, get_experiment, parse_seeds
+    from reds_jax._io import atomic_write, npz_bytes
+    from reds_jax.jobs.experiment import ConfigError, diagnostics_warning, get_experiment
+    from reds_jax.jobs.progress import BatchProgress
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
     cfg, names = _with_inverted_images(ns, cfg, out)
-    if cfg.latents is not None:
-        try:
-            latents = np.load(cfg.latents, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise _UsageError(f"cannot read --latents {cfg.latents}: {err}") from None
-        if latents.ndim == 1:
-            latents = latents[None]
-        seeds = np.arange(len(latents))
-    else:
-        latents = None
-        seeds = parse_seeds(cfg.seeds if cfg.seeds is not None else [0])
-    from reds_jax.jobs.progress import BatchProgress
-
     try:
+        seeds, latents = cfg.starts(default_seeds=[0])
         exp = get_experiment(cfg)
         with BatchProgress(len(seeds), f"{PROG} traverse", enabled=not ns.no_progress) as bar:
             result = exp.run(seeds=seeds, latents=latents, on_batch=bar)
@@ -402,7 +396,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
     arrays["names"] = np.asarray(names, dtype=str)  # grid file stems, one per start latent
     arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
     arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
-    _atomic_write(out / "traversals.npz", _npz_bytes(arrays, compress=True))
+    atomic_write(out / "traversals.npz", npz_bytes(arrays, compress=True))
     for i, name in enumerate(names[:4]):
         print(f"{name}:\n{_describe(result, cfg.vary, cfg.fix, i)}")
     print(
@@ -410,6 +404,9 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
         f"columns = steps) and traversals.npz (latents {list(result['latents'].shape)}, "
         f"vary/fix distances, images) to {out.resolve()} in {time.perf_counter() - t0:.1f} s"
     )
+    warning = diagnostics_warning(result)
+    if warning:
+        print(f"{PROG} traverse: {warning}", file=sys.stderr)
     return 0
 
 
@@ -527,37 +524,16 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(
-    command: str, candidates: Sequence[str], args: Sequence[str], prog: str | None = None
-) -> int:
-    """Runs ``main(args, prog=...)`` of the first importable module (``prog`` names it in help)."""
-    import inspect
-
-    for name in candidates:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is not None and name.startswith(err.name):
-                continue  # the module itself is missing; a missing dependency is re-raised
-            raise
-        entry = getattr(module, "main", None)
-        if callable(entry):
-            kwargs = {"prog": prog or f"{PROG} {command}"}
-            if "prog" not in inspect.signature(entry).parameters:
-                kwargs = {}
-            try:
-                code = entry(list(args), **kwargs)
-            except SystemExit as err:  # argparse inside the delegate (--help: 0, errors: 2)
-                code = err.code if isinstance(err.code, int) else (0 if err.code is None else 2)
-                if not isinstance(err.code, int | None):
-                    print(f"{PROG} {command}: error: {err.code}", file=sys.stderr)
-            return code if isinstance(code, int) else 0
-    print(
-        f"{PROG} {command}: not available yet in this installation (looked for main() in "
-        f"{', '.join(candidates)}).",
-        file=sys.stderr,
-    )
-    return 2
+def _delegate(module: str, args: Sequence[str], prog: str) -> int:
+    """Runs ``module.main(args, prog=prog)``: ``evaluate`` and ``convert`` parse their own
+    arguments, under the program name ``reds-jax NAME``."""
+    try:
+        code = importlib.import_module(module).main(list(args), prog=prog)
+    except SystemExit as err:  # argparse inside the delegate (--help: 0, errors: 2)
+        if not isinstance(err.code, int | None):
+            print(f"{prog}: error: {err.code}", file=sys.stderr)
+        code = err.code if isinstance(err.code, int) else (0 if err.code is None else 2)
+    return code if isinstance(code, int) else 0
 
 
 def _bench_script() -> pathlib.Path:
@@ -616,10 +592,10 @@ def _passed_on(command: str, args: list[str], no_cache: bool) -> int:
                 file=sys.stderr,
             )
             return 2
-        return _delegate("convert", (_CONVERTERS[args[0]],), args[1:], f"{PROG} convert {args[0]}")
+        return _delegate(_CONVERTERS[args[0]], args[1:], f"{PROG} convert {args[0]}")
     if not any(a in ("-h", "--help") for a in args):
         _compile_cache(no_cache)
-    return _delegate("evaluate", ("reds_jax.evaluation.runner",), args)
+    return _delegate("reds_jax.evaluation.runner", args, f"{PROG} evaluate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -632,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       Exit status: 0 on success, 2 for bad arguments / configuration (printed without a
       traceback), 1 when an asset cannot be obtained.
 
-    >>> main(["bench", "--help"])  # doctest: +SKIP
+    >>> main(["bench", "--help"])  # runs the benchmark script  # doctest: +SKIP
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     no_cache = "--no-compile-cache" in argv

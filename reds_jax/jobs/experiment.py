@@ -1,10 +1,10 @@
-"""What to traverse and how: the job configuration and the compiled, batched experiment.
+"""The compiled, batched experiment that runs a job configuration.
 
-:class:`JobConfig` names a model (see :mod:`reds_jax.jobs.models`), features as text specs, and the
-traversal settings; it validates every field with errors that name it, so configurations can come
-from TOML files and the command line. :class:`Experiment` turns a config into one compiled
-function ``(start latents [B, d], seeds [B]) -> images, latents, distances`` that ``reds-jax
-traverse``, ``reds-jax demo`` and the augmentation job (:mod:`reds_jax.jobs.augment`) share.
+:class:`Experiment` turns a :class:`~reds_jax.jobs.config.JobConfig` into one compiled function
+``(start latents [B, d], seeds [B]) -> images, latents, distances`` that ``reds-jax traverse``,
+``reds-jax demo`` and the augmentation job (:mod:`reds_jax.jobs.augment`) share.
+:class:`JobConfig`, :class:`ConfigError` and :func:`parse_seeds` are re-exported from
+:mod:`reds_jax.jobs.config`.
 """
 
 from __future__ import annotations
@@ -12,290 +12,57 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import hashlib
 import json
-import math
-import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from reds_jax.core.traverse import METHODS, OPTIONS, PATHS, traverse
+from reds_jax.core.solvers import Diagnostics
+from reds_jax.core.traverse import shard_batch, traverse_one
 from reds_jax.jobs import models
+from reds_jax.jobs.config import ConfigError, JobConfig, parse_seeds
 
-try:
-    from reds_jax.core.matrix_free import SOLVERS
-except ImportError:  # pragma: no cover - older core without the matrix-free solver
-    SOLVERS = ("dense",)
+__all__ = [
+    "DIAGNOSTICS_PREFIX",
+    "ConfigError",
+    "Experiment",
+    "JobConfig",
+    "diagnostics_warning",
+    "get_experiment",
+    "parse_seeds",
+]
 
-__all__ = ["ConfigError", "Experiment", "JobConfig", "get_experiment", "parse_seeds"]
-
-
-class ConfigError(ValueError):
-    """A configuration field is missing, unknown or has a bad value; the message names the field."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration
-
-
-def parse_seeds(spec: Any) -> np.ndarray:
-    """Seeds from ``"start:stop"`` (half-open), an int, or a list of ints / ``"start:stop"`` strings.
-
-    Args:
-      spec: e.g. ``"0:1000"``, ``[0, 1, 2]``, ``["0", "5:8"]``, ``7``.
-
-    Returns:
-      ``[N]`` int64 seeds in [0, 2³²), in the given order.
-
-    Raises:
-      ConfigError: bad syntax, a negative or too large seed, or no seeds.
-
-    >>> parse_seeds(["0:3", 7]).tolist()
-    [0, 1, 2, 7]
-    """
-    tokens = spec if isinstance(spec, list | tuple) else [spec]
-    out: list[np.ndarray] = []
-    for tok in tokens:
-        if isinstance(tok, bool):
-            raise ConfigError(f"seeds: {tok!r} is not a seed; pass ints or 'start:stop'.")
-        if isinstance(tok, int | np.integer):
-            out.append(np.asarray([int(tok)], np.int64))
-            continue
-        text = str(tok).strip()
-        try:
-            if ":" in text:
-                a, b = (int(x) for x in text.split(":"))
-                if b <= a:
-                    raise ConfigError(
-                        f"seeds: range {text!r} is empty; write 'start:stop' with stop > start."
-                    )
-                out.append(np.arange(a, b, dtype=np.int64))
-            else:
-                out.append(np.asarray([int(text)], np.int64))
-        except ValueError as err:
-            if isinstance(err, ConfigError):
-                raise
-            raise ConfigError(
-                f"seeds: {tok!r} is not an int or a 'start:stop' range (e.g. '0:1000')."
-            ) from None
-    seeds = np.concatenate(out) if out else np.zeros((0,), np.int64)
-    if seeds.size == 0:
-        raise ConfigError("seeds: no seeds given; pass e.g. seeds = '0:100'.")
-    if seeds.min() < 0 or seeds.max() >= 2**32:
-        raise ConfigError("seeds must lie in [0, 2**32).")
-    return seeds
-
-
-def _seed_tokens(spec: Any) -> list[Any]:
-    tokens = spec if isinstance(spec, list | tuple) else [spec]
-    return [int(t) if isinstance(t, int | np.integer) else str(t).strip() for t in tokens]
-
-
-def _sha256_file(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "model": ((str,), "a model name"),
-    "model_args": ((dict,), "a table of loader arguments"),
-    "seeds": ((str, int, list), "'start:stop', an int, or a list"),
-    "latents": ((str,), "a path to a .npy file [N, d]"),
-    "key": ((int,), "an int"),
-    "vary": ((str, list), "a feature spec or a list of them"),
-    "fix": ((str, list), "a feature spec or a list of them"),
-    "method": ((str,), f"one of {METHODS}"),
-    "path": ((str,), f"one of {PATHS}"),
-    "k": ((int,), "an int >= 1"),
-    "steps": ((int,), "an int >= 0"),
-    "step_size": ((int, float), "a number > 0"),
-    "solver": ((str,), f"one of {SOLVERS}"),
-    "options": ((dict,), f"a table with keys from {OPTIONS}"),
-    "dtype": ((str,), "'float32' or 'float64'"),
-    "shard_size": ((int,), "an int >= 1"),
-    "batch_size": ((int,), "an int >= 1"),
-    "compress": ((bool,), "true or false"),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class JobConfig:
-    """What to traverse and how (shared by ``reds-jax traverse`` and ``reds-jax augment``).
-
-    Attributes:
-      model: a name from :data:`reds_jax.jobs.models.MODELS` (``"faces"``, ``"rooms"``, ...).
-      model_args: keyword arguments of the model's loader (e.g. ``{"size": 32}`` for rooms).
-      seeds: ``"start:stop"``, an int, or a list (see :func:`parse_seeds`); or use ``latents``.
-      latents: path to a ``.npy`` file of start latents ``[N, d]`` (items are its rows).
-      key: base PRNG seed of the start latents and traversal keys.
-      vary: varied feature specs (see :func:`reds_jax.jobs.models.parse_feature`); None: the model's.
-      fix: fixed feature specs; None: the model's default; ``[]``: none.
-      method: REDs method (``reds``, ``nullspace``, ``maxc``, ``minf``, ``random``).
-      path: ``local`` or ``linear``.
-      k: directions per start latent (``2k`` paths).
-      steps: steps per path ``T``.
-      step_size: latent step length; None: the model's default.
-      solver: ``dense`` (default) or ``matrix_free`` (see :func:`reds_jax.core.traverse`).
-      options: extra :func:`reds_jax.core.traverse` options (``ridge``, ``beta_fix``, ...).
-      dtype: ``float32`` or ``float64`` (the latter needs ``JAX_ENABLE_X64=1``).
-      shard_size: start latents per shard file.
-      batch_size: start latents per compiled call (changes outputs only by float rounding; not
-        part of :meth:`identity`, so a resume may use another one).
-      compress: deflate the ``.npz`` shards.
-    """
-
-    model: str = "rooms"
-    model_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    seeds: Any = None
-    latents: str | None = None
-    key: int = 0
-    vary: tuple[str, ...] | None = None
-    fix: tuple[str, ...] | None = None
-    method: str = "reds"
-    path: str = "local"
-    k: int = 2
-    steps: int = 8
-    step_size: float | None = None
-    solver: str = "dense"
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    dtype: str = "float32"
-    shard_size: int = 64
-    batch_size: int = 16
-    compress: bool = True
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, where: str = "config") -> JobConfig:
-        """Builds and validates a config from a dict (e.g. parsed TOML).
-
-        Args:
-          data: field name -> value; unknown names are errors.
-          where: prefix for error messages (e.g. the TOML file name).
-
-        Returns:
-          A validated :class:`JobConfig` (model defaults filled in, see :meth:`resolved`).
-
-        Raises:
-          ConfigError: names the offending field and what to pass instead.
-
-        >>> JobConfig.from_mapping({"model": "rooms", "seeds": "0:4", "k": 1}).k
-        1
-        """
-        unknown = sorted(set(data) - set(_TYPES))
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown field(s) {unknown}; valid fields are {sorted(_TYPES)}."
-            )
-        values = {}
-        for name, value in data.items():
-            types, what = _TYPES[name]
-            ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-            if not ok:
-                raise ConfigError(f"{where}: field {name!r} must be {what}; got {value!r}.")
-            if name in ("vary", "fix"):
-                value = (value,) if isinstance(value, str) else tuple(value)
-            if name == "step_size":
-                value = float(value)
-            values[name] = value
-        return cls(**values).resolved(where=where)
-
-    def resolved(self, *, where: str = "config") -> JobConfig:
-        """Validates every field and fills ``vary``/``fix``/``step_size`` from the model's defaults.
-
-        Raises:
-          ConfigError: names the offending field.
-        """
-
-        def bad(field: str, msg: str) -> ConfigError:
-            return ConfigError(f"{where}: field {field!r} {msg}")
-
-        try:
-            entry = models.get_entry(self.model)
-        except ValueError as err:
-            raise bad("model", f"is bad: {err}") from None
-        if not isinstance(self.model_args, Mapping):
-            raise bad("model_args", f"must be a table; got {self.model_args!r}.")
-        if self.seeds is not None and self.latents is not None:
-            raise bad("seeds", "and 'latents' are both set; pass only one of them.")
-        if self.seeds is not None:
-            try:
-                parse_seeds(self.seeds)
-            except ConfigError as err:
-                raise ConfigError(f"{where}: field {err}") from None
-        for field in ("vary", "fix"):
-            specs = getattr(self, field)
-            if specs is None:
-                continue
-            if isinstance(specs, str) or not all(isinstance(s, str) for s in specs):
-                raise bad(field, f"must be a list of feature specs; got {specs!r}.")
-            for spec in specs:
-                try:
-                    models.parse_feature(spec, resolve=False)
-                except ValueError as err:
-                    raise bad(field, f"has a bad feature: {err}") from None
-        if self.vary is not None and not self.vary:
-            raise bad("vary", "needs at least one feature, e.g. vary = ['lowpass:4'].")
-        if self.method not in METHODS:
-            raise bad("method", f"is {self.method!r}; pass one of {METHODS}.")
-        if self.path not in PATHS:
-            raise bad("path", f"is {self.path!r}; pass one of {PATHS}.")
-        for field, lo in (("k", 1), ("steps", 0), ("shard_size", 1), ("batch_size", 1)):
-            v = getattr(self, field)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise bad(field, f"must be an int >= {lo}; got {v!r}.")
-        if not isinstance(self.key, int) or not 0 <= self.key < 2**32:
-            raise bad("key", f"must be an int in [0, 2**32); got {self.key!r}.")
-        if self.step_size is not None and not (
-            isinstance(self.step_size, int | float)
-            and math.isfinite(self.step_size)
-            and self.step_size > 0
-        ):
-            raise bad("step_size", f"must be a finite number > 0; got {self.step_size!r}.")
-        if self.solver not in SOLVERS:
-            raise bad("solver", f"is {self.solver!r}; pass one of {SOLVERS}.")
-        unknown = sorted(set(self.options) - set(OPTIONS))
-        if unknown:
-            raise bad("options", f"has unknown key(s) {unknown}; valid keys are {OPTIONS}.")
-        if self.dtype not in ("float32", "float64"):
-            raise bad("dtype", f"is {self.dtype!r}; pass 'float32' or 'float64'.")
-        return dataclasses.replace(
-            self,
-            model_args=dict(self.model_args),
-            options=dict(self.options),
-            seeds=None if self.seeds is None else _seed_tokens(self.seeds),
-            vary=entry.vary if self.vary is None else tuple(self.vary),
-            fix=entry.fix if self.fix is None else tuple(self.fix),
-            step_size=entry.step_size if self.step_size is None else float(self.step_size),
-        )
-
-    def identity(self) -> dict[str, Any]:
-        """The JSON-able fields that determine the outputs (everything but ``batch_size``)."""
-        d = dataclasses.asdict(self.resolved())
-        d.pop("batch_size")
-        d["vary"], d["fix"] = list(d["vary"]), list(d["fix"])
-        if self.latents is not None:
-            path = pathlib.Path(self.latents)
-            d["latents"] = {"sha256": _sha256_file(path) if path.is_file() else None}
-        return json.loads(json.dumps(d))
+DIAGNOSTICS_PREFIX = "diagnostics_"  # run() / shard keys: diagnostics_<field of Diagnostics>
 
 
 # ---------------------------------------------------------------------------------------------
 # The compiled experiment
 
 
-def _shard_batch(x: jax.Array) -> jax.Array:
-    devices = jax.devices()
-    if len(devices) == 1:
-        return x
-    mesh = Mesh(np.asarray(devices), ("batch",))
-    return jax.device_put(x, NamedSharding(mesh, PartitionSpec("batch", *([None] * (x.ndim - 1)))))
+def diagnostics_warning(arrays: Mapping[str, np.ndarray]) -> str | None:
+    """One warning line with the non-zero fallback counts of :meth:`Experiment.run` arrays (or the
+    totals of several runs), or None when every count is zero.
+
+    >>> diagnostics_warning({"diagnostics_solve_fallback": np.array([[0, 2]])})
+    'warning: numerical fallbacks on some paths: solve_fallback=2 (per-path counts in the \
+diagnostics_* arrays; see the README, Numerical fallbacks)'
+    """
+    counts = {
+        f: int(np.sum(arrays[DIAGNOSTICS_PREFIX + f]))
+        for f in Diagnostics._fields
+        if f != "residual" and DIAGNOSTICS_PREFIX + f in arrays
+    }
+    counts = {f: c for f, c in counts.items() if c}
+    if not counts:
+        return None
+    listed = ", ".join(f"{f}={c}" for f, c in counts.items())
+    return (
+        f"warning: numerical fallbacks on some paths: {listed} (per-path counts in the "
+        f"{DIAGNOSTICS_PREFIX}* arrays; see the README, Numerical fallbacks)"
+    )
 
 
 class Experiment:
@@ -309,8 +76,8 @@ class Experiment:
         larger than the varied feature or latent size).
 
     >>> exp = Experiment(JobConfig(model="rooms", model_args={"latent_dim": 4, "size": 16},
-    ...                            k=1, steps=1))  # doctest: +SKIP
-    >>> exp.run(seeds=[0, 1])["images"].shape  # doctest: +SKIP
+    ...                            k=1, steps=1))  # compiles a traversal  # doctest: +SKIP
+    >>> exp.run(seeds=[0, 1])["images"].shape  # compiles a traversal  # doctest: +SKIP
     (2, 2, 2, 16, 16, 3)
     """
 
@@ -343,9 +110,10 @@ class Experiment:
     def _one(self, z: jax.Array, seed: jax.Array):
         cfg = self.config
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.key), seed), 1)
-        tr = traverse(
+        tr = traverse_one(
             self.model.generator,
             z,
+            key,
             vary=self.vary,
             fix=self.fix,
             method=cfg.method,
@@ -353,8 +121,9 @@ class Experiment:
             k=cfg.k,
             steps=cfg.steps,
             step_size=cfg.step_size,
-            key=key,
-            **({} if cfg.solver == "dense" else {"solver": cfg.solver}),
+            step_target=cfg.step_target,
+            correct=cfg.correct,
+            solver=cfg.solver,
             **cfg.options,
         )
         images = jax.vmap(jax.vmap(self.model.generator))(tr.latents)
@@ -370,6 +139,7 @@ class Experiment:
             "vary_distances": stack(tr.vary_distances),
             "fix_distances": stack(tr.fix_distances),
             "values": tr.values,
+            **{DIAGNOSTICS_PREFIX + f: v for f, v in tr.diagnostics._asdict().items()},
         }
 
     def start_latents(self, seeds: Sequence[int]) -> np.ndarray:
@@ -401,7 +171,9 @@ class Experiment:
         Returns:
           dict of numpy arrays: ``images`` uint8 ``[N, 2k, T+1, H, W, 3]``, ``latents``
           ``[N, 2k, T+1, d]``, ``vary_distances`` ``[N, V, 2k, T+1]``, ``fix_distances``
-          ``[N, F, 2k, T+1]``, ``values`` ``[N, k]``, ``seeds`` int64 ``[N]``.
+          ``[N, F, 2k, T+1]``, ``values`` ``[N, k]``, ``seeds`` int64 ``[N]``, and the
+          :class:`~reds_jax.core.solvers.Diagnostics` fields as ``diagnostics_<field>`` (counts
+          int32 ``[N, 2k]``, ``diagnostics_residual`` ``[N, 2k, T+1]``).
         """
         seeds = np.asarray(seeds, np.int64).reshape(-1)
         z = self.start_latents(seeds) if latents is None else np.asarray(latents, self.dtype)
@@ -416,15 +188,12 @@ class Experiment:
         bs = -(-bs // n_dev) * n_dev
         parts = []
         for start in range(0, len(seeds), bs):
-            zb, sb = z[start : start + bs], seeds[start : start + bs]
-            pad = bs - len(sb)
-            if pad:
-                zb = np.concatenate([zb, np.repeat(zb[-1:], pad, axis=0)])
-                sb = np.concatenate([sb, np.repeat(sb[-1:], pad)])
-            out = self._fn(_shard_batch(jnp.asarray(zb)), _shard_batch(jnp.asarray(sb, jnp.uint32)))
-            parts.append({name: np.asarray(v)[: bs - pad] for name, v in out.items()})
+            zb, n = shard_batch(jnp.asarray(z[start : start + bs]), bs)
+            sb, _ = shard_batch(jnp.asarray(seeds[start : start + bs], jnp.uint32), bs)
+            out = self._fn(zb, sb)
+            parts.append({name: np.asarray(v)[:n] for name, v in out.items()})
             if on_batch is not None:
-                on_batch(bs - pad)
+                on_batch(n)
         result = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         result["seeds"] = seeds
         return result

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from reds_jax._io import atomic_write, npz_bytes, sha256_file
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -102,7 +104,7 @@ def _fingerprint(paths: Sequence[pathlib.Path], settings: dict[str, Any]) -> str
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for p in paths:
         h.update(p.name.encode())
-        h.update(hashlib.sha256(p.read_bytes()).digest())
+        h.update(bytes.fromhex(sha256_file(p)))
     return h.hexdigest()
 
 
@@ -164,9 +166,7 @@ def save_labelled_pairs(
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
-    from reds_jax.jobs.augment import _atomic_write
-
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return path
 
 
@@ -314,7 +314,6 @@ def invert_files(
         select_after=select_after,
     )
     from reds_jax import imageio
-    from reds_jax.jobs.augment import _atomic_write, _npz_bytes
 
     out.mkdir(parents=True, exist_ok=True)
     latents = np.asarray(res.latents, np.float32)
@@ -336,8 +335,8 @@ def invert_files(
         arrays["feature_distance"] = distance
     buf = io.BytesIO()
     np.save(buf, latents)
-    _atomic_write(out / "latents.npy", buf.getvalue())
-    _atomic_write(npz_path, _npz_bytes(arrays, compress=True))
+    atomic_write(out / "latents.npy", buf.getvalue())
+    atomic_write(npz_path, npz_bytes(arrays, compress=True))
     save_labelled_pairs(
         arrays["targets"],
         arrays["reconstructions"],

@@ -269,29 +269,10 @@ def _load_rooms(latent_dim: int = 16, size: int = 64, seed: int = 0):
     return oracle, oracle.generator, oracle.latent_dim
 
 
-def _rooms_gan_fn() -> Callable[..., Any] | None:
-    try:
-        module = importlib.import_module("reds_jax.generators.rooms_gan")
-    except ImportError:
-        return None
-    fn = getattr(module, "rooms_gan", None)
-    return fn if callable(fn) else None
-
-
-def _rooms_gan_available() -> str | None:
-    if _rooms_gan_fn() is None:
-        return "reds_jax.generators.rooms_gan is not part of this installation yet."
-    try:  # the shipped weights live in reds_jax/weights/ (reds_jax.weights.weights_path)
-        path = importlib.import_module("reds_jax.weights").weights_path("rooms_gan.msgpack")
-    except (ImportError, AttributeError, ValueError):
-        return None  # layout unknown: let the loader say what is missing
-    if not path.is_file():
-        return f"its weights {path} are not in this installation yet."
-    return None
-
-
 def _load_rooms_gan(path: str | None = None):
-    gan = _rooms_gan_fn()(path) if path is not None else _rooms_gan_fn()()
+    from reds_jax.generators import rooms_gan
+
+    gan = rooms_gan(path)
     return gan, gan.generator, gan.latent_dim
 
 
@@ -367,13 +348,7 @@ def _band(args, spec, usage):
 def _neural(fn_name: str, **kwargs):
     def build(args, spec, usage):
         _n_args(args, 0, spec, usage)
-        fn = getattr(_features, fn_name, None)
-        if fn is None:
-            raise ValueError(
-                f"feature {spec!r} needs reds_jax.features.{fn_name}, which this installation "
-                "does not have; use a closed-form feature (pixels, region, lowpass, highpass, band)."
-            )
-        return fn(**kwargs)
+        return getattr(_features, fn_name)(**kwargs)
 
     return build
 
@@ -381,11 +356,8 @@ def _neural(fn_name: str, **kwargs):
 def _arcface(args, spec, usage):
     if len(args) not in (1, 5) or not args[0]:
         raise ValueError(f"feature {spec!r}: write {usage}.")
-    fn = getattr(_features, "arcface", None)
-    if fn is None:
-        raise ValueError(f"feature {spec!r} needs reds_jax.features.arcface (not installed here).")
     box = tuple(_numbers(args[1:], spec, usage)) if len(args) == 5 else None
-    return fn(args[0], box=box)
+    return _features.arcface(args[0], box=box)
 
 
 FEATURES: dict[str, tuple[str, Callable[[list[str], str, str], Any]]] = {
@@ -481,5 +453,4 @@ register_model(
     vary=("lowpass:4",),
     fix=("highpass:2",),
     step_size=1.5,
-    available=_rooms_gan_available,
 )

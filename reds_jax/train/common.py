@@ -17,6 +17,8 @@ import jax
 import numpy as np
 from flax import serialization
 
+from reds_jax._io import atomic_write
+
 __all__ = ["latest_checkpoint", "restore_checkpoint", "run_loop", "save_checkpoint"]
 
 
@@ -30,9 +32,7 @@ def save_checkpoint(out: pathlib.Path, step: int, state: Any, keep: int = 2) -> 
     """Writes ``state`` to ``out/ckpt_<step>.msgpack`` atomically and prunes old checkpoints."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"ckpt_{step}.msgpack"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(serialization.to_bytes(jax.device_get(state)))
-    tmp.replace(path)
+    atomic_write(path, serialization.to_bytes(jax.device_get(state)))
     ckpts = sorted(out.glob("ckpt_*.msgpack"), key=lambda p: int(p.stem.split("_")[1]))
     for old in ckpts[:-keep]:
         old.unlink()

@@ -8,11 +8,11 @@ that file's entry of :data:`reds_jax.weights.SHA256` in ``reds_jax/weights/__ini
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pathlib
 import re
 import shutil
 
+from reds_jax._io import atomic_write, sha256_file
 from reds_jax.weights import SHA256, WEIGHTS_DIR
 
 FILES = {
@@ -33,13 +33,13 @@ def export(kind: str, run_dir: str | pathlib.Path) -> str:
         )
     dst = WEIGHTS_DIR / dst_name
     shutil.copyfile(src, dst)
-    digest = hashlib.sha256(dst.read_bytes()).hexdigest()
+    digest = sha256_file(dst)
     init = WEIGHTS_DIR / "__init__.py"
     text = init.read_text()
     pattern = re.compile(rf'("{re.escape(dst_name)}": )"[0-9a-f]*"')
     if not pattern.search(text):
         raise RuntimeError(f"no SHA256 entry for {dst_name} in {init}.")
-    init.write_text(pattern.sub(rf'\1"{digest}"', text))
+    atomic_write(init, pattern.sub(rf'\1"{digest}"', text).encode())
     SHA256[dst_name] = digest
     return digest
 

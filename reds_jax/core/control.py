@@ -1,0 +1,230 @@
+"""Path control for traversals: feature-space step lengths and a drift corrector.
+
+A REDs path is a first-order continuation: every step moves ``ε`` along the current direction.
+Two optional additions turn it into a predictor–corrector method (:func:`reds_jax.traverse`'s
+``step_target`` and ``correct``):
+
+* **Feature-space steps** (``step_target=δ``): at each step the latent step length is chosen so
+  that the *linearised* change of the varied features is ``δ``: ``ε = δ / ‖J_vary v‖`` (one JVP of
+  the concatenated varied features along the direction ``v``), clipped to
+  ``[step_min, step_size]``. The varied features are concatenated unweighted, so ``δ`` is in the
+  units of :attr:`~reds_jax.core.traverse.Trajectories.vary_distances` (for one varied feature,
+  exactly its distance per step, to first order).
+* **Corrector** (``correct=n``): after each predictor step, ``n`` Gauss–Newton iterations on the
+  fixed features' deviation from their start values,
+
+  ``min_δ  Σ_k c_k ‖f_k(G(z + δ)) − f_k(G(z₀))‖²   subject to  δ ⊥ v``,
+
+  with ``c_k = w_k`` (the fixed-feature ``weights``) divided by the Frobenius norm of ``A_k`` at
+  ``z₀`` when ``normalize`` (the same weighting as the fixed Grams; estimated from 8 Hutchinson
+  probes, and skipped for a single fixed feature, where it does not change the step). Each
+  iteration linearises the residual once (``jax.linearize``) and solves the projected normal
+  equations ``P Jᵀ J P δ = −P Jᵀ r`` (``P = I − v vᵀ``, so the intended change along ``v`` is not
+  undone) with a few conjugate-gradient iterations (``cg_iters``, matrix-free JVP/VJP products),
+  warm-started from the previous step's correction. A correction that does not reduce the
+  residual (or is not finite) is rejected: the latent is kept and
+  ``diagnostics.rejected_corrections`` counts it.
+
+  What it cannot do: hold a fixed feature that the varied direction *must* change (then the
+  constraint ``δ ⊥ v`` leaves nothing to correct with, and the drift stays), or undo drift that
+  is outside what the linearisation sees in ``n`` iterations. Cost per step: ``n`` linearisations
+  plus ``n·cg_iters`` JVP/VJP pairs of generator + fixed features, plus ``n`` generator passes for
+  the acceptance test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+__all__ = ["Control", "check_control", "step_length", "varied_rate", "Corrector"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Control:
+    """Static (compile-time) part of the path control; the step target is a traced value.
+
+    Attributes:
+      adaptive: choose ``ε`` per step from ``step_target`` (feature-space steps).
+      correct: Gauss–Newton corrector iterations per step (0: none).
+      cg_iters: conjugate-gradient iterations per Gauss–Newton iteration.
+    """
+
+    adaptive: bool = False
+    correct: int = 0
+    cg_iters: int = 8
+
+    @property
+    def active(self) -> bool:
+        return self.adaptive or self.correct > 0
+
+
+def _finite_positive(x: Any, name: str) -> float:
+    numeric = isinstance(x, int | float | np.number) or (
+        hasattr(x, "dtype") and np.issubdtype(x.dtype, np.number)
+    )
+    if isinstance(x, bool) or not numeric or np.ndim(x) != 0:
+        raise ValueError(f"{name} must be a finite number > 0; got {x!r}.")
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number > 0; got {x!r}.") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a finite number > 0; got {x!r}.")
+    return v
+
+
+def check_control(
+    step_size: float, step_target: Any, step_min: Any, correct: Any, cg_iters: Any, fixed: bool
+) -> tuple[Control, float, float]:
+    """Validate the path-control arguments (before tracing).
+
+    Returns:
+      ``(Control, target, step_min)``: the static part and the two traced values (``target`` is
+      0 when ``step_target`` is None).
+
+    >>> check_control(0.5, 0.1, None, 2, 8, fixed=True)
+    (Control(adaptive=True, correct=2, cg_iters=8), 0.1, 0.005)
+    """
+    for name, x, lo in (("correct", correct, 0), ("cg_iters", cg_iters, 1)):
+        if isinstance(x, bool) or not isinstance(x, int | np.integer) or x < lo:
+            raise ValueError(f"{name} must be an int >= {lo}; got {x!r}.")
+    if correct and not fixed:
+        raise ValueError(
+            "correct > 0 needs fixed features to hold (the corrector reduces their drift): pass "
+            "fix=[...] or correct=0."
+        )
+    target = 0.0 if step_target is None else _finite_positive(step_target, "step_target")
+    if step_min is None:
+        lo = 0.01 * step_size
+    else:
+        lo = _finite_positive(step_min, "step_min")
+        if lo > step_size:
+            raise ValueError(
+                f"step_min={step_min!r} exceeds step_size={step_size!r} (the largest step): "
+                "pass step_min <= step_size."
+            )
+    if step_target is None and step_min is not None:
+        raise ValueError("step_min applies to feature-space steps only: pass step_target too.")
+    return Control(step_target is not None, int(correct), int(cg_iters)), target, lo
+
+
+def _stacked(generator: Callable, feats: Sequence[Callable]) -> Callable[[Array], Array]:
+    def f(z):
+        image = generator(z)
+        return jnp.concatenate([jnp.ravel(g(image)) for g in feats])
+
+    return f
+
+
+def varied_rate(generator: Callable, vary: Sequence[Callable], z: Array, v: Array) -> Array:
+    """``‖J_vary(z) v‖``: the linearised change of the concatenated varied features per unit step.
+
+    >>> g = lambda z: jnp.reshape(3.0 * z, (1, 2, 1))
+    >>> float(varied_rate(g, [lambda x: x], jnp.zeros(2), jnp.array([0.6, 0.8])))
+    3.0
+    """
+    _, jv = jax.jvp(_stacked(generator, vary), (z,), (v,))
+    return jnp.linalg.norm(jv)
+
+
+def step_length(rate: Array, target: Array, step_min: Array, step_max: Array) -> Array:
+    """``clip(target / rate, step_min, step_max)``; ``step_max`` where ``rate`` is 0 or not finite.
+
+    >>> float(step_length(jnp.asarray(4.0), 1.0, 0.01, 0.5)), float(step_length(0.0, 1.0, 0.01, 0.5))
+    (0.25, 0.5)
+    """
+    ok = jnp.isfinite(rate) & (rate > 0)
+    eps = target / jnp.where(ok, rate, 1.0)
+    return jnp.where(ok, jnp.clip(eps, step_min, step_max), step_max)
+
+
+@dataclasses.dataclass(frozen=True)
+class Corrector:
+    """Gauss–Newton drift corrector for the fixed features of one path (see the module doc).
+
+    Build it once per start latent with :meth:`at`; call it after each predictor step.
+    """
+
+    residual: Callable[[Array], Array]  # z [d] -> weighted deviation [m_fix]
+    iters: int
+    cg_iters: int
+
+    @classmethod
+    def at(
+        cls,
+        generator: Callable,
+        fix: Sequence[Callable],
+        weights: Sequence[float],
+        normalize: bool,
+        z0: Array,
+        iters: int,
+        cg_iters: int,
+    ) -> Corrector:
+        """The corrector holding ``fix`` at their values at ``z0 [d]``."""
+        f = _stacked(generator, fix)
+        ref = jax.lax.stop_gradient(f(z0))
+        image0 = generator(z0)
+        sizes = [int(np.prod(jax.eval_shape(g, image0).shape)) for g in fix]
+        w = jnp.asarray(weights, z0.dtype)
+        if normalize and len(fix) > 1:
+            w = w / _gram_norms(f, z0, sizes)
+        root = jnp.sqrt(jnp.where(jnp.isfinite(w) & (w > 0), w, 0.0))
+        rows = jnp.concatenate([jnp.full((s,), r) for s, r in zip(sizes, root, strict=True)])
+
+        def residual(z):
+            r = f(z) - ref
+            return jnp.where(jnp.isfinite(r), r, 0.0) * rows
+
+        return cls(residual, iters, cg_iters)
+
+    def __call__(self, z: Array, v: Array, x0: Array) -> tuple[Array, Array, Array]:
+        """Correct ``z [d]`` orthogonally to the unit direction ``v [d]``.
+
+        Returns:
+          ``(z_corrected [d], last correction [d] (the next warm start), rejected)`` where
+          ``rejected`` is an int32 count of rejected Gauss–Newton iterations.
+        """
+
+        def proj(u):
+            return u - v * jnp.dot(v, u)
+
+        def iteration(carry, _):
+            z, x, rejected = carry
+            r, jvp = jax.linearize(self.residual, z)
+            vjp = jax.linear_transpose(jvp, z)
+            op = lambda u: proj(vjp(jvp(proj(u)))[0])  # noqa: E731
+            rhs = -proj(vjp(r)[0])
+            delta, _ = jax.scipy.sparse.linalg.cg(op, rhs, x0=proj(x), maxiter=self.cg_iters)
+            delta = proj(delta)
+            z_new = z + delta
+            before, after = jnp.sum(r**2), jnp.sum(self.residual(z_new) ** 2)
+            ok = jnp.all(jnp.isfinite(z_new)) & jnp.isfinite(after) & (after < before)
+            z = jnp.where(ok, z_new, z)
+            x = jnp.where(ok, delta, jnp.zeros_like(delta))
+            return (z, x, rejected + (~ok).astype(jnp.int32)), None
+
+        init = (z, x0, jnp.zeros((), jnp.int32))
+        (z, x, rejected), _ = jax.lax.scan(iteration, init, None, length=self.iters)
+        return z, x, rejected
+
+
+def _gram_norms(f: Callable, z0: Array, sizes: Sequence[int], probes: int = 8) -> Array:
+    """Hutchinson estimates of ``‖A_k‖_F = ‖J_kᵀJ_k‖_F`` per fixed feature ``[K]`` at ``z0``."""
+    _, jvp = jax.linearize(f, z0)
+    vjp = jax.linear_transpose(jvp, z0)
+    g = jax.random.normal(jax.random.key(0), (probes, z0.shape[0]), z0.dtype)
+    jg = jax.vmap(jvp)(g)  # [s, m]
+    seg = np.concatenate([np.full((s,), i) for i, s in enumerate(sizes)])
+    masks = jnp.asarray(seg[None, :] == np.arange(len(sizes))[:, None], z0.dtype)  # [K, m]
+    ag = jax.vmap(lambda mk: jax.vmap(lambda row: vjp(row * mk)[0])(jg))(masks)  # [K, s, d]
+    est = jnp.sqrt(jnp.mean(jnp.sum(ag**2, axis=-1), axis=-1))
+    return jnp.where(jnp.isfinite(est) & (est > 0), est, 1.0)

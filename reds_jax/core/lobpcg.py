@@ -1,0 +1,176 @@
+"""Generalised block LOBPCG (Knyazev 2001) on a pencil given only by products.
+
+The pencil ``(A, B)`` (``B`` SPD) is an object with the :class:`Pencil` methods: ``apply`` maps a
+block of rows ``x [q, d]`` to their *tangents* ``[q, m]`` (e.g. ``J x`` for Grams ``JᵀWJ``), from
+which ``project`` forms the projected ``qᵀAq``/``qᵀBq`` and ``quotients`` the diagonal
+``xᵀAx``/``xᵀBx``; ``residual`` is ``A x − θ B x``; ``precondition`` gives the residual blocks of
+the search space. :mod:`reds_jax.core.matrix_free` builds the two pencils a traversal uses.
+
+Each iteration is a Rayleigh-Ritz step on ``[X, R (, T R), P]`` (Ritz block, residuals, optionally
+preconditioned residuals, previous search directions) with an SVQB orthonormalisation (Stathopoulos
+& Wu 2002) that drops numerically dependent columns, so shapes stay static under ``jit``/``vmap``.
+The small dense algebra goes through :func:`reds_jax.core.linalg.small_eigh` and the unrolled
+:func:`~reds_jax.core.linalg.cholesky_inverse` (no LAPACK on the CPU). An iteration whose
+Rayleigh-Ritz step is not finite is skipped (block and Ritz values kept, search directions reset)
+and counted in :attr:`Result.skipped`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+
+from reds_jax.core.linalg import cholesky_inverse, small_eigh, symmetrize
+
+Array = jax.Array
+
+UNROLL = 4  # LOBPCG iterations up to this count are unrolled in the trace
+
+
+class Pencil(Protocol):
+    """What :func:`lobpcg` needs of a pencil ``(A, B)``."""
+
+    def apply(self, x: Array) -> tuple[Array, Array]:
+        """``x [q, d] -> (tangents [q, m], number of non-finite entries zeroed)``."""
+
+    def project(self, q: Array, jq: Array) -> tuple[Array, Array]:
+        """``(qᵀAq, qᵀBq)`` ``[q, q]`` for orthonormal rows ``q`` and their tangents ``jq``."""
+
+    def quotients(self, x: Array, jx: Array) -> tuple[Array, Array]:
+        """``(xᵢᵀAxᵢ, xᵢᵀBxᵢ)`` ``[q]`` per row."""
+
+    def residual(self, x: Array, jx: Array, theta: Array) -> tuple[Array, Array]:
+        """``(A x − θ B x [p, d], number of non-finite entries zeroed)``."""
+
+    def precondition(self, r: Array) -> tuple[Array, ...]:
+        """The residual blocks added to the search space (e.g. ``(R, T R)``)."""
+
+
+class Result(NamedTuple):
+    """A LOBPCG solve.
+
+    Attributes:
+      theta: ``[p]`` Ritz values, descending.
+      x: ``[p, d]`` Ritz vectors (rows, ``B``-orthonormal).
+      jx: ``[p, m]`` their tangents.
+      skipped: int32, iterations skipped because their Rayleigh-Ritz step was not finite.
+      residual: ``[p]`` relative residuals ``‖A x − θ B x‖·‖x‖ / (|θ|·xᵀBx)`` of the block that
+        entered the last iteration (measured there; the returned block is at least as converged).
+      nonfinite: int32, non-finite product entries set to zero.
+    """
+
+    theta: Array
+    x: Array
+    jx: Array
+    skipped: Array
+    residual: Array
+    nonfinite: Array
+
+
+def rayleigh_ritz(pencil: Pencil, s: Array, js: Array) -> tuple[Array, Array]:
+    """Ritz pairs of the pencil on the row span of ``s [q, d]`` (``js`` its tangents ``[q, m]``).
+
+    Returns:
+      ``theta [q]`` descending (dropped, dependent directions last, negative) and ``coef [q, q]``:
+      row ``i`` holds the coefficients of Ritz vector ``i`` in the rows of ``s`` (Ritz vectors are
+      ``B``-orthonormal).
+    """
+    q = s.shape[0]
+    dtype = s.dtype
+    norms = jnp.linalg.norm(s, axis=1)
+    inv = jnp.where(norms > 0, 1.0 / jnp.where(norms > 0, norms, 1.0), 0.0)
+    s_n, js_n = s * inv[:, None], js * inv[:, None]
+    # SVQB: orthonormalise the (unit) rows through the eigen-decomposition of their Gram.
+    ev, u = small_eigh(s_n @ s_n.T)
+    tol = jnp.maximum(jnp.max(ev), jnp.asarray(1.0, dtype)) * q * 100 * jnp.finfo(dtype).eps
+    keep = ev > tol
+    t = u * jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, ev, 1.0)), 0.0)[None, :]  # [q, q]
+    a, b = pencil.project(t.T @ s_n, t.T @ js_n)
+    both = keep[:, None] & keep[None, :]
+    a = jnp.where(both, a, 0.0)
+    b = jnp.where(both, b, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0))
+    linv = cholesky_inverse(symmetrize(b))  # block-diagonal: kept / dropped
+    whitened = symmetrize(linv @ a @ linv.T)
+    # Dropped (dependent) directions rank last: below every kept value (those are >= 0).
+    low = 1.0 + 2.0 * jnp.linalg.norm(whitened)
+    mu, y = small_eigh(whitened - jnp.diag(jnp.where(keep, 0.0, low)))
+    coef = (t @ (linv.T @ y)).T * inv[None, :]
+    return mu, coef
+
+
+def relative_residuals(pencil: Pencil, x: Array, jx: Array, theta: Array, r: Array) -> Array:
+    """``‖rᵢ‖·‖xᵢ‖ / (|θᵢ|·xᵢᵀBxᵢ)`` per row: invariant to scaling the pencil or the rows."""
+    _, xbx = pencil.quotients(x, jx)
+    tiny = jnp.finfo(x.dtype).tiny
+    num = jnp.linalg.norm(r, axis=1) * jnp.linalg.norm(x, axis=1)
+    return num / jnp.maximum(jnp.abs(theta) * xbx, tiny)
+
+
+def lobpcg(pencil: Pencil, x: Array, iters: int) -> Result:
+    """Top-``p`` generalised eigenpairs of the pencil, warm-started from the rows of ``x [p, d]``.
+
+    Costs ``p`` products, then per iteration one residual block and one product per search row.
+
+    Args:
+      pencil: the pencil (see :class:`Pencil`).
+      x: ``[p, d]`` start block (rows).
+      iters: LOBPCG iterations (static, >= 1).
+
+    Returns:
+      :class:`Result`.
+
+    >>> from reds_jax.core.matrix_free import ExplicitPencil
+    >>> pencil = ExplicitPencil.build(jnp.diag(jnp.array([1.0, 2.0, 3.0])), jnp.eye(3), 0.0)
+    >>> res = lobpcg(pencil, jnp.ones((1, 3)), 3)
+    >>> round(float(res.theta[0]), 4)
+    3.0
+    """
+    p = x.shape[0]
+    zero = jnp.zeros((), jnp.int32)
+    jx, bad = pencil.apply(x)
+    theta, coef = rayleigh_ritz(pencil, x, jx)
+    ok = jnp.all(jnp.isfinite(coef)) & jnp.all(jnp.isfinite(theta))
+    x, jx = jnp.where(ok, coef @ x, x), jnp.where(ok, coef @ jx, jx)
+    theta = jnp.where(ok, theta, 0.0)
+    res0 = jnp.zeros((p,), x.dtype)
+
+    def body(state):
+        x, jx, pdir, jp, theta, _, bad = state
+        r, bad_r = pencil.residual(x, jx, theta)
+        res = relative_residuals(pencil, x, jx, theta, r)
+        blocks = []
+        for blk in pencil.precondition(r):
+            tiny = jnp.finfo(blk.dtype).tiny
+            blk = blk / jnp.maximum(jnp.linalg.norm(blk, axis=1, keepdims=True), tiny)
+            blocks.append(jnp.where(jnp.isfinite(blk), blk, 0.0))
+        r = jnp.concatenate(blocks)
+        jr, bad_j = pencil.apply(r)
+        s = jnp.concatenate([x, r, pdir])
+        js = jnp.concatenate([jx, jr, jp])
+        th, coef = rayleigh_ritz(pencil, s, js)
+        c = coef[:p]
+        new_p, new_jp = c[:, p:] @ s[p:], c[:, p:] @ js[p:]
+        return c @ s, c @ js, new_p, new_jp, th[:p], res, bad + bad_r + bad_j
+
+    def guarded(_, state):
+        # An iteration whose Rayleigh-Ritz step is not finite (float32 rounding on a nearly
+        # dependent basis) is skipped: the block and its Ritz values stay, the search directions
+        # restart from zero.
+        x, jx, _, _, theta, _, _, skipped = state
+        new = body(state[:-1])
+        ok = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(t)) for t in new[:5]]))
+        fallback = (x, jx, jnp.zeros_like(x), jnp.zeros_like(jx), theta)
+        kept = tuple(jnp.where(ok, a, b) for a, b in zip(new[:5], fallback, strict=True))
+        res = jnp.where(jnp.isfinite(new[5]), new[5], 0.0)
+        return (*kept, res, new[6], skipped + (~ok).astype(jnp.int32))
+
+    state = (x, jx, jnp.zeros_like(x), jnp.zeros_like(jx), theta, res0, bad, zero)
+    if iters <= UNROLL:  # a few tracking iterations: unrolled (no inner while loop)
+        for i in range(iters):
+            state = guarded(i, state)
+    else:
+        state = jax.lax.fori_loop(0, iters, guarded, state)
+    x, jx, _, _, theta, res, bad, skipped = state
+    return Result(theta, x, jx, skipped, res, bad)

@@ -1,0 +1,490 @@
+"""Solver objects: how a traversal finds the top-``k`` directions at a latent.
+
+A solver is a frozen, hashable dataclass (part of the jit cache key) with the two operations a
+traversal needs (:mod:`reds_jax.core.traverse` applies the one local-path step rule to what they
+return):
+
+* ``start(problem, z, key) -> Start``: the top-``k`` directions at a start latent, a *context*
+  shared by the ``2k`` paths of that latent, the *state* each path carries, and the
+  :class:`Diagnostics` of the solve.
+* ``track(problem, context, z, state, key) -> Step``: at a later latent of a ``local`` path, the
+  rows whose span the previous direction is projected onto, the new state and the diagnostics.
+
+:class:`Dense` recomputes exact Grams and solves the dense system at every latent (any method).
+:class:`MatrixFree` (``reds``/``maxc``) solves the same Rayleigh form from Gram-vector products
+and a warm-started block LOBPCG (:mod:`reds_jax.core.matrix_free`, :mod:`reds_jax.core.lobpcg`);
+its ``track`` runs ``iters`` iterations per step (a tolerance-based stopping rule belongs inside
+:func:`reds_jax.core.lobpcg.lobpcg`; the traversal does not change).
+
+>>> MatrixFree(iters=3).iters, Dense().mode
+(3, 'auto')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from reds_jax.core import matrix_free, rayleigh
+from reds_jax.core.jacobians import MODES, feature_grams, output_size
+from reds_jax.core.linalg import fix_signs
+from reds_jax.core.lobpcg import lobpcg
+
+Array = jax.Array
+
+METHODS = ("reds", "nullspace", "maxc", "minf", "random")
+SOLVERS = ("dense", "matrix_free")
+COLD_STARTS = ("dense", "iterative")
+PRECONDS = matrix_free.PRECONDS
+PROBLEM_OPTIONS = ("weights", "vary_weights", "normalize", "ridge", "beta_fix", "beta_vary")
+
+
+class Diagnostics(NamedTuple):
+    """What the numerical fallbacks did (the same pytree for both solvers).
+
+    Shapes: per path ``[N, 2k]`` in :class:`~reds_jax.core.traverse.Trajectories` (``residual``
+    ``[N, 2k, T+1]``); per start latent ``[N]`` in :class:`~reds_jax.core.traverse.Directions`
+    (leading ``N`` dropped for one latent ``[d]``). Counts are int32 sums over the solves of a path;
+    the start solve counts on every path of its latent. All zero on a healthy traversal (in float64;
+    in float32 the ridge floor can exceed a small ``ridge``).
+
+    Attributes:
+      nonfinite_jacobian: non-finite Jacobian entries (dense) or Gram-vector product entries
+        (matrix-free) that were set to zero.
+      ridge_raised: solves whose ridge was raised to the precision floor
+        (:func:`~reds_jax.core.linalg.safe_ridge`).
+      solve_fallback: solves that fell back: the whitened Rayleigh solve (or the matrix-free start
+        factor) was not finite and the ``maxc`` directions were used; the fixed Grams were exactly
+        zero (nothing to hold fixed: the answer is ``maxc``'s); a matrix-free tracking solve was
+        not finite and the previous block was kept.
+      kept_direction: ``local`` steps whose projection onto the new span vanished or was not
+        finite, so the previous direction was kept.
+      skipped_iterations: LOBPCG iterations skipped because their Rayleigh-Ritz step was not
+        finite (matrix-free; zero for dense).
+      rejected_corrections: corrector iterations (``correct > 0``) whose step did not reduce the
+        fixed features' deviation or was not finite, so the latent was kept.
+      residual: float, relative Ritz residual ``max_i ‖A xᵢ − θᵢ B xᵢ‖·‖xᵢ‖ / (|θᵢ|·xᵢᵀBxᵢ)``
+        over the top-``k`` block of the solve at each latent, measured before LOBPCG's last
+        iteration (matrix-free; zero for dense, and where no solve ran: the last latent, and every
+        latent after the start of a ``linear`` path).
+    """
+
+    nonfinite_jacobian: Array
+    ridge_raised: Array
+    solve_fallback: Array
+    kept_direction: Array
+    skipped_iterations: Array
+    rejected_corrections: Array
+    residual: Array
+
+    @classmethod
+    def zeros(cls, dtype) -> Diagnostics:
+        """Scalars of one solve where nothing happened."""
+        zero = jnp.zeros((), jnp.int32)
+        return cls(zero, zero, zero, zero, zero, zero, jnp.zeros((), dtype))
+
+    def nonzero(self) -> dict[str, int]:
+        """Totals of the non-zero counts (host side), e.g. for a warning line."""
+        counts = {f: int(np.sum(np.asarray(getattr(self, f)))) for f in self._fields[:-1]}
+        return {f: c for f, c in counts.items() if c}
+
+
+def _flag(x: Array) -> Array:
+    return jnp.asarray(x, jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """What to solve at every latent (validated by :func:`reds_jax.core.traverse.traverse`).
+
+    Attributes:
+      generator: ``z [d] -> image``.
+      vary, fix: feature callables.
+      method: one of :data:`METHODS`.
+      k: directions.
+      span: rows of the direction system spanning a ``local`` step (``k``, or ``d`` for
+        ``nullspace`` with ``beta_vary``).
+      weights, vary_weights: per fixed / varied feature.
+      normalize: divide each Gram by its Frobenius norm.
+      ridge: ``λ``.
+      beta_fix, beta_vary: null-space form fractions.
+    """
+
+    generator: Callable
+    vary: tuple[Callable, ...]
+    fix: tuple[Callable, ...]
+    method: str
+    k: int
+    span: int
+    weights: tuple[float, ...]
+    vary_weights: tuple[float, ...]
+    normalize: bool
+    ridge: float
+    beta_fix: tuple[float, ...]
+    beta_vary: float | None
+
+
+class Start(NamedTuple):
+    """A start solve: ``values [k]``, unit ``vectors [k, d]``, the ``context`` shared by the paths
+    of the latent, the ``state`` each path carries and the solve's :class:`Diagnostics`."""
+
+    values: Array
+    vectors: Array
+    context: Any
+    state: Any
+    diagnostics: Diagnostics
+
+
+class Step(NamedTuple):
+    """A tracking solve: ``rows [s, d]`` and ``span [s]`` (0/1) of the new span, the new
+    ``state`` and the solve's :class:`Diagnostics`."""
+
+    rows: Array
+    span: Array
+    state: Any
+    diagnostics: Diagnostics
+
+
+def _count(name: str, x: Any, lo: int) -> None:
+    if isinstance(x, bool) or not isinstance(x, int | np.integer) or x < lo:
+        raise ValueError(f"{name} must be an int >= {lo}; got {x!r}.")
+
+
+def _check_jacobian_options(mode: Any, chunk_size: Any) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not a Jacobian mode; pass one of {MODES}.")
+    if chunk_size is not None:
+        _count("chunk_size", chunk_size, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """Exact Grams and a dense eigen-solve at every latent (every method).
+
+    Args:
+      mode: Jacobian mode (``"auto"``, ``"fwd"``, ``"rev"``, ``"fd"``: see
+        :func:`reds_jax.core.jacobians.jacobian`).
+      chunk_size: accumulate each Gram in blocks of this many tangents (bounded memory), or None.
+      eps: central-difference step for ``mode="fd"``.
+
+    >>> Dense(chunk_size=16)
+    Dense(mode='auto', chunk_size=16, eps=0.001)
+    """
+
+    mode: str = "auto"
+    chunk_size: int | None = None
+    eps: float = 1e-3
+
+    def __post_init__(self):
+        _check_jacobian_options(self.mode, self.chunk_size)
+        ok = isinstance(self.eps, int | float) and not isinstance(self.eps, bool)
+        if not (ok and math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"eps must be a finite number > 0; got {self.eps!r}.")
+
+    def check(self, method: str) -> None:
+        """Raise a ValueError if ``method`` is not supported (every method is)."""
+
+    def system(self, problem: Problem, z: Array, key: Array):
+        """Full sorted system at one latent: ``values [d]``, ``vectors [d, d]``, ``span [d]`` and
+        the :class:`Diagnostics` of the solve."""
+        d = z.shape[0]
+        info = Diagnostics.zeros(z.dtype)
+        span = (jnp.arange(d) < problem.span).astype(z.dtype)
+        if problem.method == "random":
+            values, vectors = rayleigh.random_system(key, d, z.dtype)
+            return values, vectors, span, info
+        method, vary, fix = problem.method, problem.vary, problem.fix
+        feats = (vary if method != "minf" else ()) + (fix if method != "maxc" else ())
+        grams, bad = feature_grams(
+            problem.generator,
+            feats,
+            z,
+            mode=self.mode,
+            chunk_size=self.chunk_size,
+            eps=self.eps,
+            count=True,
+        )
+        info = info._replace(nonfinite_jacobian=bad)
+        if problem.normalize:
+            grams = jax.vmap(rayleigh.normalize_gram)(grams)
+        n_vary = 0 if method == "minf" else len(vary)
+        a_vary = jnp.einsum("k,kij->ij", jnp.asarray(problem.vary_weights, z.dtype), grams[:n_vary])
+        a_fix = grams[n_vary:]
+        weights = jnp.asarray(problem.weights, z.dtype)
+        nothing_fixed = _flag(~jnp.any(a_fix != 0)) if fix else info.solve_fallback
+        if method == "maxc":
+            values, vectors = rayleigh.maxc_system(a_vary)
+        elif method == "minf":
+            values, vectors = rayleigh.minf_system(a_fix, weights)
+            info = info._replace(solve_fallback=nothing_fixed)
+        elif method == "nullspace":
+            beta_fix = jnp.asarray(problem.beta_fix, z.dtype)
+            values, vectors, span = rayleigh.nullspace_system(
+                a_vary, a_fix, beta_fix=beta_fix, beta_vary=problem.beta_vary
+            )
+            if problem.beta_vary is None:
+                span = span * (jnp.arange(d) < problem.k).astype(z.dtype)
+            info = info._replace(solve_fallback=nothing_fixed)
+        else:
+            b = jnp.einsum("k,kij->ij", weights, a_fix) if fix else jnp.zeros((d, d), z.dtype)
+            values, vectors, lam, fell_back = rayleigh.rayleigh_solve(
+                a_vary, b, ridge=problem.ridge
+            )
+            nothing_fixed = _flag(~jnp.any(b != 0))
+            info = info._replace(
+                ridge_raised=_flag(lam > jnp.asarray(problem.ridge, z.dtype)),
+                solve_fallback=_flag(fell_back) | nothing_fixed,
+            )
+        return values, vectors, span, info
+
+    def start(self, problem: Problem, z: Array, key: Array) -> Start:
+        """Top-``k`` directions at the start latent ``z [d]`` (see :class:`Start`)."""
+        values, vectors, _, info = self.system(problem, z, key)
+        return Start(values[: problem.k], vectors[: problem.k], None, None, info)
+
+    def track(self, problem: Problem, context: Any, z: Array, state: Any, key: Array) -> Step:
+        """The span at a later latent ``z`` of a ``local`` path (see :class:`Step`)."""
+        del context
+        _, vectors, span, info = self.system(problem, z, key)
+        return Step(vectors[: problem.span], span[: problem.span], state, info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Matrix-free
+
+
+class MFContext(NamedTuple):
+    """Constant along the paths of one start latent: ``scales [K]`` (weights over the Frobenius
+    norms at the start), the ridge ``lam`` and the preconditioner ``pinv [d, d]`` (or None)."""
+
+    scales: Array
+    lam: Array
+    pinv: Array | None
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixFree:
+    """The Rayleigh form from Gram-vector products and a warm-started block LOBPCG
+    (``reds``/``maxc``; see :mod:`reds_jax.core.matrix_free`).
+
+    Args:
+      iters: LOBPCG iterations per tracking step.
+      guard: extra block rows (the block has ``p = k + guard`` rows).
+      precond: ``"both"`` (residuals and ``(B(z_0) + λI)⁻¹`` residuals), ``"start"`` (the latter
+        only) or ``"none"``.
+      cold_start: ``"dense"`` (exact Grams at the start latent) or ``"iterative"`` (no Gram:
+        seeded block, Hutchinson norms).
+      cold_iters: LOBPCG iterations of the start solve.
+      probes: Hutchinson probes (``cold_start="iterative"``).
+      sketch: rows ``m'`` of a Gaussian sketch of each larger fixed feature, or None.
+      sketch_seed: seed of the sketches.
+      mode: Jacobian mode of the dense cold start (``"auto"``, ``"fwd"``, ``"rev"``; not ``"fd"``).
+      chunk_size: block size of the dense cold start's Grams, or None.
+
+    >>> MatrixFree(iters=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: iters must be an int >= 1; got 0.
+    """
+
+    iters: int = 1
+    guard: int = 1
+    precond: str = "both"
+    cold_start: str = "dense"
+    cold_iters: int = 50
+    probes: int = 8
+    sketch: int | None = None
+    sketch_seed: int = 0
+    mode: str = "auto"
+    chunk_size: int | None = None
+
+    def __post_init__(self):
+        for name, lo in (("iters", 1), ("guard", 0), ("cold_iters", 1), ("probes", 1)):
+            _count(name, getattr(self, name), lo)
+        _count("sketch_seed", self.sketch_seed, 0)
+        if self.sketch is not None:
+            _count("sketch", self.sketch, 1)
+        if self.cold_start not in COLD_STARTS:
+            raise ValueError(
+                f"cold_start={self.cold_start!r} is not valid; pass one of {COLD_STARTS}."
+            )
+        if self.precond not in PRECONDS:
+            raise ValueError(f"precond={self.precond!r} is not valid; pass one of {PRECONDS}.")
+        if self.mode == "fd":
+            raise ValueError(
+                "solver='matrix_free' uses exact products; mode='fd' is for solver='dense' only."
+            )
+        _check_jacobian_options(self.mode, self.chunk_size)
+
+    def check(self, method: str) -> None:
+        """Raise a ValueError if ``method`` is not ``reds`` or ``maxc``."""
+        if method not in ("reds", "maxc"):
+            raise ValueError(
+                f"solver='matrix_free' supports method in ('reds', 'maxc'); got method={method!r}. "
+                "Use solver='dense' for it."
+            )
+
+    def _features(self, problem: Problem, z: Array):
+        fixed = problem.fix if problem.method == "reds" else ()
+        fixed = matrix_free.sketch_features(
+            fixed, problem.generator, z, self.sketch, self.sketch_seed
+        )
+        feats = tuple(problem.vary) + fixed
+        sizes = tuple(output_size(lambda v, f=f: f(problem.generator(v)), z) for f in feats)
+        return feats, sizes, len(fixed) > 0
+
+    def _pencil(self, problem: Problem, ctx: MFContext, feats, sizes, z: Array):
+        jv, jt = matrix_free.linearize(problem.generator, feats, z)
+        return matrix_free.ProductPencil.build(
+            jv, jt, sizes, len(problem.vary), ctx.scales, ctx.lam, ctx.pinv, self.precond
+        )
+
+    def start(self, problem: Problem, z: Array, key: Array) -> Start:
+        """Cold start at ``z [d]``: the top-``k`` system, the context and the ``[p, d]`` block
+        (``p = min(k + guard, d)``) each path carries."""
+        d, k, dtype = z.shape[0], problem.k, z.dtype
+        p = min(k + self.guard, d)
+        feats, sizes, fixed = self._features(problem, z)
+        n_vary = len(problem.vary)
+        vw = jnp.asarray(problem.vary_weights, dtype)
+        weights = jnp.concatenate([vw, jnp.asarray(problem.weights, dtype)]) if fixed else vw
+        info = Diagnostics.zeros(dtype)
+        ridge = jnp.asarray(problem.ridge, dtype)
+        if self.cold_start == "dense":
+            grams, bad = feature_grams(
+                problem.generator, feats, z, mode=self.mode, chunk_size=self.chunk_size, count=True
+            )
+            norms = jax.vmap(jnp.linalg.norm)(grams)
+            norms = jnp.where((norms > 0) & problem.normalize, norms, 1.0)
+            scales = weights / norms
+            scaled = grams * scales[:, None, None]
+            a = jnp.sum(scaled[:n_vary], axis=0)
+            info = info._replace(nonfinite_jacobian=bad)
+            if not fixed:
+                values, vectors = rayleigh.maxc_system(a)
+                ctx = MFContext(scales, jnp.asarray(1.0, dtype), None)
+                return Start(values[:k], vectors[:k], ctx, vectors[:p], info)
+            b = jnp.sum(scaled[n_vary:], axis=0)
+            # Start block: the unit vectors of the largest diag(A) / diag(B + λI) ratios.
+            db = jnp.diagonal(b)
+            ratio = jnp.diagonal(a) / (db + jnp.max(db) * 1e-3 + 1e-30)
+            x0 = jnp.eye(d, dtype=dtype)[jnp.argsort(-ratio)[:p]]
+            values, vectors, pinv, lam, res, fell_back = matrix_free.start_solve(
+                a, b, problem.ridge, x0, self.cold_iters, self.precond
+            )
+            ctx = MFContext(scales, lam, None if self.precond == "none" else pinv)
+            info = info._replace(
+                ridge_raised=_flag(lam > ridge),
+                solve_fallback=_flag(fell_back) | _flag(~jnp.any(b != 0)),
+                skipped_iterations=res.skipped,
+                residual=jnp.max(res.residual[:k]),
+            )
+            return Start(values[:k], vectors[:k], ctx, vectors, info)
+        # Iterative: Hutchinson norms, seeded block, unpreconditioned LOBPCG.
+        jv, jt = matrix_free.linearize(problem.generator, feats, z)
+        k_block, k_probe = jax.random.split(key)
+        jg = jax.vmap(jv)(jax.random.normal(k_probe, (self.probes, d), dtype))  # [s, m]
+        jg = jnp.where(jnp.isfinite(jg), jg, 0.0)
+        seg = jnp.concatenate([jnp.full((s,), i) for i, s in enumerate(sizes)])  # [m]
+        masks = (seg[None, :] == jnp.arange(len(feats))[:, None]).astype(dtype)  # [K, m]
+        ag = jax.vmap(lambda mk: jax.vmap(jt)(jg * mk[None, :]))(masks)  # [K, s, d]: A_k g
+        ag = jnp.where(jnp.isfinite(ag), ag, 0.0)
+        est = jnp.sqrt(jnp.mean(jnp.sum(ag**2, axis=-1), axis=-1))  # ‖A_k‖_F estimates [K]
+        norms = jnp.where((est > 0) & problem.normalize, est, 1.0)
+        scales = weights / norms
+        if fixed:
+            b_norm = jnp.sum(scales[n_vary:] * est[n_vary:])  # >= ‖B‖_F (triangle inequality)
+            floor = 10.0 * d * jnp.finfo(dtype).eps * b_norm
+            lam = jnp.maximum(ridge, floor)
+            info = info._replace(
+                ridge_raised=_flag(floor > ridge), solve_fallback=_flag(~(b_norm > 0))
+            )
+        else:
+            lam = jnp.asarray(1.0, dtype)
+        ctx = MFContext(scales, lam, None)
+        pencil = matrix_free.ProductPencil.build(jv, jt, sizes, n_vary, scales, lam, None)
+        res = lobpcg(pencil, jax.random.normal(k_block, (p, d), dtype), self.cold_iters)
+        values, rows, order = matrix_free.true_quotients(pencil, res)
+        info = info._replace(
+            nonfinite_jacobian=info.nonfinite_jacobian + res.nonfinite,
+            skipped_iterations=res.skipped,
+            residual=jnp.max(res.residual[order][:k]),
+        )
+        vectors = fix_signs(rows)
+        return Start(values[:k], vectors[:k], ctx, vectors, info)
+
+    def track(
+        self, problem: Problem, context: MFContext, z: Array, state: Array, key: Array
+    ) -> Step:
+        """``iters`` LOBPCG iterations at ``z``, warm-started from the block ``state [p, d]``;
+        the block is kept if the solve is not finite."""
+        del key
+        k = problem.k
+        feats, sizes, fixed = self._features(problem, z)
+        pencil = self._pencil(problem, context, feats, sizes, z)
+        res = lobpcg(pencil, state, self.iters)
+        _, rows, order = matrix_free.true_quotients(pencil, res)
+        ok = jnp.all(jnp.isfinite(rows))
+        new = jnp.where(ok, rows, state)
+        fallback = _flag(~ok)
+        if fixed:
+            fallback = fallback | _flag(pencil.fixed_is_zero(res.jx))
+        info = Diagnostics.zeros(z.dtype)._replace(
+            nonfinite_jacobian=res.nonfinite,
+            solve_fallback=fallback,
+            skipped_iterations=res.skipped,
+            residual=jnp.max(res.residual[order][:k]),
+        )
+        return Step(new[:k], jnp.ones((k,), z.dtype), new, info)
+
+
+Solver = Dense | MatrixFree
+SOLVER_OPTIONS = tuple(
+    dict.fromkeys(f.name for cls in (Dense, MatrixFree) for f in dataclasses.fields(cls))
+)
+
+
+def resolve(solver: Any, options: dict[str, Any]) -> tuple[Solver, dict[str, Any]]:
+    """A solver object from ``solver`` (an object, or the shorthand ``"dense"`` /
+    ``"matrix_free"`` with its options as keywords) and the remaining (problem) options.
+
+    Raises:
+      ValueError: an unknown solver name, an option of the other solver, solver keywords next to
+        a solver object, or a bad option value.
+
+    >>> resolve("matrix_free", {"iters": 3, "ridge": 1e-4})
+    (MatrixFree(iters=3, guard=1, precond='both', cold_start='dense', cold_iters=50, probes=8, \
+sketch=None, sketch_seed=0, mode='auto', chunk_size=None), {'ridge': 0.0001})
+    """
+    given = {k: v for k, v in options.items() if k in SOLVER_OPTIONS}
+    rest = {k: v for k, v in options.items() if k not in SOLVER_OPTIONS}
+    if isinstance(solver, Dense | MatrixFree):
+        if given:
+            raise ValueError(
+                f"option(s) {sorted(given)} belong to the solver, and solver={solver!r} is an "
+                f"object: pass them to {type(solver).__name__}(...) instead of as keywords."
+            )
+        return solver, rest
+    if not isinstance(solver, str) or solver not in SOLVERS:
+        raise ValueError(
+            f"solver={solver!r} is not a solver; pass one of {SOLVERS} or a solver object "
+            "(reds_jax.Dense(...), reds_jax.MatrixFree(...))."
+        )
+    cls, other = (Dense, "matrix_free") if solver == "dense" else (MatrixFree, "dense")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    wrong = sorted(set(given) - fields)
+    if wrong:
+        raise ValueError(
+            f"option(s) {wrong} apply to solver='{other}' only; drop them or pass solver='{other}'."
+        )
+    return cls(**given), rest

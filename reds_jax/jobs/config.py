@@ -1,0 +1,387 @@
+"""The job configuration: what to traverse and how, validated once, with the job's start latents.
+
+:class:`JobConfig` names a model (see :mod:`reds_jax.jobs.models`), features as text specs, and the
+traversal settings; it validates every field with errors that name it, so configurations can come
+from TOML files and the command line. :meth:`JobConfig.resolved` validates and fills in the model's
+defaults once (a resolved config returns itself), and :meth:`JobConfig.starts` is the one place
+that checks "exactly one of ``seeds`` or ``latents``" and reads a latents file.
+The compiled experiment that runs a config is :mod:`reds_jax.jobs.experiment`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from reds_jax._io import sha256_file
+from reds_jax.core.traverse import METHODS, OPTIONS, PATHS, SOLVERS
+from reds_jax.jobs import models
+
+__all__ = ["ConfigError", "JobConfig", "StartItems", "load_latents", "parse_seeds"]
+
+
+class ConfigError(ValueError):
+    """A configuration field is missing, unknown or has a bad value; the message names the field."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+def parse_seeds(spec: Any) -> np.ndarray:
+    """Seeds from ``"start:stop"`` (half-open), an int, or a list of ints / ``"start:stop"`` strings.
+
+    Args:
+      spec: e.g. ``"0:1000"``, ``[0, 1, 2]``, ``["0", "5:8"]``, ``7``.
+
+    Returns:
+      ``[N]`` int64 seeds in [0, 2³²), in the given order.
+
+    Raises:
+      ConfigError: bad syntax, a negative or too large seed, or no seeds.
+
+    >>> parse_seeds(["0:3", 7]).tolist()
+    [0, 1, 2, 7]
+    """
+    tokens = spec if isinstance(spec, list | tuple) else [spec]
+    out: list[np.ndarray] = []
+    for tok in tokens:
+        if isinstance(tok, bool):
+            raise ConfigError(f"seeds: {tok!r} is not a seed; pass ints or 'start:stop'.")
+        if isinstance(tok, int | np.integer):
+            out.append(np.asarray([int(tok)], np.int64))
+            continue
+        text = str(tok).strip()
+        try:
+            if ":" in text:
+                a, b = (int(x) for x in text.split(":"))
+                if b <= a:
+                    raise ConfigError(
+                        f"seeds: range {text!r} is empty; write 'start:stop' with stop > start."
+                    )
+                out.append(np.arange(a, b, dtype=np.int64))
+            else:
+                out.append(np.asarray([int(text)], np.int64))
+        except ValueError as err:
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(
+                f"seeds: {tok!r} is not an int or a 'start:stop' range (e.g. '0:1000')."
+            ) from None
+    seeds = np.concatenate(out) if out else np.zeros((0,), np.int64)
+    if seeds.size == 0:
+        raise ConfigError("seeds: no seeds given; pass e.g. seeds = '0:100'.")
+    if seeds.min() < 0 or seeds.max() >= 2**32:
+        raise ConfigError("seeds must lie in [0, 2**32).")
+    return seeds
+
+
+def _seed_tokens(spec: Any) -> list[Any]:
+    tokens = spec if isinstance(spec, list | tuple) else [spec]
+    return [int(t) if isinstance(t, int | np.integer) else str(t).strip() for t in tokens]
+
+
+class StartItems(NamedTuple):
+    """A job's start items.
+
+    Attributes:
+      seeds: ``[N]`` int64: the seeds, or ``0..N-1`` for a latents file (the traversal keys).
+      latents: ``[N, d]`` float start latents from the file, or None (derived from the seeds).
+    """
+
+    seeds: np.ndarray
+    latents: np.ndarray | None
+
+
+def load_latents(path: str | pathlib.Path, *, where: str = "config") -> np.ndarray:
+    """Reads a start-latents ``.npy`` file: a float array ``[N, d]``, or ``[d]`` for one latent.
+
+    This is the one rule every job applies (``reds-jax traverse``, ``reds-jax augment``).
+
+    Args:
+      path: the ``.npy`` file (no pickles).
+      where: prefix for error messages.
+
+    Returns:
+      ``[N, d]`` finite floats (a ``[d]`` file gives ``N = 1``).
+
+    Raises:
+      ConfigError: the file cannot be read, is not a float array of rank 1 or 2, is empty, or
+        holds NaN/inf.
+
+    >>> import pathlib, tempfile
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "z.npy"
+    >>> np.save(f, np.zeros(3, np.float32))
+    >>> load_latents(f).shape
+    (1, 3)
+    """
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{where}: field 'latents': cannot read {str(path)!r}: {err}") from None
+    if z.ndim == 1:
+        z = z[None]
+    if z.ndim != 2 or not np.issubdtype(z.dtype, np.floating) or 0 in z.shape:
+        raise ConfigError(
+            f"{where}: field 'latents' must hold a float array [N, d] (or [d] for one latent); "
+            f"got {z.dtype} {z.shape} in {str(path)!r}."
+        )
+    if not np.all(np.isfinite(z)):
+        raise ConfigError(
+            f"{where}: field 'latents': {str(path)!r} contains NaN or inf; pass finite latents."
+        )
+    return z
+
+
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "a model name"),
+    "model_args": ((dict,), "a table of loader arguments"),
+    "seeds": ((str, int, list), "'start:stop', an int, or a list"),
+    "latents": ((str,), "a path to a .npy file [N, d] (or [d]: one latent)"),
+    "key": ((int,), "an int"),
+    "vary": ((str, list), "a feature spec or a list of them"),
+    "fix": ((str, list), "a feature spec or a list of them"),
+    "method": ((str,), f"one of {METHODS}"),
+    "path": ((str,), f"one of {PATHS}"),
+    "k": ((int,), "an int >= 1"),
+    "steps": ((int,), "an int >= 0"),
+    "step_size": ((int, float), "a number > 0"),
+    "step_target": ((int, float), "a number > 0 (varied-feature change per step)"),
+    "correct": ((int,), "an int >= 0 (corrector iterations per step)"),
+    "solver": ((str,), f"one of {SOLVERS}"),
+    "options": ((dict,), f"a table with keys from {OPTIONS}"),
+    "dtype": ((str,), "'float32' or 'float64'"),
+    "shard_size": ((int,), "an int >= 1"),
+    "batch_size": ((int,), "an int >= 1"),
+    "compress": ((bool,), "true or false"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """What to traverse and how (shared by ``reds-jax traverse`` and ``reds-jax augment``).
+
+    Attributes:
+      model: a name from :data:`reds_jax.jobs.models.MODELS` (``"faces"``, ``"rooms"``, ...).
+      model_args: keyword arguments of the model's loader (e.g. ``{"size": 32}`` for rooms).
+      seeds: ``"start:stop"``, an int, or a list (see :func:`parse_seeds`); or use ``latents``.
+      latents: path to a ``.npy`` file of start latents ``[N, d]`` (items are its rows; a
+        ``[d]`` file is one latent). At most one of ``seeds`` and ``latents`` may be set.
+      key: base PRNG seed of the start latents and traversal keys.
+      vary: varied feature specs (see :func:`reds_jax.jobs.models.parse_feature`); None: the model's.
+      fix: fixed feature specs; None: the model's default; ``[]``: none.
+      method: REDs method (``reds``, ``nullspace``, ``maxc``, ``minf``, ``random``).
+      path: ``local`` or ``linear``.
+      k: directions per start latent (``2k`` paths).
+      steps: steps per path ``T``.
+      step_size: latent step length; None: the model's default. With ``step_target`` it is the
+        largest step.
+      step_target: feature-space steps: varied-feature change per step (None: fixed steps; see
+        :mod:`reds_jax.core.control`).
+      correct: drift-corrector iterations per step (0: none).
+      solver: ``dense`` (default) or ``matrix_free`` (see :func:`reds_jax.core.traverse`).
+      options: extra :func:`reds_jax.core.traverse` options (``ridge``, ``beta_fix``, ...).
+      dtype: ``float32`` or ``float64`` (the latter needs ``JAX_ENABLE_X64=1``).
+      shard_size: start latents per shard file.
+      batch_size: start latents per compiled call (changes outputs only by float rounding; not
+        part of :meth:`identity`, so a resume may use another one).
+      compress: deflate the ``.npz`` shards.
+    """
+
+    model: str = "rooms"
+    model_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    seeds: Any = None
+    latents: str | None = None
+    key: int = 0
+    vary: tuple[str, ...] | None = None
+    fix: tuple[str, ...] | None = None
+    method: str = "reds"
+    path: str = "local"
+    k: int = 2
+    steps: int = 8
+    step_size: float | None = None
+    step_target: float | None = None
+    correct: int = 0
+    solver: str = "dense"
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    dtype: str = "float32"
+    shard_size: int = 64
+    batch_size: int = 16
+    compress: bool = True
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, where: str = "config") -> JobConfig:
+        """Builds and validates a config from a dict (e.g. parsed TOML).
+
+        Args:
+          data: field name -> value; unknown names are errors.
+          where: prefix for error messages (e.g. the TOML file name).
+
+        Returns:
+          A validated :class:`JobConfig` (model defaults filled in, see :meth:`resolved`).
+
+        Raises:
+          ConfigError: names the offending field and what to pass instead.
+
+        >>> JobConfig.from_mapping({"model": "rooms", "seeds": "0:4", "k": 1}).k
+        1
+        """
+        unknown = sorted(set(data) - set(_TYPES))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown field(s) {unknown}; valid fields are {sorted(_TYPES)}."
+            )
+        values = {}
+        for name, value in data.items():
+            types, what = _TYPES[name]
+            ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+            if not ok:
+                raise ConfigError(f"{where}: field {name!r} must be {what}; got {value!r}.")
+            if name in ("vary", "fix"):
+                value = (value,) if isinstance(value, str) else tuple(value)
+            if name in ("step_size", "step_target"):
+                value = float(value)
+            values[name] = value
+        return cls(**values).resolved(where=where)
+
+    def resolved(self, *, where: str = "config") -> JobConfig:
+        """Validates every field and fills ``vary``/``fix``/``step_size`` from the model's defaults.
+
+        Resolving is idempotent and done once: a resolved config returns itself (a copy made
+        with :func:`dataclasses.replace` is validated again).
+
+        Raises:
+          ConfigError: names the offending field.
+
+        >>> cfg = JobConfig(model="rooms", seeds="0:2").resolved()
+        >>> cfg.resolved() is cfg, cfg.seeds
+        (True, ['0:2'])
+        """
+        if self.__dict__.get("_resolved"):
+            return self
+
+        def bad(field: str, msg: str) -> ConfigError:
+            return ConfigError(f"{where}: field {field!r} {msg}")
+
+        try:
+            entry = models.get_entry(self.model)
+        except ValueError as err:
+            raise bad("model", f"is bad: {err}") from None
+        if not isinstance(self.model_args, Mapping):
+            raise bad("model_args", f"must be a table; got {self.model_args!r}.")
+        if self.seeds is not None and self.latents is not None:
+            raise bad(
+                "seeds", "and 'latents' are both set; pass only one of them (--seeds or --latents)."
+            )
+        if self.seeds is not None:
+            try:
+                parse_seeds(self.seeds)
+            except ConfigError as err:
+                raise ConfigError(f"{where}: field {err}") from None
+        for field in ("vary", "fix"):
+            specs = getattr(self, field)
+            if specs is None:
+                continue
+            if isinstance(specs, str) or not all(isinstance(s, str) for s in specs):
+                raise bad(field, f"must be a list of feature specs; got {specs!r}.")
+            for spec in specs:
+                try:
+                    models.parse_feature(spec, resolve=False)
+                except ValueError as err:
+                    raise bad(field, f"has a bad feature: {err}") from None
+        if self.vary is not None and not self.vary:
+            raise bad("vary", "needs at least one feature, e.g. vary = ['lowpass:4'].")
+        if self.method not in METHODS:
+            raise bad("method", f"is {self.method!r}; pass one of {METHODS}.")
+        if self.path not in PATHS:
+            raise bad("path", f"is {self.path!r}; pass one of {PATHS}.")
+        for field, lo in (
+            ("k", 1), ("steps", 0), ("correct", 0), ("shard_size", 1), ("batch_size", 1),
+        ):  # fmt: skip
+            v = getattr(self, field)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise bad(field, f"must be an int >= {lo}; got {v!r}.")
+        if not isinstance(self.key, int) or not 0 <= self.key < 2**32:
+            raise bad("key", f"must be an int in [0, 2**32); got {self.key!r}.")
+        if self.step_target is not None and not (
+            isinstance(self.step_target, int | float)
+            and not isinstance(self.step_target, bool)
+            and math.isfinite(self.step_target)
+            and self.step_target > 0
+        ):
+            raise bad("step_target", f"must be a finite number > 0; got {self.step_target!r}.")
+        if self.step_size is not None and not (
+            isinstance(self.step_size, int | float)
+            and math.isfinite(self.step_size)
+            and self.step_size > 0
+        ):
+            raise bad("step_size", f"must be a finite number > 0; got {self.step_size!r}.")
+        if self.solver not in SOLVERS:
+            raise bad("solver", f"is {self.solver!r}; pass one of {SOLVERS}.")
+        unknown = sorted(set(self.options) - set(OPTIONS))
+        if unknown:
+            raise bad("options", f"has unknown key(s) {unknown}; valid keys are {OPTIONS}.")
+        if self.dtype not in ("float32", "float64"):
+            raise bad("dtype", f"is {self.dtype!r}; pass 'float32' or 'float64'.")
+        out = dataclasses.replace(
+            self,
+            model_args=dict(self.model_args),
+            options=dict(self.options),
+            seeds=None if self.seeds is None else _seed_tokens(self.seeds),
+            vary=entry.vary if self.vary is None else tuple(self.vary),
+            fix=entry.fix if self.fix is None else tuple(self.fix),
+            step_size=entry.step_size if self.step_size is None else float(self.step_size),
+        )
+        object.__setattr__(out, "_resolved", True)
+        return out
+
+    def starts(self, *, default_seeds: Any = None, where: str = "config") -> StartItems:
+        """The job's start items: from ``seeds``, or read from the ``latents`` file.
+
+        This is the only place that decides between the two (see :func:`load_latents` for the
+        file's rule).
+
+        Args:
+          default_seeds: used when neither ``seeds`` nor ``latents`` is set (``reds-jax
+            traverse`` defaults to seed 0); None makes that an error.
+          where: prefix for error messages.
+
+        Returns:
+          :class:`StartItems`.
+
+        Raises:
+          ConfigError: neither is set (and no default), or the latents file is unusable.
+
+        >>> JobConfig(model="rooms", seeds="3:5").starts().seeds.tolist()
+        [3, 4]
+        """
+        cfg = self.resolved()
+        if cfg.latents is not None:
+            z = load_latents(cfg.latents, where=where)
+            return StartItems(np.arange(len(z), dtype=np.int64), z)
+        spec = cfg.seeds if cfg.seeds is not None else default_seeds
+        if spec is None:
+            raise ConfigError(
+                f"{where}: pass exactly one of 'seeds' (e.g. '0:1000'; --seeds 0:1000) or "
+                "'latents' (a .npy file; --latents FILE.npy)."
+            )
+        return StartItems(parse_seeds(spec), None)
+
+    def identity(self) -> dict[str, Any]:
+        """The JSON-able fields that determine the outputs (everything but ``batch_size``)."""
+        d = dataclasses.asdict(self.resolved())
+        d.pop("batch_size")
+        for name, default in (("step_target", None), ("correct", 0)):
+            if d[name] == default:  # path control off: the identity of jobs made before it existed
+                d.pop(name)
+        d["vary"], d["fix"] = list(d["vary"]), list(d["fix"])
+        if self.latents is not None:
+            path = pathlib.Path(self.latents)
+            d["latents"] = {"sha256": sha256_file(path) if path.is_file() else None}
+        return json.loads(json.dumps(d))

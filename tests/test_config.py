@@ -1,0 +1,64 @@
+"""reds_jax.jobs.config: resolved once; one rule for seeds vs latents and for the latents file."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from reds_jax.jobs.config import ConfigError, JobConfig, load_latents
+
+
+def test_resolved_is_idempotent_and_replace_revalidates():
+    cfg = JobConfig(model="rooms", seeds="0:3").resolved()
+    assert cfg.resolved() is cfg
+    assert JobConfig.from_mapping({"model": "rooms", "seeds": "0:3"}) == cfg
+    with pytest.raises(ConfigError, match="field 'k'"):
+        dataclasses.replace(cfg, k=0).resolved()
+
+
+def test_exactly_one_of_seeds_or_latents(tmp_path):
+    np.save(tmp_path / "z.npy", np.zeros((2, 3), np.float32))
+    with pytest.raises(ConfigError, match="'seeds' and 'latents' are both set"):
+        JobConfig(model="rooms", seeds="0:2", latents=str(tmp_path / "z.npy")).resolved()
+    with pytest.raises(ConfigError, match="exactly one of 'seeds'"):
+        JobConfig(model="rooms").starts()
+    seeds, latents = JobConfig(model="rooms").starts(default_seeds=[0])
+    assert seeds.tolist() == [0] and latents is None
+    seeds, latents = JobConfig(model="rooms", seeds=["4:6", 9]).starts()
+    assert seeds.tolist() == [4, 5, 9] and latents is None and seeds.dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    "array, shape",
+    [(np.arange(3.0, dtype=np.float32), (1, 3)), (np.ones((4, 3), np.float64), (4, 3))],
+)
+def test_latents_file_rule_d_is_one_latent(tmp_path, array, shape):
+    np.save(tmp_path / "z.npy", array)
+    z = load_latents(tmp_path / "z.npy")
+    assert z.shape == shape and z.dtype == array.dtype
+    np.testing.assert_array_equal(z, array.reshape(shape))
+    seeds, latents = JobConfig(model="rooms", latents=str(tmp_path / "z.npy")).starts()
+    assert seeds.tolist() == list(range(shape[0]))
+    np.testing.assert_array_equal(latents, z)
+
+
+@pytest.mark.parametrize(
+    "array, words",
+    [
+        (np.zeros((2, 3, 4), np.float32), "float array \\[N, d\\]"),
+        (np.zeros((2, 3), np.int64), "float array"),
+        (np.zeros((0, 3), np.float32), "float array"),
+        (np.asarray([[0.0, np.nan]]), "NaN or inf"),
+        (None, "cannot read"),
+    ],
+)
+def test_bad_latents_files_name_the_field(tmp_path, array, words):
+    path = tmp_path / "z.npy"
+    if array is None:
+        path.write_text("not numpy")
+    else:
+        np.save(path, array)
+    with pytest.raises(ConfigError, match=f"job.toml: field 'latents'.*{words}"):
+        load_latents(path, where="job.toml")
+    with pytest.raises(ConfigError, match=words):
+        JobConfig(model="rooms", latents=str(path)).starts()

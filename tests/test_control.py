@@ -1,0 +1,195 @@
+"""Path control (issue 19): feature-space steps and the Gauss–Newton drift corrector.
+
+Known answers:
+* a circle generator ``[a₁² + a₂², a₂]`` whose fixed feature (the radius²) has a known level set:
+  the uncorrected local REDs path steps along tangents, so ``r_t² = r₀² + t·ε²`` exactly; the
+  corrected path stays on ``r² = r₀²``;
+* a linear generator: feature-space steps change the varied feature by exactly ``δ`` per step,
+  with step length ``δ / ‖J_vary v‖``.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import reds_jax
+from reds_jax import features as F
+from reds_jax.core.control import Corrector, step_length
+
+RADIUS = F.region((0, 0, 1, 1), units="pixels")  # pixel 0: a₁² + a₂²
+HEIGHT = F.region((0, 1, 1, 1), units="pixels")  # pixel 1: a₂
+
+
+def circle(z):
+    return jnp.stack([z[0] ** 2 + z[1] ** 2, z[1]]).reshape(1, 2, 1)
+
+
+Z0 = jnp.asarray([1.0, 0.0])
+EPS, T = 0.1, 6
+
+
+def test_uncorrected_local_path_leaves_the_level_set_as_the_closed_form_says():
+    tr = reds_jax.traverse(circle, Z0, vary=HEIGHT, fix=[RADIUS], k=1, steps=T, step_size=EPS)
+    r2 = np.sum(np.asarray(tr.latents) ** 2, axis=-1)  # [2, T+1]
+    expected = 1.0 + EPS**2 * np.arange(T + 1)
+    np.testing.assert_allclose(r2, np.broadcast_to(expected, r2.shape), rtol=1e-5)
+    np.testing.assert_allclose(tr.step_lengths, EPS)
+
+
+@pytest.mark.parametrize("solver", ["dense", "matrix_free"])
+def test_corrected_path_stays_on_the_level_set_and_keeps_moving(solver):
+    tr = reds_jax.traverse(
+        circle, Z0, vary=HEIGHT, fix=[RADIUS], k=1, steps=T, step_size=EPS, correct=2,
+        solver=solver,
+    )  # fmt: skip
+    z = np.asarray(tr.latents)
+    np.testing.assert_allclose(np.sum(z**2, axis=-1), 1.0, atol=1e-9)
+    # it still travels: the height a₂ grows (shrinks on the minus path) at about ε per step
+    a2 = z[..., 1]
+    assert np.all(np.diff(a2[0]) > 0.05) and np.all(np.diff(a2[1]) < -0.05)
+    # the fixed distance is ~0 where the uncorrected path drifts by t·ε²
+    assert float(np.max(np.asarray(tr.fix_distances[0]))) < 1e-9
+    assert int(np.sum(tr.diagnostics.rejected_corrections)) == 0
+
+
+def test_corrector_moves_orthogonally_to_the_direction():
+    corr = Corrector.at(circle, (RADIUS,), (1.0,), True, Z0, iters=3, cg_iters=4)
+    v = jnp.asarray([0.0, 1.0])
+    z = Z0 + 0.3 * v  # off the circle: r² = 1.09
+    z_new, _, rejected = corr(z, v, jnp.zeros(2))
+    np.testing.assert_allclose(float(jnp.sum(z_new**2)), 1.0, atol=1e-10)
+    np.testing.assert_allclose(float(z_new[1]), 0.3, atol=1e-12)  # no move along v
+    assert int(rejected) == 0
+
+
+def test_corrector_rejects_a_step_that_cannot_help():
+    # the fixed feature cannot be held: it is the varied direction itself (δ ⊥ v leaves nothing)
+    g = lambda z: jnp.stack([z[0], z[1]]).reshape(1, 2, 1)  # noqa: E731
+    corr = Corrector.at(g, (RADIUS,), (1.0,), True, jnp.zeros(2), iters=2, cg_iters=4)
+    z = jnp.asarray([0.5, 0.0])
+    z_new, _, rejected = corr(z, jnp.asarray([1.0, 0.0]), jnp.zeros(2))
+    np.testing.assert_array_equal(np.asarray(z_new), np.asarray(z))
+    assert int(rejected) == 2
+
+
+W = jnp.asarray(np.random.default_rng(3).standard_normal((4, 3)))
+TOP = F.region((0, 0, 1, 2), units="pixels")
+BOTTOM = F.region((1, 0, 1, 2), units="pixels")
+
+
+def linear(z):
+    return (W @ z).reshape(2, 2, 1)
+
+
+@pytest.mark.parametrize("path", ["linear", "local"])
+def test_feature_space_steps_change_the_varied_feature_by_the_target(path):
+    z0 = jax.random.normal(jax.random.key(1), (3, 3))
+    delta = 0.05
+    tr = reds_jax.traverse(
+        linear, z0, vary=BOTTOM, fix=[TOP], k=1, steps=5, step_size=1.0, step_target=delta,
+        path=path,
+    )  # fmt: skip
+    steps = np.diff(np.asarray(tr.vary_distances[0]), axis=-1)  # [N, 2, T]
+    np.testing.assert_allclose(steps, delta, rtol=1e-9)
+    v = np.asarray(tr.latents[:, :, 1] - tr.latents[:, :, 0])
+    v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    rate = np.linalg.norm(np.einsum("md,npd->npm", np.asarray(W)[2:], v), axis=-1)  # ‖J_vary v‖
+    np.testing.assert_allclose(tr.step_lengths, np.repeat((delta / rate)[..., None], 5, -1))
+
+
+def test_feature_space_steps_are_clipped_to_the_step_range():
+    kw = dict(vary=BOTTOM, fix=[TOP], k=1, steps=3, path="linear")
+    big = reds_jax.traverse(linear, jnp.ones(3), step_size=1e-3, step_target=10.0, **kw)
+    np.testing.assert_allclose(big.step_lengths, 1e-3)
+    small = reds_jax.traverse(
+        linear, jnp.ones(3), step_size=1.0, step_target=1e-9, step_min=1e-4, **kw
+    )
+    np.testing.assert_allclose(small.step_lengths, 1e-4)
+    assert float(step_length(jnp.asarray(jnp.nan), 1.0, 0.1, 0.5)) == 0.5
+
+
+def test_control_composes_with_batches_and_matches_one_latent_at_a_time():
+    z0 = jax.random.normal(jax.random.key(4), (3, 3))
+    kw = dict(vary=BOTTOM, fix=[TOP], k=1, steps=3, step_size=0.3, step_target=0.1, correct=1)
+    g = lambda z: jnp.tanh(linear(z))  # noqa: E731
+    batch = reds_jax.traverse(g, z0, **kw)
+    for i in range(3):
+        one = reds_jax.traverse(g, z0[i], **kw)
+        np.testing.assert_allclose(batch.latents[i], one.latents, atol=1e-12)
+        np.testing.assert_allclose(batch.step_lengths[i], one.step_lengths, atol=1e-12)
+    mf = reds_jax.traverse(g, z0, solver=reds_jax.MatrixFree(iters=4), **kw)
+    np.testing.assert_allclose(mf.latents, batch.latents, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(step_target=-1.0), "step_target"),
+        (dict(step_target=0.0), "step_target"),
+        (dict(step_target=float("nan")), "step_target"),
+        (dict(step_target="0.1"), "step_target"),
+        (dict(correct=-1), "correct"),
+        (dict(correct=1.5), "correct"),
+        (dict(correct=True), "correct"),
+        (dict(correct=1, cg_iters=0), "cg_iters"),
+        (dict(step_target=0.1, step_min=2.0), "step_min"),
+        (dict(step_min=0.01), "step_min"),
+    ],
+)
+def test_bad_control_values_are_clear_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        reds_jax.traverse(linear, jnp.ones(3), vary=BOTTOM, fix=[TOP], steps=2, step_size=1.0, **kw)
+
+
+def test_corrector_needs_fixed_features():
+    with pytest.raises(ValueError, match="fix="):
+        reds_jax.traverse(linear, jnp.ones(3), vary=BOTTOM, method="maxc", correct=1)
+
+
+def test_job_config_and_cli_flags_carry_path_control_to_the_traversal(capsys):
+    from reds_jax.jobs import cli, models
+    from reds_jax.jobs.config import ConfigError, JobConfig
+    from reds_jax.jobs.experiment import get_experiment
+
+    w = np.random.default_rng(5).standard_normal((4 * 4 * 3, 4)) / 2.0
+
+    def toy():
+        return None, lambda z: 0.5 * (jnp.tanh(jnp.asarray(w, z.dtype) @ z).reshape(4, 4, 3) + 1), 4
+
+    models.register_model(
+        "toy_pc", toy, description="toy", vary=("lowpass:1",), fix=("highpass:1",), step_size=0.3
+    )
+    try:
+        cfg = JobConfig(
+            model="toy_pc", seeds="0:2", k=1, steps=2, step_target=0.2, correct=1, dtype="float64"
+        ).resolved()
+        exp = get_experiment(cfg)
+        got = exp.run(seeds=[0, 1])
+        z0 = exp.start_latents([0, 1])
+        ref = [
+            reds_jax.traverse(
+                exp.model.generator, z0[i], vary=exp.vary, fix=exp.fix, k=1, steps=2,
+                step_size=0.3, step_target=0.2, correct=1,
+                key=jax.random.fold_in(jax.random.fold_in(jax.random.key(0), i), 1),
+            )
+            for i in range(2)
+        ]  # fmt: skip
+        np.testing.assert_allclose(got["latents"], np.stack([r.latents for r in ref]), atol=1e-9)
+        assert (
+            "step_target" in cfg.identity()
+            and "correct" not in JobConfig(model="toy_pc", seeds="0:2").identity()
+        )  # path control off: the identity of older jobs
+        with pytest.raises(ConfigError, match="step_target"):
+            JobConfig(model="toy_pc", seeds="0:2", step_target=-1.0).resolved()
+        with pytest.raises(ConfigError, match="correct"):
+            JobConfig(model="toy_pc", seeds="0:2", correct=-2).resolved()
+        ns = cli._parser().parse_args(
+            ["traverse", "--model", "toy_pc", "--seeds", "0", "--step-target", "0.1",
+             "--correct", "2"]
+        )  # fmt: skip
+        job = cli._job_config(ns, augment=False)
+        job = job[0] if isinstance(job, tuple) else job
+        assert (job.step_target, job.correct) == (0.1, 2)
+    finally:
+        models.MODELS.pop("toy_pc", None)

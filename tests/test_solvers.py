@@ -1,0 +1,192 @@
+"""Solver objects (validation, shorthand strings, old call forms), the per-latent traversal, the
+diagnostics of every numerical fallback, and matrix-free values as true Rayleigh quotients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+import reds_jax
+from reds_jax import features as F
+from reds_jax.core import lobpcg, matrix_free
+from reds_jax.core.traverse import traverse_one
+
+D = 6
+W = jnp.asarray(np.random.default_rng(0).standard_normal((16, D)))
+
+
+def linear_gen(z):  # [6] -> [4, 4, 1]
+    return (W @ z).reshape(4, 4, 1)
+
+
+def curved_gen(z):
+    return jnp.tanh(W @ z + 0.3 * (W @ z) ** 2).reshape(4, 4, 1)
+
+
+TOP, BOTTOM = F.region((0, 0, 1, 4)), F.region((1, 0, 3, 4))
+KW = dict(vary=BOTTOM, fix=[TOP], k=2, steps=3, step_size=0.2)
+SOLVERS = [reds_jax.Dense(), reds_jax.MatrixFree(iters=2)]
+
+
+def test_solver_objects_are_hashable_and_validated():
+    assert hash(reds_jax.MatrixFree(iters=3)) == hash(reds_jax.MatrixFree(iters=3))
+    assert reds_jax.Dense() == reds_jax.Dense(mode="auto", chunk_size=None, eps=1e-3)
+    for kwargs, match in [
+        ({"iters": 0}, "iters must be an int >= 1"),
+        ({"guard": -1}, "guard must be"),
+        ({"cold_start": "warm"}, "cold_start="),
+        ({"precond": "always"}, "precond="),
+        ({"sketch": 0}, "sketch must be"),
+        ({"mode": "fd"}, "mode='fd'"),
+        ({"chunk_size": 0}, "chunk_size must be"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            reds_jax.MatrixFree(**kwargs)
+    with pytest.raises(ValueError, match="mode="):
+        reds_jax.Dense(mode="sideways")
+    with pytest.raises(ValueError, match="eps must be"):
+        reds_jax.Dense(eps=0.0)
+
+
+def test_object_and_shorthand_forms_agree_and_mixing_them_is_an_error():
+    z0 = jax.random.normal(jax.random.key(0), (2, D))
+    obj = reds_jax.traverse(curved_gen, z0, solver=reds_jax.MatrixFree(iters=3), **KW)
+    old = reds_jax.traverse(curved_gen, z0, solver="matrix_free", iters=3, **KW)
+    np.testing.assert_array_equal(obj.latents, old.latents)
+    dense = reds_jax.traverse(curved_gen, z0, solver=reds_jax.Dense(chunk_size=2), **KW)
+    np.testing.assert_allclose(dense.latents, reds_jax.traverse(curved_gen, z0, **KW).latents)
+    with pytest.raises(ValueError, match=r"belong to the solver.*MatrixFree\(\.\.\.\)"):
+        reds_jax.traverse(curved_gen, z0, solver=reds_jax.MatrixFree(), iters=3, **KW)
+    with pytest.raises(ValueError, match="apply to solver='matrix_free' only"):
+        reds_jax.traverse(curved_gen, z0, solver="dense", iters=3, **KW)
+    with pytest.raises(ValueError, match="apply to solver='dense' only"):
+        reds_jax.traverse(curved_gen, z0, solver="matrix_free", eps=1e-4, **KW)
+    with pytest.raises(ValueError, match="supports method"):
+        reds_jax.traverse(curved_gen, z0, solver=reds_jax.MatrixFree(), method="minf", **KW)
+
+
+def test_traverse_one_under_jit_vmap_equals_traverse():
+    z0 = jax.random.normal(jax.random.key(1), (3, D))
+    keys = jax.random.split(jax.random.key(0), 3)
+    for solver in SOLVERS:
+        ref = reds_jax.traverse(curved_gen, z0, solver=solver, **KW)
+        one = jax.jit(
+            jax.vmap(lambda z, key, s=solver: traverse_one(curved_gen, z, key, solver=s, **KW))
+        )
+        got = one(z0, keys)
+        np.testing.assert_allclose(got.latents, ref.latents, atol=1e-10)
+        np.testing.assert_allclose(got.fix_distances[0], ref.fix_distances[0], atol=1e-10)
+        bare = traverse_one(curved_gen, z0[0], keys[0], solver=solver, distances=False, **KW)
+        assert bare.vary_distances == () and bare.fix_distances == ()
+        np.testing.assert_allclose(bare.latents, ref.latents[0], atol=1e-10)
+
+
+def test_healthy_traversal_reports_zeros_with_the_same_structure_for_both_solvers():
+    z0 = jax.random.normal(jax.random.key(2), (2, D))
+    trees = []
+    for solver in SOLVERS:
+        tr = reds_jax.traverse(curved_gen, z0, solver=solver, **KW)
+        diag = tr.diagnostics
+        assert diag.nonzero() == {}
+        assert diag.kept_direction.shape == (2, 4) and diag.kept_direction.dtype == jnp.int32
+        assert diag.residual.shape == (2, 4, 4)
+        assert bool(jnp.all(jnp.isfinite(diag.residual)))
+        trees.append(jax.tree_util.tree_structure(diag))
+    assert trees[0] == trees[1]
+    np.testing.assert_array_equal(reds_jax.traverse(curved_gen, z0, **KW).diagnostics.residual, 0)
+    mf = reds_jax.traverse(curved_gen, z0, solver=SOLVERS[1], **KW).diagnostics.residual
+    assert float(mf[..., 0].max()) < 1e-6  # converged start (50 preconditioned iterations)
+    assert float(mf[..., 1:3].max()) > 0  # tracking steps measure their residual
+    np.testing.assert_array_equal(mf[..., -1], 0)  # no solve at the last latent
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=["dense", "matrix_free"])
+def test_zero_fixed_gram_reports_solve_fallback(solver):
+    const = lambda img: jnp.zeros(3)  # noqa: E731
+    z0 = jax.random.normal(jax.random.key(3), (D,))
+    tr = reds_jax.traverse(curved_gen, z0, vary=BOTTOM, fix=[const], k=1, steps=3, solver=solver)
+    np.testing.assert_array_equal(tr.diagnostics.solve_fallback, [3, 3])  # start + 2 steps
+    dirs = reds_jax.directions(curved_gen, z0, vary=BOTTOM, fix=[const], solver=solver)
+    assert int(dirs.diagnostics.solve_fallback) == 1
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=["dense", "matrix_free"])
+def test_ridge_below_the_precision_floor_is_reported(solver):
+    z0 = jax.random.normal(jax.random.key(4), (2, D))
+    dirs = reds_jax.directions(curved_gen, z0, vary=BOTTOM, fix=[TOP], ridge=0.0, solver=solver)
+    np.testing.assert_array_equal(dirs.diagnostics.ridge_raised, [1, 1])
+    dirs = reds_jax.directions(curved_gen, z0, vary=BOTTOM, fix=[TOP], ridge=1e-3, solver=solver)
+    np.testing.assert_array_equal(dirs.diagnostics.ridge_raised, [0, 0])
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=["dense", "matrix_free"])
+def test_non_finite_jacobian_entries_are_counted(solver):
+    def gen(z):  # sqrt has an infinite derivative at z[0] = -1
+        return curved_gen(z).at[0, 0, 0].set(jnp.sqrt(jnp.abs(z[0] + 1.0)))
+
+    z0 = jnp.zeros(D).at[0].set(-1.0)
+    dirs = reds_jax.directions(gen, z0, vary=F.pixels(), fix=[TOP], solver=solver)
+    assert int(dirs.diagnostics.nonfinite_jacobian) >= 1
+    healthy = reds_jax.directions(curved_gen, z0, vary=F.pixels(), fix=[TOP], solver=solver)
+    assert int(healthy.diagnostics.nonfinite_jacobian) == 0
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=["dense", "matrix_free"])
+def test_vanishing_projection_keeps_the_direction_and_is_counted(solver):
+    # Pixel 0 follows z[0] only while z[0] < 0.15; pixel 1 is 0.1·z[1]. At 0 the top maxc
+    # direction is e0; at z[0] = 0.2 it is e1, orthogonal to e0: the + path keeps e0.
+    def gen(z):
+        return jnp.stack([jnp.where(z[0] < 0.15, z[0], 0.0), 0.1 * z[1]]).reshape(1, 2, 1)
+
+    tr = reds_jax.traverse(
+        gen, jnp.zeros(2), vary=F.pixels(), method="maxc", k=1, steps=3, step_size=0.1,
+        solver=solver,
+    )  # fmt: skip
+    np.testing.assert_array_equal(tr.diagnostics.kept_direction, [1, 0])
+    np.testing.assert_allclose(tr.latents[0, -1], [0.3, 0.0], atol=1e-12)
+
+
+def test_skipped_lobpcg_iterations_are_counted():
+    jac = jnp.diag(jnp.array([1.0, 2.0, 3.0]))
+
+    class RawPencil(matrix_free.ProductPencil):  # products not sanitised: NaN reaches LOBPCG
+        def apply(self, x):
+            return jax.vmap(self.jv)(x), jnp.zeros((), jnp.int32)
+
+    def jv(u):
+        return jnp.where(jnp.abs(u[2]) > 0.5, jnp.nan, 1.0) * (jac @ u)
+
+    pencil = RawPencil.build(jv, lambda w: jac.T @ w, (3,), 1, jnp.ones(1), jnp.asarray(1.0))
+    res = lobpcg.lobpcg(pencil, jnp.asarray([[1.0, 0.0, 0.4]]), 3)
+    assert int(res.skipped) >= 1
+    np.testing.assert_allclose(np.asarray(res.x[0]) / np.asarray(res.x[0, 0]), [1, 0, 0.4])
+    sanitized = matrix_free.ProductPencil.build(
+        jv, lambda w: jac.T @ w, (3,), 1, jnp.ones(1), jnp.asarray(1.0)
+    )
+    assert int(lobpcg.lobpcg(sanitized, jnp.asarray([[1.0, 0.0, 0.4]]), 3).nonfinite) >= 1
+
+
+def test_matrix_free_values_are_true_rayleigh_quotients_when_fix_covers_vary():
+    # Issue 20 item 1: vary = fix = pixels, so every quotient vᵀAv / vᵀ(A + λI)v is <= 1.
+    from reds_jax.generators import rooms_oracle
+
+    oracle = rooms_oracle(latent_dim=8, size=32)
+    z = jax.random.normal(jax.random.key(0), (2, 8))
+    for dtype, tol in ((jnp.float64, 1e-9), (jnp.float32, 1e-4)):
+        kw = dict(vary=F.pixels(), fix=[F.pixels()], k=2)
+        dense = reds_jax.directions(oracle.generator, z.astype(dtype), **kw)
+        mf = reds_jax.directions(oracle.generator, z.astype(dtype), solver="matrix_free", **kw)
+        assert float(jnp.max(mf.values)) <= 1.0
+        np.testing.assert_allclose(mf.values, dense.values, atol=tol)
+
+
+def test_matrix_free_values_match_scipy_on_a_linear_generator():
+    w = np.asarray(W)
+    a, b = w[4:].T @ w[4:], w[:4].T @ w[:4]
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    ref = scipy.linalg.eigh(a, b + 1e-3 * np.eye(D), eigvals_only=True)[::-1][:2]
+    mf = reds_jax.directions(
+        linear_gen, jnp.zeros(D), vary=BOTTOM, fix=[TOP], k=2, ridge=1e-3, solver="matrix_free"
+    )
+    np.testing.assert_allclose(mf.values, ref, rtol=1e-8)
