@@ -120,7 +120,7 @@ def invert(
     latent_dim: int,
     steps: int = 200,
     optimizer: optax.GradientTransformation | None = None,
-    lr: float = 0.05,
+    lr: float = 0.08,
     loss: str = "l2",
     feature: Callable[[Array], Array] | None = None,
     feature_weight: float = 1.0,
@@ -154,7 +154,7 @@ def invert(
         that is neither is an error.
       init: optional ``[N, d]`` or ``[N, restarts, d]`` starting latents instead of random ones.
       select_after: after this many steps (rounded up to a whole chunk) keep only the best
-        ``keep`` restarts of each image. Default: ``min(50, steps // 4)``; 0 or ``>= steps``
+        ``keep`` restarts of each image. Default: ``min(100, steps // 3)``; 0 or ``>= steps``
         keeps all restarts to the end.
       keep: restarts per image that survive the selection.
       tol: early stopping: a problem stops when its best objective so far improved by less than
@@ -227,7 +227,7 @@ def invert(
     bz, last = zp, jnp.full((n * restarts,), jnp.inf, dtype)  # best latent and objective so far
     final = jnp.full((n, restarts), jnp.inf, dtype)  # objective of every restart when it stopped
     alive = jnp.ones((n * restarts,), bool)
-    select_at = min(50, steps // 4) if select_after is None else select_after
+    select_at = min(100, steps // 3) if select_after is None else select_after
     selected = not (0 < select_at < steps) or restarts <= keep
     bar = None  # started after the first chunk, so its rate and ETA exclude compilation
     done = 0

@@ -207,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
         "--restarts", type=int, default=4,
         help="random restarts per image (4); only the best goes on after --select-after steps",
     )  # fmt: skip
-    inv.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (0.05)")
+    inv.add_argument("--lr", type=float, default=0.08, help="Adam learning rate (0.08)")
     inv.add_argument(
         "--tol", type=float, default=1e-3,
         help="stop an image when its objective improved by less than this fraction over 25 "
@@ -215,7 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     inv.add_argument(
         "--select-after", type=int, default=None,
-        help="steps before discarding all but the best restart (default min(50, steps/4))",
+        help="steps before discarding all but the best restart (default min(100, steps/3))",
     )  # fmt: skip
     inv.add_argument(
         "--min-psnr", type=float, default=20.0,

@@ -221,7 +221,7 @@ def invert_files(
     *,
     steps: int = 300,
     restarts: int = 4,
-    lr: float = 0.05,
+    lr: float = 0.08,
     prior_weight: float = 1e-3,
     feature: str | None = None,
     feature_weight: float = 1.0,
