@@ -17,6 +17,10 @@ fields of :class:`reds_jax.jobs.augment.JobConfig` (plus ``out``); command-line 
 Feature specs: ``pixels``, ``region:top,left,h,w[,invert]``, ``lowpass:σ``, ``highpass:σ``,
 ``band:low,high``, ``identity``, ``landmarks``, ``age``, ``gender``; join stages with ``@``
 (``highpass:2@region:0.1,0.2,0.5,0.6``).
+
+Every command turns on JAX's persistent compilation cache (``<reds_jax cache>/xla``, see
+:mod:`reds_jax.compile_cache`) unless given ``--no-compile-cache`` or ``REDS_JAX_NO_COMPILE_CACHE=1``.
+This module imports no jax at import time, so ``--help`` is instant; commands import what they need.
 """
 
 from __future__ import annotations
