@@ -29,8 +29,8 @@ the full map and the layer rules are in ``docs/architecture.md``):
 
 >>> import subprocess, sys
 >>> code = "import sys, reds_jax; print('jax' in sys.modules, 'flax' in sys.modules)"
->>> subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-'False False\n'
+>>> subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()
+['False', 'False']
 
 Public names are imported on first use (PEP 562), so ``import reds_jax`` alone loads no jax.
 """

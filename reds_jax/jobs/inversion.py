@@ -183,11 +183,11 @@ def report(res: dict[str, Any], *, min_psnr: float = MIN_PSNR) -> tuple[str, str
 
     >>> t, w = report({"files": ["a.png", "b.png"], "psnr": np.array([25.0, 12.0])})
     >>> print(t)
-    image   PSNR dB
-    a.png      25.0
-    b.png      12.0
+    image  PSNR dB
+    a.png     25.0
+    b.png     12.0
     >>> w.split(":")[0]
-    '1 of 2 image(s) below 20.0 dB'
+    '1 of 2 image(s) below 20 dB'
     """
     files = [str(f) for f in res["files"]]
     psnr = np.asarray(res["psnr"], np.float64)
