@@ -47,7 +47,7 @@ Array = jax.Array
 # One configuration (runs in its own process)
 
 
-def _proc_status_mb(field: str) -> float | None:
+def proc_status_mb(field: str) -> float | None:
     """``VmRSS`` / ``VmHWM`` of this process in MiB from ``/proc/self/status`` (None elsewhere)."""
     try:
         with open("/proc/self/status") as fh:
@@ -59,7 +59,7 @@ def _proc_status_mb(field: str) -> float | None:
     return None
 
 
-def _device_peak_mb() -> float | None:
+def device_peak_mb() -> float | None:
     """Peak bytes in use on the first device (GPU/TPU; None where the backend has no stats)."""
     try:
         stats = jax.devices()[0].memory_stats() or {}
@@ -110,7 +110,7 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     size, repeats = float(spec["step_size"]), int(spec["repeats"])
     z0 = jax.random.normal(jax.random.key(int(spec.get("seed", 0))), (n, d), dtype)
     base, opts = parse_solver(spec["solver"])
-    rss0 = _proc_status_mb("VmRSS")
+    rss0 = proc_status_mb("VmRSS")
     times: list[float] = []
     xla_temp_mb = None
     if base.startswith("reference"):
@@ -187,8 +187,8 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
         "compile_s": compile_s,
         "rss_before_mb": rss0,
         "xla_temp_mb": xla_temp_mb,
-        "device_peak_mb": _device_peak_mb(),
-        "peak_rss_mb": _proc_status_mb("VmHWM"),
+        "device_peak_mb": device_peak_mb(),
+        "peak_rss_mb": proc_status_mb("VmHWM"),
     }
 
 

@@ -44,3 +44,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 mkdir -p "$OUT_DIR"
 "$PY" benchmarks/bench_traverse.py --profile gpu --machine "$MACHINE" --out "$OUT_DIR" --name gpu \
   --ref-seeds 2 --timeout 240 "$@" 2>&1 | tee "$OUT_DIR/gpu.log"
+# augmentation throughput per shard format (formats whose packages are missing are reported as skipped)
+"$PY" benchmarks/bench_augment.py --out "$OUT_DIR" --name augment_throughput_gpu --seeds 512 \
+  --shard-size 64 --batch-size 64 --size 64 --machine "$MACHINE" 2>&1 | tee "$OUT_DIR/augment_gpu.log"

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from bench_problems import parse_solver, reference_traverse
-from bench_traverse import _device_peak_mb, _proc_status_mb
+from bench_traverse import device_peak_mb, proc_status_mb
 from paper_problems import paper_problem, start_latents
 
 Array = jax.Array
@@ -79,7 +79,7 @@ def grid(scale: str, experiments: Sequence[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     big = scale in ("256", "1024")
     for exp in experiments:
-        path = lambda space, solver: {  # noqa: E731
+        path = lambda space, solver, exp=exp: {  # noqa: E731
             "kind": "path", "experiment": exp, "space": space, "solver": solver,
             "name": f"{exp}/{space}/{solver}",
         }  # fmt: skip
@@ -153,7 +153,7 @@ def run_path(spec: dict[str, Any]) -> dict[str, Any]:
 
     compiled, compile_s = _compile(path, z0)
     tr, path_s = _timed(compiled, z0, repeats=spec["repeats"])
-    peak_after_path = _proc_status_mb("VmHWM")
+    peak_after_path = proc_status_mb("VmHWM")
     compiled_start, start_compile_s = _compile(start, z0)
     _, start_s = _timed(compiled_start, z0, repeats=spec["repeats"])
     solves = n * 2 * k * max(steps - 1, 1)
@@ -284,7 +284,7 @@ WORKERS = {"path": run_path, "solve": run_solve, "reference": run_reference}
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
-    rss0 = _proc_status_mb("VmRSS")
+    rss0 = proc_status_mb("VmRSS")
     load = os.getloadavg()
     t0 = time.perf_counter()
     rec = WORKERS[spec["kind"]](spec)
@@ -292,8 +292,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         **rec,
         "wall_s": time.perf_counter() - t0,
         "rss_before_mb": rss0,
-        "peak_rss_mb": _proc_status_mb("VmHWM"),
-        "device_peak_mb": _device_peak_mb(),
+        "peak_rss_mb": proc_status_mb("VmHWM"),
+        "device_peak_mb": device_peak_mb(),
         "load_start": load,
         "load_end": os.getloadavg(),
     }

@@ -12,8 +12,9 @@ the full map and the layer rules are in ``docs/architecture.md``):
   ``jacobians`` exact Jacobians and Grams; ``linalg`` small shared linear algebra; ``rayleigh``
   dense direction systems; ``lobpcg`` block LOBPCG on products; ``matrix_free`` Gram-vector
   product pencils; ``solvers`` the Dense / MatrixFree objects and diagnostics; ``traverse`` the
-  step rule, the per-latent traversal and the public directions/traverse; ``baselines`` linear
-  peers; ``invert`` GAN inversion.
+  step rule, the per-latent traversal and the public directions/traverse; ``control`` path
+  control (feature-space steps, drift corrector); ``baselines`` linear peers; ``invert`` GAN
+  inversion.
 * ``features/``: pure ``image -> vector`` functions (closed form, face-api, ArcFace, rooms nets).
 * ``generators/``: generator modules, the procedural rooms oracle, StyleGAN2 (``stylegan2_nets``,
   ``stylegan2_checkpoint``, the ``stylegan2_convert`` / ``stylegan2_ada`` converters).

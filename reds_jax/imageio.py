@@ -1,4 +1,4 @@
-"""Image grids as numpy arrays and PNG files (pillow is imported only when a PNG is written)."""
+"""Image grids as numpy arrays and PNG files; reading image files (pillow, imported when used)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import numpy as np
 
 from reds_jax._io import atomic_write
 
-__all__ = ["grid", "save_grid", "save_png", "to_uint8"]
+__all__ = ["grid", "not_a_file", "read_image", "save_grid", "save_png", "to_uint8"]
+
+# Pillow modes that hold more than 8 bits per sample, and the full scale each is divided by.
+# (16-bit grayscale PNGs open as "I;16"; 16-bit RGB(A) PNGs open as 8-bit "RGB(A)", scaled.)
+_WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
 
 
 def to_uint8(images) -> np.ndarray:
@@ -105,3 +109,93 @@ def save_grid(
       The path written.
     """
     return save_png(grid(images, pad=pad, scale=scale), path)
+
+
+def not_a_file(path: pathlib.Path) -> str:
+    """Why ``path`` is not a regular file: ``"a folder"``, ``"a broken symlink or a symlink loop"``,
+    ``"missing"`` or ``"not a regular file"`` (a socket, a device).
+
+    >>> not_a_file(pathlib.Path("/"))
+    'a folder'
+    """
+    if path.is_dir():
+        return "a folder"
+    if path.is_symlink():
+        return "a broken symlink or a symlink loop"
+    return "not a regular file" if os.path.lexists(path) else "missing"
+
+
+def read_image(path: str | os.PathLike[str], height: int, width: int) -> np.ndarray:
+    """Reads one image file as float32 ``[height, width, 3]`` in [0, 1].
+
+    Pillow decodes the file; grayscale is replicated to RGB and alpha is dropped; samples are
+    divided by their full scale (255 for 8-bit files, 65535 for 16-bit grayscale PNGs, which
+    pillow opens as ``I;16``; 32-bit integer images are scaled by 65535 as well, which is what a
+    16-bit PNG becomes in older pillows). An image whose aspect ratio differs from
+    ``width / height`` is centre-cropped to it, then resized with bicubic filtering.
+
+    Args:
+      path: an image file (PNG, JPEG, BMP, WebP, ...).
+      height: target height.
+      width: target width.
+
+    Returns:
+      ``[height, width, 3]`` float32 in [0, 1].
+
+    Raises:
+      ValueError: the path is not a regular file (a folder, a broken symlink or a symlink loop),
+        it is not a decodable image (random bytes, truncated), or it declares more pixels than
+        pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, ~179 Mpx refused).
+        The message names the file.
+
+    >>> import tempfile
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "grey.png"
+    >>> _ = save_png(np.full((4, 4, 3), 0.5), f)
+    >>> [round(float(v), 3) for v in read_image(f, 2, 2)[0, 0]]
+    [0.502, 0.502, 0.502]
+    """
+    from PIL import Image
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"cannot read {path} as an image: it is {not_a_file(path)}; pass an image file."
+        )
+    try:
+        with Image.open(path) as im:
+            if im.mode in _WIDE_MODES or im.mode == "I":
+                full_scale = _WIDE_MODES.get(im.mode, 65535.0)
+                planes = [Image.fromarray(np.asarray(im, np.float32) / full_scale, mode="F")]
+            else:
+                planes = list(im.convert("RGB").split())
+            x = np.stack([np.asarray(_fit(p, height, width), np.float32) for p in planes], -1)
+    except Image.DecompressionBombError as err:
+        raise ValueError(
+            f"cannot read {path}: {err} Downscale the image (the generator needs {height}x{width})."
+        ) from None
+    except Exception as err:  # noqa: BLE001 - any decoder failure on an untrusted file
+        raise ValueError(
+            f"cannot read {path} as an image ({type(err).__name__}: {err}); pass PNG or JPEG files."
+        ) from None
+    if len(planes) == 3:
+        x = x / np.float32(255.0)
+    x = np.clip(x, 0.0, 1.0)  # bicubic overshoot of a 16-bit image
+    return np.broadcast_to(x, (height, width, 3)).astype(np.float32)
+
+
+def _fit(im, height: int, width: int):
+    """Centre-crops a pillow image to ``width / height``, then resizes it bicubically."""
+    from PIL import Image
+
+    w, h = im.size
+    target = width / height
+    if abs(w / h - target) > 1e-3:
+        if w / h > target:
+            cw = round(h * target)
+            im = im.crop(((w - cw) // 2, 0, (w - cw) // 2 + cw, h))
+        else:
+            ch = round(w / target)
+            im = im.crop((0, (h - ch) // 2, w, (h - ch) // 2 + ch))
+    if im.size != (width, height):
+        im = im.resize((width, height), Image.Resampling.BICUBIC)
+    return im

@@ -1,13 +1,16 @@
 """Shared test helpers: a toy model that compiles in a second, model registration, the CLI runners
-(in process and as a subprocess), and a runner for code that needs N forced host devices."""
+(in process and as a subprocess), a runner for code that needs N forced host devices, and PNG files
+written byte by byte (bad-input tests)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import pathlib
+import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator, Sequence
 
 import jax.numpy as jnp
@@ -82,3 +85,24 @@ def arrays_on_devices(code: str, counts: Sequence[int] = (8, 1)) -> list[np.ndar
         outs.append(np.load(out))
         os.remove(out)
     return outs
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png(width, height, depth, colour, rows, palette=None, idat=None):
+    """A PNG of raw scanlines ``rows`` (filter type 0 is prepended to each).
+
+    ``colour``: 0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA; ``depth`` 1..16 bits per sample.
+    ``idat`` replaces the compressed pixel data (e.g. a few bytes for a header-only bomb).
+    """
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    data = zlib.compress(b"".join(b"\0" + r for r in rows)) if idat is None else idat
+    out = PNG_SIGNATURE + png_chunk(b"IHDR", ihdr)
+    if palette is not None:
+        out += png_chunk(b"PLTE", palette)
+    return out + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")

@@ -254,25 +254,7 @@ def test_sigkill_and_resume_match_an_uninterrupted_run(tmp_path_factory):
     assert a["images"].shape == (24, 2, 4, 24, 24, 3)
 
 
-TOYGEN = """
-import jax.numpy as jnp
-import numpy as np
-
-
-def make(latent_dim=4, size=8):
-    w = np.random.default_rng(0).standard_normal((size * size * 3, latent_dim)) / np.sqrt(latent_dim)
-
-    def generator(z):
-        x = jnp.tanh(jnp.asarray(w, z.dtype) @ z)
-        return 0.5 * (x.reshape(size, size, 3) + 1.0)
-
-    return generator, latent_dim
-
-
-make.vary = ("lowpass:1",)
-make.fix = ("highpass:1",)
-make.step_size = 0.2
-"""
+TOYGEN = (pathlib.Path(__file__).parent / "fixtures" / "toygen.py").read_text()
 
 
 def test_factory_model_sharded_over_four_devices(tmp_path, monkeypatch):

@@ -133,7 +133,7 @@ def test_convert_cli_and_msgpack_roundtrip(tmp_path, capsys):
     assert stylegan2(out, space="w+").latent_dim == 8 * 64
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(b"not a checkpoint")
-    assert main([str(bad), str(tmp_path / "x.msgpack")]) == 1
+    assert main([str(bad), str(tmp_path / "x.msgpack")]) == 2
     assert "neither a torch.save zip" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not a reds_jax StyleGAN2 checkpoint"):
         load_stylegan2_checkpoint(_write(tmp_path / "o.msgpack", b"\x80"))

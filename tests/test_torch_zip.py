@@ -159,3 +159,116 @@ def test_not_a_torch_zip(tmp_path):
     legacy.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(ValueError, match="not a zip archive"):
         load_torch_zip(legacy)
+
+
+# --- hostile-but-small files (issue 20, item 3): each loads fast or is refused with a clear error ---
+
+
+def _shared_references(levels):
+    """``a = [1]; levels x a = [a, a]``: a few hundred bytes that expand to 2**levels leaves."""
+    a = [1]
+    for _ in range(levels):
+        a = [a, a]
+    return pickle.dumps(a, protocol=2)
+
+
+def _depth(x):
+    n = 0
+    while isinstance(x, list) and len(x) == 2:
+        assert x[0] is x[1]  # still shared, not copied
+        x, n = x[0], n + 1
+    return n, x
+
+
+def test_shared_references_load_as_shared_objects(tmp_path):
+    from reds_jax.formats.torch_zip import load_torch_pickle
+
+    pkl = _shared_references(40)
+    assert len(pkl) < 300
+    zipped = load_torch_zip(_write(tmp_path / "shared.pt", pkl, {}))
+    plain_path = tmp_path / "shared.pkl"
+    plain_path.write_bytes(pkl)
+    plain = load_torch_pickle(plain_path)
+    for out in (zipped, plain):  # 2**40 leaves if expanded; shared, it is 41 lists
+        assert _depth(out) == (40, [1])
+
+
+def _nested_lists(depth):
+    """``[[[...]]]`` ``depth`` deep: EMPTY_LIST x depth, then APPEND x (depth - 1)."""
+    return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+
+
+def test_deep_nesting_is_a_clear_error_not_recursion_error(tmp_path):
+    from reds_jax.formats.torch_zip import MAX_DEPTH, load_torch_pickle
+
+    ok = load_torch_zip(_write(tmp_path / "ok.pt", _nested_lists(MAX_DEPTH), {}))
+    assert ok is not None
+    plain = tmp_path / "deep.pkl"
+    plain.write_bytes(_nested_lists(200_000))
+    with pytest.raises(pickle.UnpicklingError, match=f"deeper than {MAX_DEPTH} levels"):
+        load_torch_zip(_write(tmp_path / "deep.pt", _nested_lists(200_000), {}))
+    with pytest.raises(pickle.UnpicklingError, match=f"deeper than {MAX_DEPTH} levels"):
+        load_torch_pickle(plain)
+
+
+def _write_deflated(path, members):
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, raw in members.items():
+            zf.writestr(name, raw)
+    return path
+
+
+def test_zip_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
+    # a 4-float storage whose member inflates 8 MiB of zeros from ~8 KB: refused from the header
+    pkl = b"\x80\x02" + _tensor("FloatStorage", "0", 4, 0, (4,), (1,)) + b"."
+    bomb = {"a/data.pkl": pkl, "a/byteorder": b"little", "a/data/0": bytes(8 << 20)}
+    path = _write_deflated(tmp_path / "bomb.pt", bomb)
+    assert path.stat().st_size < 64 << 10
+    inflated = []
+    real_open = zipfile.ZipFile.open
+    monkeypatch.setattr(
+        zipfile.ZipFile,
+        "open",
+        lambda self, name, *a, **k: inflated.append(name) or real_open(self, name, *a, **k),
+    )
+    with pytest.raises(ValueError, match="zip bomb"):
+        load_torch_zip(path)
+    assert not any(getattr(n, "filename", n) == "a/data/0" for n in inflated)
+    # the same as data.pkl (padding after STOP): refused before the pickle is read
+    bomb = {"a/data.pkl": pkl + bytes(8 << 20), "a/byteorder": b"little"}
+    with pytest.raises(ValueError, match="'a/data.pkl' in .* zip bomb"):
+        load_torch_zip(_write_deflated(tmp_path / "bomb2.pt", bomb))
+
+
+def test_storage_is_read_only_up_to_its_size(tmp_path):
+    # a stored member longer than its record: only numel x itemsize bytes are read
+    values = np.arange(3, dtype="<f4")
+    pkl = b"\x80\x02" + _tensor("FloatStorage", "0", 3, 0, (3,), (1,)) + b"."
+    raw = values.tobytes() + b"\xff" * 1000
+    np.testing.assert_array_equal(
+        load_torch_zip(_write(tmp_path / "a.pt", pkl, {"0": raw})), values
+    )
+    pkl = b"\x80\x02" + _tensor("FloatStorage", "0", 9, 0, (3,), (1,)) + b"."
+    with pytest.raises(pickle.UnpicklingError, match="holds 12 bytes, 36 are needed"):
+        load_torch_zip(_write(tmp_path / "b.pt", pkl, {"0": values.tobytes()}))
+
+
+def test_stride_zero_expansion_is_refused(tmp_path):
+    pkl = b"\x80\x02" + _tensor("FloatStorage", "0", 1, 0, (1 << 20, 1 << 20), (0, 0)) + b"."
+    with pytest.raises(pickle.UnpicklingError, match="would expand its storage"):
+        load_torch_zip(_write(tmp_path / "a.pt", pkl, {"0": bytes(4)}))
+    # a small broadcast (stride 0) is legitimate
+    pkl = b"\x80\x02" + _tensor("FloatStorage", "0", 1, 0, (2, 3), (0, 0)) + b"."
+    one = np.ones(1, "<f4").tobytes()
+    np.testing.assert_array_equal(
+        load_torch_zip(_write(tmp_path / "b.pt", pkl, {"0": one})), np.ones((2, 3))
+    )
+
+
+def test_truncated_pickle_is_an_unpickling_error(tmp_path):
+    pkl = b"\x80\x02" + _dict({"w": _tensor("FloatStorage", "0", 1, 0, (1,), (1,))})
+    with pytest.raises(pickle.UnpicklingError, match=r"t\.pt'.*truncated"):
+        load_torch_zip(_write(tmp_path / "t.pt", pkl[: len(pkl) // 2], {"0": bytes(4)}))
+    with pytest.raises(pickle.UnpicklingError, match=r"u\.pt' holds a malformed pickle"):
+        bad_size = b"\x80\x02" + _global("torch", "Size") + _tuple(_int(3)) + b"R."  # TypeError
+        load_torch_zip(_write(tmp_path / "u.pt", bad_size, {}))

@@ -8,6 +8,10 @@ Modes:
   * ``"rev"``: reverse mode (``jax.jacrev`` / ``jax.vjp``), ``m`` cotangents; best when ``m < d``.
   * ``"auto"``: ``"fwd"`` if ``m >= d`` else ``"rev"``.
   * ``"fd"``: central differences with step ``eps``, for parity with the paper's reference code only.
+  * ``"fd_forward"``: forward differences ``(f(z + eps·e_i) − f(z)) / eps`` (parity only).
+  * ``"fd_official"`` (traversals only, see :func:`point_mode`): the reference code's scheme — the
+    difference step is the traversal's step size, central at the start latent and forward at every
+    later point of a path.
 
 Non-finite Jacobian entries are replaced by zero (as the reference code does) so that one bad pixel
 cannot turn a whole trajectory into NaN; see :func:`sanitize`. (In reverse mode an infinite partial
@@ -21,7 +25,8 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-MODES = ("auto", "fwd", "rev", "fd")
+MODES = ("auto", "fwd", "rev", "fd", "fd_forward", "fd_official")
+POINT_MODES = MODES[:-1]  # what one Jacobian evaluation can use (fd_official picks one of them)
 
 Array = jax.Array
 
@@ -60,11 +65,39 @@ def _flat(fn: Callable[[Array], Array]) -> Callable[[Array], Array]:
     return lambda z: jnp.ravel(fn(z))
 
 
-def _fd_jacobian(fn: Callable[[Array], Array], z: Array, eps: float) -> Array:
+def _fd_jacobian(fn: Callable[[Array], Array], z: Array, eps: float, central: bool = True) -> Array:
     basis = jnp.eye(z.shape[0], dtype=z.dtype) * jnp.asarray(eps, z.dtype)
     plus = jax.lax.map(lambda e: fn(z + e), basis)
+    if not central:
+        return ((plus - fn(z)[None]) / jnp.asarray(eps, z.dtype)).T
     minus = jax.lax.map(lambda e: fn(z - e), basis)
     return ((plus - minus) / jnp.asarray(2 * eps, z.dtype)).T
+
+
+def point_mode(mode: str, eps: float, step_size: float | None, at_start: bool) -> tuple[str, float]:
+    """The Jacobian ``(mode, eps)`` to use at one latent of a traversal.
+
+    ``mode="fd_official"`` is the reference code's scheme: the difference step is the traversal's
+    ``step_size`` (``eps`` when there is no traversal, e.g. ``directions``), central differences at
+    the start latent and forward differences at later path points. Other modes pass through.
+
+    Args:
+      mode: a Jacobian mode (:data:`MODES`).
+      eps: difference step of the ``"fd"``/``"fd_forward"`` modes.
+      step_size: the traversal's step length (may be a traced scalar), or None.
+      at_start: whether the latent is the path's start latent ``z0``.
+
+    Returns:
+      ``(mode, eps)`` with ``mode`` in :data:`POINT_MODES`.
+
+    >>> point_mode("fd_official", 1e-3, 0.5, at_start=False)
+    ('fd_forward', 0.5)
+    """
+    check_mode(mode)
+    if mode != "fd_official":
+        return mode, eps
+    step = eps if step_size is None else step_size
+    return ("fd" if at_start else "fd_forward"), step
 
 
 def jacobian(
@@ -75,8 +108,10 @@ def jacobian(
     Args:
       fn: pure function ``[d] -> any shape`` (its output is flattened to ``m`` entries).
       z: latent ``[d]``.
-      mode: ``"auto"``, ``"fwd"``, ``"rev"`` or ``"fd"`` (central differences, paper parity).
-      eps: central-difference step for ``mode="fd"``.
+      mode: ``"auto"``, ``"fwd"``, ``"rev"``, ``"fd"`` (central differences, paper parity) or
+        ``"fd_forward"`` (forward differences); ``"fd_official"`` is resolved per path point by
+        :func:`point_mode` first.
+      eps: difference step for ``mode="fd"``/``"fd_forward"``.
 
     Returns:
       ``[m, d]`` Jacobian with non-finite entries set to zero.
@@ -96,13 +131,18 @@ def jacobian(
 def _jacobian_counted(fn, z: Array, mode: str, eps: float) -> tuple[Array, Array]:
     """``(jacobian [m, d] sanitized, number of entries zeroed)``."""
     flat = _flat(fn)
+    if mode == "fd_official":
+        raise ValueError(
+            "mode='fd_official' depends on the path point; resolve it with point_mode(...) first, "
+            "or pass mode='fd' (central) or mode='fd_forward'."
+        )
     mode = resolve_mode(mode, output_size(flat, z), z.shape[0])
     if mode == "fwd":
         jac = jax.jacfwd(flat)(z)
     elif mode == "rev":
         jac = jax.jacrev(flat)(z)
     else:
-        jac = _fd_jacobian(flat, z, eps)
+        jac = _fd_jacobian(flat, z, eps, central=mode == "fd")
     return sanitize(jac), count_nonfinite(jac)
 
 
@@ -156,7 +196,7 @@ def gram(
     With ``chunk_size``, the Gram is accumulated without ever holding the full ``[m, d]`` Jacobian:
     in reverse mode over blocks of ``chunk_size`` output rows (``[chunk_size, d]`` at a time); in
     forward mode one block of ``chunk_size`` columns at a time as ``Jᵀ(J V)`` (a jvp then a vjp,
-    ``[m, chunk_size]`` at a time). ``mode="fd"`` always builds the full Jacobian.
+    ``[m, chunk_size]`` at a time). The finite-difference modes always build the full Jacobian.
 
     Args:
       fn: pure function ``[d] -> any shape``.
@@ -185,7 +225,7 @@ def gram(
 
 def _gram_counted(fn, z: Array, mode: str, chunk_size: int | None, eps: float):
     """``(gram [d, d], number of non-finite entries zeroed)``."""
-    if chunk_size is None or mode == "fd":
+    if chunk_size is None or mode.startswith("fd"):
         jac, bad = _jacobian_counted(fn, z, mode, eps)
         return jac.T @ jac, bad
     flat = _flat(fn)

@@ -157,8 +157,8 @@ class ExplicitPencil(NamedTuple):
     squares, ``(Lᵀq)·(Lᵀq)``: formed as ``q·(B + λI) q`` it loses its small eigenvalues (≈ λ) to
     rounding in float32 and the Ritz values blow up.
 
-    The quotients ``xᵀAx / (xᵀBx + λxᵀx)`` use ``A`` and ``B`` themselves (not ``L``), so that a
-    ``B`` that covers ``A`` gives quotients ``<= 1`` in any precision.
+    The quotients ``xᵀAx / (xᵀBx + λxᵀx)`` use ``A``, ``B`` and ``x`` themselves (not ``L`` or the
+    carried tangents), so that a ``B`` that covers ``A`` gives quotients ``<= 1`` in any precision.
 
     Attributes:
       a: ``[d, d]`` symmetric ``A``.
@@ -195,9 +195,12 @@ class ExplicitPencil(NamedTuple):
         return q @ jq[:, :d].T, jq[:, d:] @ jq[:, d:].T  # λ is inside L
 
     def quotients(self, x, jx):
-        d = x.shape[1]
+        # From x itself, not from jx (LOBPCG carries tangents as combinations of earlier ones,
+        # whose rounding would differ between the numerator and the denominator).
+        del jx
+        xax = jnp.sum(x * (x @ self.a), axis=1)
         xbx = jnp.sum(x * (x @ self.b), axis=1) + self.lam * jnp.sum(x * x, axis=1)
-        return jnp.sum(x * jx[:, :d], axis=1), xbx
+        return xax, xbx
 
     def residual(self, x, jx, theta):
         d = x.shape[1]

@@ -8,7 +8,9 @@ Forms:
   * :func:`rayleigh_system` — REDs, Rayleigh form: maximise ``vᵀAv / vᵀ(B + ridge·I)v`` by Cholesky
     whitening (``B + ridge·I = L Lᵀ``, ``C = L⁻¹ A L⁻ᵀ``, ``V = L⁻ᵀ U``).
   * :func:`nullspace_system` — REDs, the reference code's null-space form (``beta_fix``/``beta_vary``).
-  * :func:`maxc_system`, :func:`minf_system`, :func:`random_system` — the reference's baselines.
+  * :func:`maxc_system`, :func:`minf_system`, :func:`random_system` — the reference's baselines
+    (``minf`` and ``random`` also in the reference's own definitions: :func:`minf_union_system`,
+    ``random_system(dist="uniform")``); :func:`beta_span` is the reference's per-step span.
 
 Numerical fallbacks (documented, tested): the ridge is raised to at least ``10·d·eps·max(diag B)``
 so the Cholesky factor exists in the working precision; a solve that still produces non-finite
@@ -171,6 +173,24 @@ def fixed_space(a_fix: Array, beta_fix: Array) -> tuple[Array, Array]:
     return basis, (sing > jnp.maximum(tol, 1e-6)).astype(a_fix.dtype)
 
 
+def _rank_in_null(a: Array, basis: Array, in_fixed: Array) -> tuple[Array, Array]:
+    """Eigen-system of ``a`` restricted to the null space of ``basis`` rows marked ``in_fixed``.
+
+    Returns ``values [d]`` (descending; null-space rows first, then fixed-space rows with
+    penalised values, least-fixed first) and unit ``vectors [d, d]``.
+    """
+    null = 1.0 - in_fixed
+    projected = basis @ symmetrize(a) @ basis.T
+    projected = projected * null[:, None] * null[None, :]
+    # Fixed-space coordinates get values below every null-space eigenvalue so they rank after
+    # them; basis rows are most-fixed first, so later rows get the smaller penalty.
+    d = a.shape[-1]
+    scale = 1.0 + jnp.linalg.norm(a)
+    penalty = jnp.diag(-in_fixed * (1.0 + d - jnp.arange(d, dtype=a.dtype)) * scale)
+    values, u = top_eigh(projected + penalty)
+    return values, fix_signs(unit_rows(u @ basis))
+
+
 def nullspace_system(
     a_vary: Array, a_fix: Array, *, beta_fix: Array, beta_vary: float | None = None
 ) -> tuple[Array, Array, Array]:
@@ -189,32 +209,51 @@ def nullspace_system(
 
     Returns:
       ``values [d]``, ``vectors [d, d]`` and ``span [d]`` (1.0 for rows inside the traversal span:
-      all rows inside ``N``, or the first ``r(beta_vary)`` of them).
+      all rows inside ``N``, or the first ``r(beta_vary)`` of them — the reference's ``beta_c``
+      rank of ``Nᵀ A_vary N``).
     """
     basis, in_fixed = fixed_space(a_fix, beta_fix)
-    null = 1.0 - in_fixed
-    projected = basis @ symmetrize(a_vary) @ basis.T
-    projected = projected * null[:, None] * null[None, :]
-    # Fixed-space coordinates get negative values so they rank after every null-space direction;
-    # basis rows are most-fixed first, so later rows get the smaller penalty (least-fixed first).
-    d = a_vary.shape[-1]
-    penalty = jnp.diag(-in_fixed * (1.0 + d - jnp.arange(d, dtype=a_vary.dtype)))
-    values, u = top_eigh(projected + penalty)
-    vectors = fix_signs(unit_rows(u @ basis))
+    values, vectors = _rank_in_null(a_vary, basis, in_fixed)
     values = jnp.clip(values, 0.0, None)
-    n_null = jnp.sum(null)
+    return values, vectors, beta_span(values, 1.0 - in_fixed, beta_vary)
+
+
+def beta_span(values: Array, valid: Array, beta: float | None) -> Array:
+    """Span mask of a sorted system: its first ``sum(valid)`` rows, cut to the ``beta`` rank.
+
+    The reference code's per-step span: the leading directions explaining a fraction ``beta`` of
+    the squared spectrum (:func:`explained_rank`), e.g. ``beta_c`` for ``maxc`` and REDs paths.
+
+    Args:
+      values: ``[d]`` eigenvalues, descending.
+      valid: ``[d]`` 0/1, rows that may be used (valid rows come first).
+      beta: fraction in ``(0, 1]``, or None for every valid row.
+
+    Returns:
+      ``[d]`` 0/1 mask.
+
+    >>> import jax.numpy as jnp
+    >>> beta_span(jnp.array([4.0, 3.0, 0.1]), jnp.ones(3), 0.9).tolist()
+    [1.0, 1.0, 0.0]
+    """
     idx = jnp.arange(values.shape[0])
-    span = (idx.astype(a_vary.dtype) < n_null).astype(a_vary.dtype)
-    if beta_vary is not None:
-        span = span * (idx < explained_rank(values, beta_vary)).astype(a_vary.dtype)
-    return values, vectors, span
+    span = (idx.astype(values.dtype) < jnp.sum(valid)).astype(values.dtype)
+    if beta is not None:
+        span = span * (idx < explained_rank(values, beta)).astype(values.dtype)
+    return span
+
+
+MINF_MODES = ("sum", "union")
 
 
 def minf_system(a_fix: Array, weights: Array) -> tuple[Array, Array]:
-    """``minf``: the fixed features' null space alone, most-null first.
+    """``minf`` (reds_jax's default, ``minf_mode="sum"``): the weighted fixed Gram's null space.
 
-    Eigenvectors of ``Σ w_k A_k`` with the smallest eigenvalues first; values are the negated
-    eigenvalues (so larger is better, like the other solvers).
+    Eigenvectors of ``S = Σ w_k A_k`` with the smallest eigenvalues first: all of ``R^d`` ranked
+    by the *weighted total* fixed change, with no threshold. Values are the negated eigenvalues
+    (so larger is better, like the other solvers). For the reference code's definition see
+    :func:`minf_union_system`; the two agree for one fixed feature (same order inside the kept
+    null space).
 
     Args:
       a_fix: ``[K, d, d]``.
@@ -228,17 +267,65 @@ def minf_system(a_fix: Array, weights: Array) -> tuple[Array, Array]:
     return -values, fix_signs(vectors.T)
 
 
-def random_system(key: Array, d: int, dtype) -> tuple[Array, Array]:
-    """``random``: ``d`` orthonormal random directions (uniform on the orthogonal group).
+def minf_union_system(
+    a_fix: Array, weights: Array, *, beta_fix: Array
+) -> tuple[Array, Array, Array]:
+    """``minf`` as the reference code defines it (``minf_mode="union"``).
+
+    Each fixed Gram keeps the eigenvectors explaining ``beta_fix`` of its squared spectrum; the
+    null space is the orthogonal complement of the *union* of those kept spaces (the reference
+    orthonormalises the stacked bases). It is the span of a local path. Inside it the rows are
+    ordered by ``S = Σ w_k A_k``, smallest first (the reference's basis of it is arbitrary), then
+    the fixed-space rows follow outside the span. Weights only order; they do not move the space.
+
+    Args:
+      a_fix: ``[K, d, d]``.
+      weights: ``[K]``.
+      beta_fix: ``[K]`` fractions in ``(0, 1]``.
+
+    Returns:
+      ``values [d]`` (negated eigenvalues of ``S`` inside the null space), ``vectors [d, d]`` and
+      ``span [d]`` (1.0 for the null-space rows).
+
+    >>> import jax.numpy as jnp
+    >>> a = jnp.stack([jnp.diag(jnp.array([1.0, 0.0, 0.0])), jnp.diag(jnp.array([0.0, 1.0, 0.0]))])
+    >>> _, vecs, span = minf_union_system(a, jnp.ones(2), beta_fix=jnp.full(2, 0.99))
+    >>> vecs[0].tolist(), span.tolist()
+    ([0.0, 0.0, 1.0], [1.0, 0.0, 0.0])
+    """
+    total = jnp.einsum("k,kij->ij", weights, a_fix)
+    basis, in_fixed = fixed_space(a_fix, beta_fix)
+    values, vectors = _rank_in_null(-total, basis, in_fixed)
+    return values, vectors, beta_span(values, 1.0 - in_fixed, None)
+
+
+RANDOM_DISTS = ("orthogonal", "uniform")
+
+
+def random_system(key: Array, d: int, dtype, dist: str = "orthogonal") -> tuple[Array, Array]:
+    """``random``: ``d`` random unit directions.
 
     Args:
       key: PRNG key.
       d: latent size.
       dtype: floating dtype.
+      dist: ``"orthogonal"`` (default: uniform on the orthogonal group, so the ``k`` directions
+        of one start are distinct) or ``"uniform"`` (the reference code's ``rand``: entries
+        uniform in ``[-0.5, 0.5)``, each direction rescaled to unit length; not orthogonal).
 
     Returns:
       ``values [d]`` (zeros) and ``vectors [d, d]``.
+
+    >>> import jax
+    >>> _, v = random_system(jax.random.key(0), 3, float, dist="uniform")
+    >>> [round(float(x), 6) for x in (v**2).sum(axis=1)]
+    [1.0, 1.0, 1.0]
     """
+    if dist not in RANDOM_DISTS:
+        raise ValueError(f"random_dist={dist!r} is not a distribution; pass one of {RANDOM_DISTS}.")
+    if dist == "uniform":
+        raw = jax.random.uniform(key, (d, d), dtype, minval=-0.5, maxval=0.5)
+        return jnp.zeros((d,), dtype), unit_rows(raw)
     q, r = jnp.linalg.qr(jax.random.normal(key, (d, d), dtype))
     q = q * jnp.sign(jnp.diagonal(r))[None, :]
     return jnp.zeros((d,), dtype), q.T

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from reds_jax.core import matrix_free, rayleigh
-from reds_jax.core.jacobians import MODES, feature_grams, output_size
+from reds_jax.core.jacobians import MODES, feature_grams, output_size, point_mode
 from reds_jax.core.linalg import fix_signs
 from reds_jax.core.lobpcg import lobpcg
 
@@ -42,7 +42,18 @@ METHODS = ("reds", "nullspace", "maxc", "minf", "random")
 SOLVERS = ("dense", "matrix_free")
 COLD_STARTS = ("dense", "iterative")
 PRECONDS = matrix_free.PRECONDS
-PROBLEM_OPTIONS = ("weights", "vary_weights", "normalize", "ridge", "beta_fix", "beta_vary")
+PROBLEM_OPTIONS = (
+    "weights",
+    "vary_weights",
+    "normalize",
+    "ridge",
+    "beta_fix",
+    "beta_vary",
+    "local_span",
+    "minf_mode",
+    "random_dist",
+    "gram_noise",
+)
 
 
 class Diagnostics(NamedTuple):
@@ -108,12 +119,15 @@ class Problem:
       vary, fix: feature callables.
       method: one of :data:`METHODS`.
       k: directions.
-      span: rows of the direction system spanning a ``local`` step (``k``, or ``d`` for
-        ``nullspace`` with ``beta_vary``).
+      span: rows of the direction system spanning a ``local`` step (``k`` for
+        ``local_span="k"``, ``d`` for ``"system"``: then the method's own mask selects them).
       weights, vary_weights: per fixed / varied feature.
       normalize: divide each Gram by its Frobenius norm.
       ridge: ``λ``.
-      beta_fix, beta_vary: null-space form fractions.
+      beta_fix, beta_vary: null-space form fractions (``beta_vary`` also cuts ``maxc``'s span).
+      minf_mode: ``"sum"`` or ``"union"`` (:func:`reds_jax.core.rayleigh.minf_union_system`).
+      random_dist: ``"orthogonal"`` or ``"uniform"`` (:func:`reds_jax.core.rayleigh.random_system`).
+      gram_noise: scale of the reference's ``randn(d, d)`` added to every Gram (0: none).
     """
 
     generator: Callable
@@ -128,6 +142,9 @@ class Problem:
     ridge: float
     beta_fix: tuple[float, ...]
     beta_vary: float | None
+    minf_mode: str = "sum"
+    random_dist: str = "orthogonal"
+    gram_noise: float = 0.0
 
 
 class Start(NamedTuple):
@@ -172,10 +189,12 @@ class Dense:
     """Exact Grams and a dense eigen-solve at every latent (every method).
 
     Args:
-      mode: Jacobian mode (``"auto"``, ``"fwd"``, ``"rev"``, ``"fd"``: see
-        :func:`reds_jax.core.jacobians.jacobian`).
+      mode: Jacobian mode (``"auto"``, ``"fwd"``, ``"rev"``, ``"fd"``, ``"fd_forward"``: see
+        :func:`reds_jax.core.jacobians.jacobian`; or ``"fd_official"``, the reference code's
+        scheme: central differences at the start latent, forward differences along a path, both
+        with step ``eps``, which :func:`~reds_jax.core.traverse.traverse` sets to its step size).
       chunk_size: accumulate each Gram in blocks of this many tangents (bounded memory), or None.
-      eps: central-difference step for ``mode="fd"``.
+      eps: finite-difference step.
 
     >>> Dense(chunk_size=16)
     Dense(mode='auto', chunk_size=16, eps=0.001)
@@ -194,27 +213,26 @@ class Dense:
     def check(self, method: str) -> None:
         """Raise a ValueError if ``method`` is not supported (every method is)."""
 
-    def system(self, problem: Problem, z: Array, key: Array):
-        """Full sorted system at one latent: ``values [d]``, ``vectors [d, d]``, ``span [d]`` and
-        the :class:`Diagnostics` of the solve."""
+    def system(self, problem: Problem, z: Array, key: Array, at_start: bool = True):
+        """Full sorted system at one latent: ``values [d]``, ``vectors [d, d]``, ``span [d]`` (the
+        method's own span mask) and the :class:`Diagnostics` of the solve. ``at_start``: whether
+        ``z`` is a start latent (``mode="fd_official"`` differs there)."""
         d = z.shape[0]
         info = Diagnostics.zeros(z.dtype)
-        span = (jnp.arange(d) < problem.span).astype(z.dtype)
+        span = jnp.ones((d,), z.dtype)
         if problem.method == "random":
-            values, vectors = rayleigh.random_system(key, d, z.dtype)
+            values, vectors = rayleigh.random_system(key, d, z.dtype, problem.random_dist)
             return values, vectors, span, info
         method, vary, fix = problem.method, problem.vary, problem.fix
         feats = (vary if method != "minf" else ()) + (fix if method != "maxc" else ())
+        mode, eps = point_mode(self.mode, self.eps, None, at_start)
         grams, bad = feature_grams(
-            problem.generator,
-            feats,
-            z,
-            mode=self.mode,
-            chunk_size=self.chunk_size,
-            eps=self.eps,
-            count=True,
+            problem.generator, feats, z, mode=mode, chunk_size=self.chunk_size, eps=eps, count=True
         )
         info = info._replace(nonfinite_jacobian=bad)
+        if problem.gram_noise:  # the reference's noise before normalising, seeded by `key`
+            noise = jax.random.normal(jax.random.fold_in(key, 7), grams.shape, z.dtype)
+            grams = grams + problem.gram_noise * noise
         if problem.normalize:
             grams = jax.vmap(rayleigh.normalize_gram)(grams)
         n_vary = 0 if method == "minf" else len(vary)
@@ -222,18 +240,20 @@ class Dense:
         a_fix = grams[n_vary:]
         weights = jnp.asarray(problem.weights, z.dtype)
         nothing_fixed = _flag(~jnp.any(a_fix != 0)) if fix else info.solve_fallback
+        beta_fix = jnp.asarray(problem.beta_fix, z.dtype)
         if method == "maxc":
             values, vectors = rayleigh.maxc_system(a_vary)
+            span = rayleigh.beta_span(values, span, problem.beta_vary)
+        elif method == "minf" and problem.minf_mode == "union":
+            values, vectors, span = rayleigh.minf_union_system(a_fix, weights, beta_fix=beta_fix)
+            info = info._replace(solve_fallback=nothing_fixed)
         elif method == "minf":
             values, vectors = rayleigh.minf_system(a_fix, weights)
             info = info._replace(solve_fallback=nothing_fixed)
         elif method == "nullspace":
-            beta_fix = jnp.asarray(problem.beta_fix, z.dtype)
             values, vectors, span = rayleigh.nullspace_system(
                 a_vary, a_fix, beta_fix=beta_fix, beta_vary=problem.beta_vary
             )
-            if problem.beta_vary is None:
-                span = span * (jnp.arange(d) < problem.k).astype(z.dtype)
             info = info._replace(solve_fallback=nothing_fixed)
         else:
             b = jnp.einsum("k,kij->ij", weights, a_fix) if fix else jnp.zeros((d, d), z.dtype)
@@ -255,7 +275,7 @@ class Dense:
     def track(self, problem: Problem, context: Any, z: Array, state: Any, key: Array) -> Step:
         """The span at a later latent ``z`` of a ``local`` path (see :class:`Step`)."""
         del context
-        _, vectors, span, info = self.system(problem, z, key)
+        _, vectors, span, info = self.system(problem, z, key, at_start=False)
         return Step(vectors[: problem.span], span[: problem.span], state, info)
 
 
@@ -320,9 +340,10 @@ class MatrixFree:
             )
         if self.precond not in PRECONDS:
             raise ValueError(f"precond={self.precond!r} is not valid; pass one of {PRECONDS}.")
-        if self.mode == "fd":
+        if isinstance(self.mode, str) and self.mode.startswith("fd"):
             raise ValueError(
-                "solver='matrix_free' uses exact products; mode='fd' is for solver='dense' only."
+                f"solver='matrix_free' uses exact products; mode={self.mode!r} is for "
+                "solver='dense' only."
             )
         _check_jacobian_options(self.mode, self.chunk_size)
 

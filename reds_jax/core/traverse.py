@@ -11,17 +11,27 @@ ordered ``[+v1, -v1, +v2, -v2, …]``):
 
 * ``"linear"``: ``z_t = z_0 + t·ε·v``.
 * ``"local"``: after the first step, directions are recomputed at every latent; the previous
-  direction is projected onto the span of the new top-``k`` (or the ``beta_vary`` span for
-  ``method="nullspace"``), renormalised, and flipped if it turned backwards. If the projection
-  vanishes or is not finite, the previous direction is kept (documented fallback, counted in
-  ``diagnostics.kept_direction``). One rule, :func:`local_step`, for every solver.
+  direction is projected onto the *span* of the new system, renormalised, and flipped if it turned
+  backwards. If the projection vanishes or is not finite, the previous direction is kept
+  (documented fallback, counted in ``diagnostics.kept_direction``). One rule, :func:`local_step`,
+  for every solver.
+
+The span (option ``local_span``): ``"k"`` — the new top-``k`` directions; ``"system"`` — the
+method's own span, re-selected at every step as the reference code does: the ``beta_vary`` span
+for ``nullspace``/``maxc`` (leading directions explaining ``beta_vary`` of the squared spectrum),
+the whole null space for ``minf_mode="union"``, all of ``R^d`` otherwise. Default: ``"system"``
+when ``beta_vary`` is given (``nullspace``, ``maxc``) or ``minf_mode="union"``, else ``"k"``.
+``preset="official"`` (:mod:`reds_jax.core.presets`) sets every reference default at once
+(explicit arguments override it).
 
 Every step has length ``step_size``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -30,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from reds_jax.core import presets, rayleigh
 from reds_jax.core.control import Control, Corrector, check_control, step_length, varied_rate
 from reds_jax.core.jacobians import check_mode
 from reds_jax.core.linalg import project
@@ -38,11 +49,13 @@ from reds_jax.core.solvers import (
     PROBLEM_OPTIONS,
     SOLVER_OPTIONS,
     SOLVERS,
+    Dense,
     Diagnostics,
     Problem,
     Solver,
     resolve,
 )
+from reds_jax.core.validate import check_memory, feature_shape, flag, in_dtype, number
 
 Array = jax.Array
 
@@ -61,7 +74,8 @@ __all__ = [
 ]
 
 PATHS = ("linear", "local")
-OPTIONS = PROBLEM_OPTIONS + SOLVER_OPTIONS
+OPTIONS = PROBLEM_OPTIONS + ("cap_k",) + SOLVER_OPTIONS
+LOCAL_SPANS = ("k", "system")
 
 
 class Directions(NamedTuple):
@@ -129,7 +143,14 @@ def _as_features(x: Any, name: str, allow_empty: bool) -> tuple[Callable, ...]:
 def _float_tuple(x: Any, n: int, name: str, default: float, lo: float, hi: float) -> tuple:
     if x is None:
         x = default
-    vals = (float(x),) * n if np.ndim(x) == 0 else tuple(float(v) for v in np.ravel(x))
+    try:
+        flat = [x] if np.ndim(x) == 0 else list(np.ravel(np.asarray(x, dtype=object)))
+        vals = tuple(number(v, name) for v in flat)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be one number or one per feature, each in [{lo}, {hi}]; got {x!r}."
+        ) from None
+    vals = vals * n if np.ndim(x) == 0 else vals
     if len(vals) != n:
         raise ValueError(f"{name} needs {n} values (one per feature) or one scalar; got {x!r}.")
     if not all(lo <= v <= hi and math.isfinite(v) for v in vals):
@@ -138,11 +159,24 @@ def _float_tuple(x: Any, n: int, name: str, default: float, lo: float, hi: float
 
 
 def _check_latents(z: Any, name: str) -> Array:
+    dtype = getattr(z, "dtype", None)
+    if dtype is None:  # a list, a number, a string: read it as numpy would
+        try:
+            dtype = np.asarray(z).dtype
+        except (TypeError, ValueError):  # ragged lists
+            dtype = np.dtype(object)
+    if np.dtype(dtype).kind not in "iuf":
+        raise ValueError(
+            f"{name} must be real numbers of shape [d] or [N, d]; got {type(z).__name__} of "
+            f"dtype {dtype}."
+        )
     z = jnp.asarray(z)
     if not jnp.issubdtype(z.dtype, jnp.floating):
         z = z.astype(jnp.result_type(float))
-    if z.ndim not in (1, 2) or z.shape[-1] < 1:
-        raise ValueError(f"{name} must have shape [d] or [N, d]; got shape {z.shape}.")
+    if z.ndim not in (1, 2) or z.shape[-1] < 1 or z.shape[0] < 1:
+        raise ValueError(
+            f"{name} must have shape [d] or [N, d] with N, d >= 1; got shape {z.shape}."
+        )
     try:
         finite = bool(jnp.all(jnp.isfinite(z)))
     except jax.errors.ConcretizationTypeError:
@@ -153,19 +187,37 @@ def _check_latents(z: Any, name: str) -> Array:
     return z
 
 
-def _feature_size(generator: Callable, feature: Callable, z: Array) -> int:
-    out = jax.eval_shape(lambda v: feature(generator(v)), z)
-    return int(np.prod(out.shape))
+def _checked_features(generator: Callable, feats: tuple, z: Array, role: str):
+    """``(features, total output size)``: each traced once with its name (see
+    :func:`~reds_jax.core.validate.feature_shape`), cast to the latents' dtype if it differs."""
+    outs = [feature_shape(f, generator, z, f"{role}[{i}]") for i, f in enumerate(feats)]
+    size = sum(int(np.prod(o.shape)) for o in outs)
+    return tuple(in_dtype(f, o, z.dtype) for f, o in zip(feats, outs, strict=True)), size
 
 
-def _make_config(generator, z, vary, fix, method, k, options, solver="dense"):
+def _fd_step(solver: Solver, options: dict[str, Any], step_size: Any) -> Solver:
+    """``mode="fd_official"``: the difference step is the traversal's step size (unless ``eps`` is
+    given, or the solver is an object, or the step size is traced)."""
+    if (
+        isinstance(solver, Dense)
+        and solver.mode == "fd_official"
+        and "eps" not in options
+        and isinstance(step_size, int | float)
+    ):
+        return dataclasses.replace(solver, eps=float(step_size))
+    return solver
+
+
+def _make_config(generator, z, vary, fix, method, k, options, solver="dense", step_size=None):
     """Validate the problem and solver arguments (before tracing): ``(Problem, solver object)``."""
     unknown = set(options) - set(OPTIONS)
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}; valid options are {OPTIONS}.")
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not a REDs method; pass one of {METHODS}.")
-    solver, options = resolve(solver, dict(options))
+    given = dict(options)
+    solver, options = resolve(solver, given)
+    solver = _fd_step(solver, given, step_size)
     solver.check(method)
     d = z.shape[-1]
     try:
@@ -184,22 +236,50 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense"):
         raise ValueError(f"method={method!r} needs fixed features: pass fix=[...].")
     check_mode(solver.mode)
     one = z[0] if z.ndim == 2 else z
-    m_vary = sum(_feature_size(generator, f, one) for f in vary)
+    vary, m_vary = _checked_features(generator, tuple(vary), one, "vary")
+    fix, _ = _checked_features(generator, tuple(fix), one, "fix")
     limit = min(d, m_vary) if method in ("reds", "nullspace", "maxc") else d
-    if not isinstance(k, int | np.integer) or not 1 <= k <= limit:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= limit:
         raise ValueError(
             f"k={k!r} is out of range for method={method!r}: pass 1 <= k <= {limit} "
             f"(latent size d={d}, varied feature size m={m_vary})."
         )
-    for f in fix:
-        _feature_size(generator, f, one)
-    ridge = float(options.get("ridge", 1e-6))
-    if not ridge >= 0:
-        raise ValueError(f"ridge must be >= 0; got {ridge!r}.")
+    ridge = number(options.get("ridge", 1e-6), "ridge", low=0.0)
+    vary_weights = _float_tuple(
+        options.get("vary_weights"), len(vary), "vary_weights", 1.0, 0.0, math.inf
+    )
+    if not any(vary_weights):
+        raise ValueError(
+            f"vary_weights are all zero ({options.get('vary_weights')!r}): nothing would be varied; "
+            "give at least one varied feature a weight > 0."
+        )
     beta_vary = options.get("beta_vary")
     if beta_vary is not None:
         beta_vary = _float_tuple(beta_vary, 1, "beta_vary", 1.0, 1e-12, 1.0)[0]
-    span = d if (method == "nullspace" and beta_vary is not None) else int(k)
+    minf_mode = options.get("minf_mode", "sum")
+    if minf_mode not in rayleigh.MINF_MODES:
+        raise ValueError(
+            f"minf_mode={minf_mode!r} is not valid; pass one of {rayleigh.MINF_MODES}."
+        )
+    random_dist = options.get("random_dist", "orthogonal")
+    if random_dist not in rayleigh.RANDOM_DISTS:
+        raise ValueError(
+            f"random_dist={random_dist!r} is not valid; pass one of {rayleigh.RANDOM_DISTS}."
+        )
+    gram_noise = options.get("gram_noise", 0.0)
+    if not (np.ndim(gram_noise) == 0 and math.isfinite(float(gram_noise)) and gram_noise >= 0):
+        raise ValueError(
+            f"gram_noise must be a finite number >= 0 (e.g. 1e-9); got {gram_noise!r}."
+        )
+    local_span = options.get("local_span")
+    if local_span is None:
+        own = (method in ("nullspace", "maxc") and beta_vary is not None) or (
+            method == "minf" and minf_mode == "union"
+        )
+        local_span = "system" if own else "k"
+    if local_span not in LOCAL_SPANS:
+        raise ValueError(f"local_span={local_span!r} is not valid; pass one of {LOCAL_SPANS}.")
+    span = d if local_span == "system" else int(k)
     problem = Problem(
         generator=generator,
         vary=tuple(vary),
@@ -208,13 +288,14 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense"):
         k=int(k),
         span=span,
         weights=_float_tuple(options.get("weights"), len(fix), "weights", 1.0, 0.0, math.inf),
-        vary_weights=_float_tuple(
-            options.get("vary_weights"), len(vary), "vary_weights", 1.0, 0.0, math.inf
-        ),
-        normalize=bool(options.get("normalize", True)),
+        vary_weights=vary_weights,
+        normalize=flag(options.get("normalize", True), "normalize"),
         ridge=ridge,
         beta_fix=_float_tuple(options.get("beta_fix"), len(fix), "beta_fix", 0.99, 1e-12, 1.0),
         beta_vary=beta_vary,
+        minf_mode=minf_mode,
+        random_dist=random_dist,
+        gram_noise=float(gram_noise),
     )
     return problem, solver
 
@@ -246,8 +327,8 @@ def local_step(v: Array, rows: Array, span: Array | None = None) -> tuple[Array,
       ``(v_new [d], kept)``: the new unit direction and an int32 flag (1 if ``v`` was kept).
 
     >>> v, kept = local_step(jnp.array([0.6, 0.8]), jnp.array([[-1.0, 0.0]]))
-    >>> v.tolist(), int(kept)
-    ([1.0, 0.0], 0)
+    >>> float(v[0]), float(abs(v[1])), int(kept)  # [0.6, 0] renormalised, sign kept
+    (1.0, 0.0, 0)
     """
     p = project(v, rows, span)
     norm = jnp.linalg.norm(p)
@@ -366,7 +447,7 @@ def traverse_one(
     *,
     vary: Callable | Sequence[Callable],
     fix: Sequence[Callable] = (),
-    method: str = "reds",
+    method: str | None = None,
     path: str = "local",
     k: int = 1,
     steps: int = 10,
@@ -377,6 +458,7 @@ def traverse_one(
     correct: int = 0,
     step_min: float | None = None,
     cg_iters: int = 8,
+    preset: str | None = None,
     **options: Any,
 ) -> Trajectories:
     """The traversal from ONE start latent: pure, no ``vmap``/``jit``/sharding inside.
@@ -390,7 +472,8 @@ def traverse_one(
       z0: ``[d]`` start latent.
       key: PRNG key of this latent.
       vary, fix, method, path, k, steps, solver, step_target, correct, step_min, cg_iters,
-        **options: see :func:`traverse`.
+        preset, **options: see :func:`traverse` (``cap_k`` does not apply here: the shapes are
+        fixed).
       step_size: step length (may be traced; ``step_target`` and ``step_min`` may be too, but
         whether ``step_target`` is None is static).
       distances: also measure feature distances along the paths (``False`` skips those
@@ -412,9 +495,14 @@ def traverse_one(
     if z0.ndim != 1:
         raise ValueError(f"z0 must be one latent of shape [d]; got shape {z0.shape}.")
     _check_path(path, steps)
+    if not isinstance(step_size, jax.core.Tracer):
+        step_size = number(step_size, "step_size", low=0.0, open_low=True)
     vary_t = _as_features(vary, "vary", allow_empty=False)
     fix_t = _as_features(fix, "fix", allow_empty=True)
-    problem, solver = _make_config(generator, z0, vary_t, fix_t, method, k, options, solver)
+    method, options = presets.resolve(preset, method, options)
+    problem, solver = _make_config(
+        generator, z0, vary_t, fix_t, method, k, options, solver, step_size
+    )
     control, target, lo = _control(step_size, step_target, step_min, correct, cg_iters, fix_t)
     return _paths(
         problem, solver, path, int(steps), step_size, z0, key, distances, control, target, lo
@@ -435,7 +523,10 @@ def _control(step_size, step_target, step_min, correct, cg_iters, fix):
 
 
 def shard_batch(x: Array, size: int | None = None) -> tuple[Array, int]:
-    """Pad the leading axis (repeating the last row) and shard it across ``jax.devices()``.
+    """Pad the leading axis (repeating the last row) and shard it across ``jax.local_devices()``.
+
+    Local devices: under ``jax.distributed`` every process computes its own batches (see
+    :mod:`reds_jax.jobs.distributed`); with one process they are all devices.
 
     Args:
       x: ``[N, ...]``.
@@ -447,7 +538,7 @@ def shard_batch(x: Array, size: int | None = None) -> tuple[Array, int]:
     >>> shard_batch(jnp.ones((3, 2)), 4)[0].shape
     (4, 2)
     """
-    devices = jax.devices()
+    devices = jax.local_devices()
     n = x.shape[0]
     size = -(-n // len(devices)) * len(devices) if size is None else size
     if size > n:
@@ -480,29 +571,101 @@ def _traverse_batch(
 _traverse_jit = jax.jit(_traverse_batch, static_argnums=(0, 1, 2, 3, 4, 5))
 
 
+def _check_traverse_memory(problem: Problem, z0: Array, n: int, steps: int, distances: bool):
+    """Refuses up front a traversal whose paths and distance passes would not fit in memory.
+
+    The estimate counts the latents of every frame and, with ``distances``, an image and a
+    feature of image size per frame and feature (all frames of a path are featurised at once).
+    """
+    frames = n * 2 * problem.k * (steps + 1)
+    per_frame = z0.shape[-1]
+    if distances:
+        image = int(np.prod(jax.eval_shape(problem.generator, z0[0] if z0.ndim == 2 else z0).shape))
+        per_frame += 2 * image * len(problem.vary + problem.fix)
+    check_memory(
+        frames * per_frame * jnp.dtype(z0.dtype).itemsize,
+        f"traverse with {n} start latent(s), k={problem.k}, steps={steps} ({frames} frames)",
+        "lower k, steps or the number of start latents (or pass distances=False)",
+    )
+
+
 def _keys(key, n: int, method: str) -> Array:
     if key is None:
         if method == "random":
             raise ValueError("method='random' needs a PRNG key: pass key=jax.random.key(0).")
         key = jax.random.key(0)
-    if not jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+    dtype = getattr(key, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        raw = np.asarray(key) if isinstance(key, np.ndarray | jax.Array) else None
+        if raw is None or raw.dtype != np.uint32 or raw.shape != (2,):
+            raise ValueError(
+                f"key must be a PRNG key, e.g. key=jax.random.key({key!r}) (or raw "
+                f"jax.random.PRNGKey data, uint32 [2]); got {key!r}."
+            )
         key = jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
+    elif jnp.shape(key) != ():
+        raise ValueError(f"key must be one PRNG key (shape ()); got shape {jnp.shape(key)}.")
     return jax.random.split(key, n)
 
 
-def _prepare(generator, z, vary, fix, method, k, key, options, solver):
+def _span_ranks(problem, solver, z, keys, traversal):
+    """``[N]`` rows in the method's own span at each start latent (for ``cap_k``)."""
+
+    def one(zi, ki):
+        if traversal:  # traverse's start solve uses the first half of the latent's key
+            ki = jax.random.split(ki)[0]
+        return jnp.sum(solver.system(problem, zi, ki, at_start=True)[2])
+
+    return jax.vmap(one)(z, keys)
+
+
+_span_ranks_jit = jax.jit(_span_ranks, static_argnums=(0, 1, 4))
+
+
+def _cap_k(problem, solver, batch, keys, n, traversal) -> int:
+    """``k`` cut to the smallest span rank over the starts (``cap_k=True``; dense only)."""
+    if not isinstance(solver, Dense):
+        return problem.k
+    if isinstance(batch, jax.core.Tracer):  # the rank is data: it cannot set a shape under jit
+        warnings.warn(
+            f"cap_k=True is skipped under jit/vmap (k stays {problem.k}): call traverse or "
+            "directions on concrete latents to cap k, or pass cap_k=False.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return problem.k
+    ranks = _span_ranks_jit(problem, solver, batch, keys, traversal)
+    what = {
+        "nullspace": f"the beta_vary={problem.beta_vary} span inside the fixed null space",
+        "maxc": f"the beta_vary={problem.beta_vary} span of the varied Gram",
+        "minf": "the fixed features' null space",
+    }.get(problem.method, "the direction system")
+    return presets.cap_k(problem.k, int(jnp.min(ranks[:n])), what=what)
+
+
+def _prepare(generator, z, vary, fix, method, k, key, options, solver, preset, step_size=None):
     """Validate the shared arguments (before tracing); batch, key and shard the latents.
 
     Returns ``(problem, solver, latents [N', d], keys [N'], N)``: ``N'`` is ``N`` padded to a
     multiple of the device count.
     """
+    method, options = presets.resolve(preset, method, options)
     vary_t = _as_features(vary, "vary", allow_empty=False)
     fix_t = _as_features(fix, "fix", allow_empty=True)
-    problem, solver = _make_config(generator, z, vary_t, fix_t, method, k, options, solver)
+    solver_arg = solver
+    problem, solver = _make_config(
+        generator, z, vary_t, fix_t, method, k, options, solver_arg, step_size
+    )
     batch = z if z.ndim == 2 else z[None]
     keys = _keys(key, batch.shape[0], method)
     batch_s, n = shard_batch(batch)
     keys_s, _ = shard_batch(keys)
+    if options.get("cap_k", False):
+        capped = _cap_k(problem, solver, batch_s, keys_s, n, step_size is not None)
+        if capped != problem.k:
+            problem, solver = _make_config(
+                generator, z, vary_t, fix_t, method, capped, options, solver_arg, step_size
+            )
     return problem, solver, batch_s, keys_s, n
 
 
@@ -516,10 +679,11 @@ def directions(
     *,
     vary: Callable | Sequence[Callable],
     fix: Sequence[Callable] = (),
-    method: str = "reds",
+    method: str | None = None,
     k: int = 1,
     key: Array | None = None,
     solver: Solver | str = "dense",
+    preset: str | None = None,
     **options: Any,
 ) -> Directions:
     """Top-``k`` REDs (or baseline) directions at one or many latents.
@@ -529,8 +693,8 @@ def directions(
       z: ``[d]`` or ``[N, d]`` latents.
       vary: feature(s) ``image -> array`` to change.
       fix: features to hold fixed.
-      method: ``"reds"`` (Rayleigh form), ``"nullspace"`` (reference form), ``"maxc"``,
-        ``"minf"`` or ``"random"`` (needs ``key``).
+      method: ``"reds"`` (Rayleigh form; the default), ``"nullspace"`` (reference form),
+        ``"maxc"``, ``"minf"`` or ``"random"`` (needs ``key``); None: the preset's, else ``"reds"``.
       k: number of directions.
       key: PRNG key (``random``; ``MatrixFree(cold_start="iterative")``; per-latent keys are
         split from it).
@@ -542,11 +706,20 @@ def directions(
         ``eps`` (dense); ``iters``, ``guard``, ``precond``, ``cold_start``, ``cold_iters``,
         ``probes``, ``sketch``, ``sketch_seed``, ``mode``, ``chunk_size`` (matrix-free; see the
         classes). An option of the other solver, or solver keywords next to a solver object, is
-        a ValueError.
+        a ValueError. ``mode="fd_official"`` (dense): the reference's finite differences, central
+        at the start latent and forward along a path, with step ``eps`` (in :func:`traverse`:
+        the step size, unless ``eps`` is given).
+      preset: None (reds_jax's defaults) or ``"official"``: the reference code's defaults
+        (:mod:`reds_jax.core.presets`); explicit arguments override it.
       **options: problem options ``weights`` (per fixed feature, default 1), ``vary_weights``,
         ``normalize`` (Frobenius-normalise each Gram, default True), ``ridge`` (default 1e-6),
-        ``beta_fix`` (default 0.99), ``beta_vary`` (default None: no cut), and the solver
-        keywords above.
+        ``beta_fix`` (default 0.99), ``beta_vary`` (default None: no cut), ``local_span``
+        (``"k"`` or ``"system"``: see the module docstring), ``minf_mode`` (``"sum"``, default,
+        or the reference's ``"union"``: :func:`reds_jax.core.rayleigh.minf_union_system`),
+        ``random_dist`` (``"orthogonal"``, default, or the reference's ``"uniform"``),
+        ``gram_noise`` (default 0; the reference's 1e-9, drawn from ``key``), ``cap_k`` (default
+        False: cut ``k`` to the method's span rank at the start latents, with a warning), and the
+        solver keywords above.
 
     Returns:
       :class:`Directions` with ``values [..., k]``, ``vectors [..., k, d]`` and ``diagnostics``.
@@ -560,7 +733,7 @@ def directions(
     """
     z = _check_latents(z, "z")
     problem, solver, batch_s, keys_s, n = _prepare(
-        generator, z, vary, fix, method, k, key, options, solver
+        generator, z, vary, fix, method, k, key, options, solver, preset
     )
     out = _directions_jit(problem, solver, batch_s, keys_s)
     return _unbatch(out, n, z.ndim == 1)
@@ -572,7 +745,7 @@ def traverse(
     *,
     vary: Callable | Sequence[Callable],
     fix: Sequence[Callable] = (),
-    method: str = "reds",
+    method: str | None = None,
     path: str = "local",
     k: int = 1,
     steps: int = 10,
@@ -584,13 +757,14 @@ def traverse(
     correct: int = 0,
     step_min: float | None = None,
     cg_iters: int = 8,
+    preset: str | None = None,
     **options: Any,
 ) -> Trajectories:
     """Traverse from start latents along the top-``k`` directions, both signs.
 
     One jit compile per configuration (generator, features, method, path, k, steps, solver,
     options); ``vmap`` over start latents, ``lax.scan`` over steps, and the batch is sharded over
-    all local devices (``jax.devices()``) when there is more than one. For your own
+    all local devices (``jax.local_devices()``) when there is more than one. For your own
     ``vmap``/``jit``, use :func:`traverse_one`.
 
     Args:
@@ -617,6 +791,7 @@ def traverse(
         ``fix``). See :mod:`reds_jax.core.control`.
       step_min: the smallest step with ``step_target`` (default ``step_size / 100``).
       cg_iters: conjugate-gradient iterations per corrector iteration (default 8).
+      preset: None or ``"official"`` (see :func:`directions`).
       **options: see :func:`directions`.
 
     Returns:
@@ -632,11 +807,11 @@ def traverse(
     """
     z0 = _check_latents(z0, "z0")
     _check_path(path, steps)
-    if not (np.ndim(step_size) == 0 and math.isfinite(float(step_size)) and step_size > 0):
-        raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}.")
+    step_size = number(step_size, "step_size", low=0.0, open_low=True)
     problem, solver, batch_s, keys_s, n = _prepare(
-        generator, z0, vary, fix, method, k, key, options, solver
+        generator, z0, vary, fix, method, k, key, options, solver, preset, float(step_size)
     )
+    _check_traverse_memory(problem, z0, n, steps, distances)
     control, target, lo = _control(step_size, step_target, step_min, correct, cg_iters, problem.fix)
     out = _traverse_jit(
         problem, solver, path, int(steps), bool(distances), control,

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reds_jax._io import atomic_write
 from reds_jax.core import baselines
 from reds_jax.core.traverse import directions, traverse
 from reds_jax.evaluation import metrics
@@ -115,6 +116,15 @@ EVAL_METHODS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "reds-local-fs": ("core", "reds", "local", ("step_target",)),
     "reds-local-c": ("core", "reds", "local", ()),
     "reds-local-pc": ("core", "reds", "local", ("step_target",)),
+    "official-local": ("core", "nullspace", "local", ()),
+    "official-maxc-local": ("core", "maxc", "local", ()),
+    "official-minf-linear": ("core", "minf", "linear", ()),
+}
+# Methods run with a preset (reds_jax.core.presets): the reference code's settings, step size tuned.
+PRESET_METHODS = {
+    "official-local": "official",
+    "official-maxc-local": "official",
+    "official-minf-linear": "official",
 }
 
 # Controlled variants of reds-local: Gauss-Newton corrector iterations per step, and the
@@ -215,6 +225,8 @@ class _Runner:
         if name in CONTROLLED:
             opts["correct"] = CONTROLLED[name]
         common = dict(vary=exp.vary, fix=exp.fix, method=method, k=cfg.k, key=self.key_random)
+        if name in PRESET_METHODS:  # fd_official's difference step is the step size (linear too)
+            common.update(preset=PRESET_METHODS[name], eps=step)
         if cfg.chunk_size:
             common["chunk_size"] = cfg.chunk_size
 
@@ -292,7 +304,8 @@ def run_experiment(
       drift at ``δ``, area under the drift curve, truth groups at ``δ``), drift curves, timings.
     """
     runner = _Runner(exp, cfg, log)
-    names = [m for m in (cfg.methods or tuple(EVAL_METHODS)) if _available(exp, m)]
+    default = tuple(m for m in EVAL_METHODS if m not in PRESET_METHODS)  # presets: on request
+    names = [m for m in (cfg.methods or default) if _available(exp, m)]
     levels = np.linspace(0.0, 2.0 * exp.delta, 21)
     result: dict[str, Any] = {
         "experiment": exp.name,
@@ -522,7 +535,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         path = out / f"{suite}.json"
         if wanted and path.exists():  # a partial run: keep the suite's other experiments
             payload = _merge(json.loads(path.read_text()), payload, [e.name for e in exps])
-        path.write_text(json.dumps(payload, indent=1, default=float))
+        atomic_write(path, json.dumps(payload, indent=1, default=float).encode())
     table = pathlib.Path(a.table) if a.table else out / "quality.md"
     everything, commands = [], []
     order = {name: i for i, name in enumerate(SUITES)}
@@ -548,9 +561,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     findings = out / "findings.md"
     if findings.exists():
         head += [findings.read_text().strip(), ""]
-    table.write_text(
-        "\n".join(head) + "\n## Tables\n\n" + render_table(everything, image_prefix=prefix)
-    )
+    text = "\n".join(head) + "\n## Tables\n\n" + render_table(everything, image_prefix=prefix)
+    atomic_write(table, text.encode())
     print(f"wrote {table}")
     return 0
 

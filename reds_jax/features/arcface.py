@@ -142,8 +142,8 @@ class IResNet(nn.Module):
         """Embeds one image (not normalised).
 
         >>> cfg = IResNetConfig((1, 1, 1, 1), (4, 4, 4, 4), 4, 8, 16)
-        >>> v = IResNet(cfg).init(jax.random.key(0), jnp.zeros((16, 16, 3)))
-        >>> IResNet(cfg).apply(v, jnp.zeros((16, 16, 3))).shape
+        >>> v = jax.eval_shape(IResNet(cfg).init, jax.random.key(0), jnp.zeros((16, 16, 3)))
+        >>> jax.eval_shape(IResNet(cfg).apply, v, jnp.zeros((16, 16, 3))).shape
         (8,)
         """
         cfg = self.config

@@ -14,6 +14,15 @@ network pickle written with ``pickle.dump``). There every storage is pickled by 
 per storage), which is parsed here without torch; numpy scalars (``numpy.dtype`` +
 ``numpy.core.multiarray.scalar``, numeric dtypes only) are allowed as well. Callers may allow a few
 more names with inert stand-ins (``extra_globals``); nothing from the file is ever imported.
+
+Hostile but small files cannot stall either reader: shared references stay shared (a 300-byte
+pickle of ``a = [a, a]`` forty times loads in microseconds, not as 2**40 copies); containers nested
+deeper than :data:`MAX_DEPTH` are refused with a clear error (not a ``RecursionError``); a zip
+member is checked from its header before it is inflated (too short for its storage, a data.pkl over
+:data:`MAX_PICKLE_BYTES`, or a compression ratio over :data:`MAX_RATIO` above 1 MiB: a zip bomb) and
+read with a cap of the bytes its storage needs; a stride-0 tensor may not expand its storage beyond
+:data:`MAX_EXPANSION` elements. Malformed pickles raise :class:`pickle.UnpicklingError` naming the
+file.
 """
 
 from __future__ import annotations
@@ -31,6 +40,12 @@ import ml_dtypes
 import numpy as np
 
 __all__ = ["load_torch_pickle", "load_torch_zip"]
+
+# Bounds that keep a small hostile file from stalling the reader (checked before allocating).
+MAX_DEPTH = 256  # containers nested deeper than this are refused (a checkpoint needs < 20)
+MAX_PICKLE_BYTES = 1 << 30  # a data.pkl holds names and shapes, never tensor bytes
+MAX_RATIO = 100  # uncompressed / compressed size above this (and above 1 MiB) is a zip bomb
+MAX_EXPANSION = 1 << 26  # a stride-0 (expanded) tensor may hold at most this many elements
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,12 @@ def _rebuild_tensor_v2(
     shape = tuple(size)
     if 0 in shape:
         return np.zeros(shape, flat.dtype)
+    numel = int(np.prod(shape, dtype=object))
+    if numel > max(flat.size, MAX_EXPANSION):
+        raise pickle.UnpicklingError(
+            f"Tensor of size {shape} (stride {tuple(stride)}) would expand its storage of "
+            f"{flat.size} elements to {numel}; refusing (a checkpoint stores its tensors' data)."
+        )
     last = storage_offset + sum((n - 1) * s for n, s in zip(shape, stride, strict=True))
     if last >= flat.size:
         raise pickle.UnpicklingError(
@@ -144,6 +165,78 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
+def _to_plain(obj: Any, path: Any = "the pickle") -> Any:
+    """Storages -> arrays, ``OrderedDict`` -> ``dict``; shared references stay shared.
+
+    Memoised by object identity, so a small pickle of shared references (``a = [a, a]`` forty
+    times) converts in linear time instead of expanding into 2**40 copies, and a container that
+    holds itself stays a cycle. Nesting deeper than :data:`MAX_DEPTH` raises a clear
+    :class:`pickle.UnpicklingError` instead of :class:`RecursionError`.
+    """
+    memo: dict[int, Any] = {}
+
+    def convert(o: Any, depth: int) -> Any:
+        if not isinstance(o, dict | list | tuple | _Storage | _NumpyDType):
+            return o
+        if id(o) in memo:
+            return memo[id(o)]
+        if depth > MAX_DEPTH:
+            raise pickle.UnpicklingError(
+                f"{os.fspath(path)!r} nests containers deeper than {MAX_DEPTH} levels; a "
+                "checkpoint of tensors never does. Refusing it (is the file corrupt or hostile?)."
+            )
+        if isinstance(o, dict):
+            out: Any
+            out = memo[id(o)] = {}
+            out.update((k, convert(v, depth + 1)) for k, v in o.items())
+        elif isinstance(o, list):
+            out = memo[id(o)] = []
+            out.extend(convert(v, depth + 1) for v in o)
+        elif isinstance(o, tuple):
+            out = memo[id(o)] = tuple(convert(v, depth + 1) for v in o)
+        elif isinstance(o, _Storage):
+            out = memo[id(o)] = np.array(o.array, dtype=o.array.dtype.newbyteorder("="))
+        else:
+            out = memo[id(o)] = o.dtype
+        return out
+
+    return convert(obj, 0)
+
+
+class ZipBombError(ValueError):
+    """A zip member whose header sizes say it would inflate far beyond what it should hold."""
+
+
+def _check_member(
+    path: Any, info: zipfile.ZipInfo, needed: int = 0, limit: int | None = None
+) -> None:
+    """Refuses a zip member, from its header sizes, that is too short, too big or a bomb."""
+    where = f"{info.filename!r} in {os.fspath(path)!r}"
+    if info.file_size < needed:
+        raise pickle.UnpicklingError(f"{where} holds {info.file_size} bytes, {needed} are needed.")
+    ratio = info.file_size / max(info.compress_size, 1)
+    too_big = limit is not None and info.file_size > limit
+    if too_big or (info.file_size > 1 << 20 and ratio > MAX_RATIO):
+        why = f"over {limit} bytes" if too_big else f"a compression ratio over {MAX_RATIO}"
+        raise ZipBombError(
+            f"{where} would inflate {info.compress_size} bytes to {info.file_size} ({why}): "
+            "refusing a possible zip bomb. torch.save stores members uncompressed; re-save the "
+            "checkpoint with torch.save."
+        )
+
+
+def _read_member(path: Any, archive: zipfile.ZipFile, name: str, size: int, exact: bool) -> bytes:
+    """At most ``size`` bytes of a member (exactly ``size`` if ``exact``), checked before inflating.
+
+    Raises:
+        KeyError: no such member.
+    """
+    info = archive.getinfo(name)
+    _check_member(path, info, needed=size if exact else 0)
+    with archive.open(info) as f:
+        return f.read(size)  # never inflates more than asked, whatever the header claims
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the globals in ``_ALLOWED``; storages come from the zip archive."""
 
@@ -154,8 +247,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         prefix: str,
         byteorder: str,
         extra_globals: Mapping[tuple[str, str], Any] | None = None,
+        path: Any = "<archive>",
     ):
         super().__init__(file)
+        self._path = path
         self._allowed = {**_ALLOWED, **(extra_globals or {})}
         self._archive = archive
         self._prefix = prefix
@@ -181,13 +276,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
             raise pickle.UnpicklingError(f"Bad storage record {pid!r}.")
         if key not in self._storages:
+            dtype = storage_type.dtype.newbyteorder(self._byteorder)
             try:
-                raw = self._archive.read(f"{self._prefix}data/{key}")
+                raw = _read_member(
+                    self._path,
+                    self._archive,
+                    f"{self._prefix}data/{key}",
+                    numel * dtype.itemsize,
+                    exact=True,
+                )
             except KeyError:
                 raise pickle.UnpicklingError(
                     f"Storage {key!r} is missing from the archive ({self._prefix}data/{key})."
                 ) from None
-            dtype = storage_type.dtype.newbyteorder(self._byteorder)
             if len(raw) < numel * dtype.itemsize:
                 raise pickle.UnpicklingError(
                     f"Storage {key!r} holds {len(raw)} bytes, {numel} x {dtype} needs "
@@ -195,20 +296,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 )
             self._storages[key] = _Storage(np.frombuffer(raw, dtype=dtype, count=numel))
         return self._storages[key]
-
-
-def _to_plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_plain(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_to_plain(v) for v in obj)
-    if isinstance(obj, _Storage):
-        return np.array(obj.array, dtype=obj.array.dtype.newbyteorder("="))
-    if isinstance(obj, _NumpyDType):
-        return obj.dtype
-    return obj
 
 
 def load_torch_zip(
@@ -257,14 +344,33 @@ def load_torch_zip(
             )
         prefix = pkls[0][: -len("data.pkl")]
         try:
-            byteorder = archive.read(f"{prefix}byteorder").decode().strip()
+            raw = _read_member(path, archive, f"{prefix}byteorder", 16, exact=False)
+            byteorder = raw.decode("ascii", "replace").strip()
         except KeyError:
             byteorder = "little"  # torch.save omitted it before 1.11; always little-endian then
         if byteorder not in ("little", "big"):
             raise ValueError(f"Unknown byteorder record {byteorder!r} in {os.fspath(path)!r}.")
+        _check_member(path, archive.getinfo(pkls[0]), limit=MAX_PICKLE_BYTES)
         with archive.open(pkls[0]) as f:
-            obj = _RestrictedUnpickler(f, archive, prefix, byteorder, extra_globals).load()
-    return _to_plain(obj)
+            unpickler = _RestrictedUnpickler(f, archive, prefix, byteorder, extra_globals, path)
+            try:
+                obj = unpickler.load()
+            except ZipBombError:
+                raise
+            except pickle.UnpicklingError as err:
+                raise pickle.UnpicklingError(f"{os.fspath(path)!r}: {err}") from err
+            except (
+                EOFError,
+                IndexError,
+                KeyError,
+                TypeError,
+                ValueError,
+                zipfile.BadZipFile,
+            ) as err:
+                raise pickle.UnpicklingError(
+                    f"{os.fspath(path)!r} holds a malformed pickle: {err}"
+                ) from err
+    return _to_plain(obj, path)
 
 
 # --- plain pickles (pickle.dump of objects holding tensors) --------------------------------------
@@ -498,4 +604,4 @@ def load_torch_pickle(
             raise pickle.UnpicklingError(
                 f"{os.fspath(path)!r} is not a readable pickle: {err}"
             ) from err
-    return _to_plain(obj)
+    return _to_plain(obj, path)

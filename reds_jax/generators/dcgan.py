@@ -157,8 +157,8 @@ class DCGANGenerator(nn.Module):
             ``z``'s dtype.
 
         >>> m = DCGANGenerator(latent_dim=8, base_features=2)
-        >>> v = m.init(jax.random.key(0), jnp.zeros((8,), jnp.float32))
-        >>> m.apply(v, jnp.zeros((8,), jnp.float32)).shape
+        >>> v = jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((8,), jnp.float32))
+        >>> jax.eval_shape(m.apply, v, jnp.zeros((8,), jnp.float32)).shape
         (64, 64, 3)
         """
         if z.shape != (self.latent_dim,):

@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "reds-jax convert styleg
         prog: program name shown in usage and errors.
 
     Returns:
-        0 on success, 1 when the checkpoint cannot be converted (the reason goes to stderr).
+        0 on success, 2 when the checkpoint cannot be converted (a one-line reason on stderr).
     """
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -360,8 +360,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "reds-jax convert styleg
             mapping_lr_mul=args.mapping_lr_mul,
         )
     except (OSError, ValueError, pickle.UnpicklingError) as err:
-        print(f"reds-jax convert stylegan2: {err}", file=sys.stderr)
-        return 1
+        print(f"reds-jax convert stylegan2: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     cfg = ckpt.config
     print(
         f"wrote {args.output}: {cfg.resolution}x{cfg.resolution} StyleGAN2, z {cfg.z_dim}, "

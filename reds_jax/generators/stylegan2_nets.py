@@ -371,8 +371,8 @@ class StyleGAN2(nn.Module):
         """``z [z_dim]`` -> image ``[H, W, C]``.
 
         >>> cfg = StyleGAN2Config(8, z_dim=4, w_dim=4, channels=(4, 4), mapping_layers=1)
-        >>> v = StyleGAN2(cfg).init(jax.random.key(0), jnp.zeros(4))
-        >>> StyleGAN2(cfg).apply(v, jnp.ones(4)).shape
+        >>> v = jax.eval_shape(StyleGAN2(cfg).init, jax.random.key(0), jnp.zeros(4))
+        >>> jax.eval_shape(StyleGAN2(cfg).apply, v, jnp.ones(4)).shape
         (8, 8, 3)
         """
         ws = self.map(z, truncation, truncation_cutoff)

@@ -3,27 +3,54 @@
 A job is described by a :class:`reds_jax.jobs.experiment.JobConfig` (also readable from TOML, see
 :meth:`~reds_jax.jobs.experiment.JobConfig.from_mapping`) and writes into one folder::
 
-    config.json          the resolved configuration (written first; a resume must match it)
-    manifest.jsonl       one JSON line per completed shard: file, sha256, bytes, items, seeds
+    config.json          the resolved configuration (a resume must match it)
+    manifest.jsonl       one JSON line per completed shard (process 0, or a single process)
+    manifest-1.jsonl     ... those of process 1 of a multi-host job, and so on
     shard-00000.npz      images uint8 [n, 2k, T+1, H, W, 3], latents [n, 2k, T+1, d],
     shard-00001.npz      vary_distances [n, V, 2k, T+1], fix_distances [n, F, 2k, T+1],
     ...                  values [n, k], seeds [n], items [n], vary_features [V], fix_features [F],
                          diagnostics_<field> int32 [n, 2k] (fallback counts per path, see
                          reds_jax.Diagnostics), diagnostics_residual [n, 2k, T+1]
 
-Shards are plain ``.npz`` files (``numpy.load`` reads them; no pickle) written byte-for-byte
-reproducibly: the same configuration on the same machine gives the same sha256. Every file is written to a
-temporary name in the same folder, fsynced and renamed; a manifest line is added only after its
-shard's rename, and the manifest itself is rewritten the same way, so a job killed at any moment
-never lists a partial shard. On restart the job checks ``config.json``, verifies every listed
-shard (present, size, sha256), and computes only the missing ones; a shard file that is not in the
-manifest is recomputed and overwritten.
+``format`` chooses the shard files: ``npz`` (above; ``numpy.load`` reads them, no pickle),
+``webdataset`` (``shard-00000.tar``: one sample per start latent × path, frames as PNGs) or
+``parquet`` (``shard-00000.parquet``: one row per start latent × path); see
+:mod:`reds_jax.jobs.shards`. :func:`load_shard` / :func:`load_dataset` read every format into the
+arrays above.
+
+Guarantees, for every format:
+
+* **Deterministic bytes.** The same configuration on the same machine gives the same sha256 for
+  every shard, whichever process wrote it and however many processes the job had.
+* **Atomic.** (:mod:`reds_jax.jobs.manifest`) Every shard is written to a temporary name in the same folder, fsynced and renamed;
+  only then is its manifest line appended (one ``write`` on an ``O_APPEND`` file, fsynced). A job
+  killed at any moment never lists a partial shard; a torn last line (a kill inside that write)
+  is cut off by the next run of the process that owns the file.
+* **Resume.** A run checks ``config.json``, verifies every listed shard of its share (present,
+  size, sha256) and computes only the missing ones; a shard file that no manifest lists is
+  recomputed and overwritten. A shard recomputed after its listed file went bad gets a new line
+  with a larger ``seq``; readers take the line with the largest ``seq`` of each shard.
+* **Validated first.** ``config.json`` is written only after the model loads and the options,
+  ``k``, the feature specs, the format and the start latents (shape, finite) passed their checks,
+  so a failed first run leaves the folder free for the corrected command.
 
 Start latents are per-seed deterministic: ``normal(fold_in(key(key), seed), [d])``, and the
 traversal key of a seed (used by ``method="random"``) is ``fold_in(fold_in(key(key), seed), 1)``,
-so no output depends on which shards were already done. ``batch_size`` (and the number of
+so no output depends on which shards were already done. ``batch_size`` (and the number of local
 devices) may change between runs and resumes; it changes results only by floating-point rounding
 (XLA may vectorise different batch sizes differently).
+
+**Multi-host** (:mod:`reds_jax.jobs.distributed`): under ``jax.distributed`` with ``P`` processes,
+shard ``i`` is computed by process ``i % P`` on its local devices and written into the shared
+folder; each process appends to its own manifest, so a killed process cannot corrupt another's
+records. Process 0 validates the folder, holds its lock and writes ``config.json``; the others
+start when it says so and check ``config.json`` themselves. A later run may use another process
+count: shards are identified by index, so finished ones are verified and skipped whichever
+process wrote them.
+
+**Throughput.** Encoding (PNG, zlib, Parquet) and disk writes run on a background thread fed by
+a bounded queue (``queue_size`` shards), so the devices compute the next shard meanwhile; an
+error in the writer is raised in the calling thread.
 """
 
 from __future__ import annotations
@@ -33,18 +60,35 @@ import hashlib
 import json
 import os
 import pathlib
+import queue
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from reds_jax._io import TMP_SUFFIX, atomic_write, npz_bytes, sha256_file
+from reds_jax._io import TMP_SUFFIX, atomic_write
 
 from .config import ConfigError, JobConfig, parse_seeds
+from .distributed import Coordinator, initialize, owned_shards
 from .experiment import DIAGNOSTICS_PREFIX, Experiment, diagnostics_warning, get_experiment
+from .manifest import (
+    MANIFEST_FILE,
+    append_line,
+    cut_torn_tail,
+    latest_entries,
+    manifest_files,
+    manifest_name,
+    read_manifest,
+    seq,
+    verified,
+)
+from .shards import FORMATS, encode_shard, load_shard, require, shard_name
 
 __all__ = [
+    "FORMATS",
     "AugmentError",
     "AugmentResult",
     "ConfigError",
@@ -58,72 +102,33 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.json"
-MANIFEST_FILE = "manifest.jsonl"
 LOCK_FILE = ".lock"
+_START_TIMEOUT_S = 1800.0  # how long processes 1.. wait for process 0 to validate the folder
+_DONE_TIMEOUT_S = 7 * 86400.0  # how long a finished process waits for the others
+_SEE_CONFIG_S = 30.0  # how long processes 1.. wait to see process 0's config.json
 
 
 class AugmentError(RuntimeError):
     """The output folder cannot be used (another configuration, another job writing to it)."""
 
 
-def shard_name(index: int) -> str:
-    """``shard-00000.npz`` for index 0."""
-    return f"shard-{index:05d}.npz"
-
-
-def read_manifest(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The manifest lines of an augmentation folder (an empty list when there is none).
-
-    Args:
-      out: the job's output folder.
-
-    Returns:
-      One dict per completed shard, in the order written: ``shard`` (file name), ``index``,
-      ``sha256``, ``bytes``, ``items`` (``[start, stop)`` positions in the job's item list),
-      ``seed_first``, ``seed_last``, ``count``.
-    """
-    path = pathlib.Path(out) / MANIFEST_FILE
-    if not path.is_file():
-        return []
-    entries = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            print(f"reds-jax augment: ignoring unreadable line {number} of {path}", file=sys.stderr)
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
-
-
-def _write_manifest(out: pathlib.Path, entries: Sequence[Mapping[str, Any]]) -> None:
-    text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
-    atomic_write(out / MANIFEST_FILE, text.encode())
-
-
-def load_shard(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """All arrays of one shard file (see the module docstring for names and shapes).
-
-    >>> # load_shard("out/shard-00000.npz")["images"].shape -> (n, 2k, T+1, H, W, 3)
-    """
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+# ---------------------------------------------------------------------------------------------
+# Reading a job's folder
 
 
 def load_dataset(out: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """All completed shards of a job concatenated along the first axis (for small datasets).
 
     Args:
-      out: the job's output folder.
+      out: the job's output folder (any format, any number of processes).
 
     Returns:
       dict of arrays as in :func:`load_shard`, ``[sum n, ...]`` (feature names not repeated).
+
+    >>> # load_dataset("out")["seeds"] -> every seed of the job once, in job order
     """
     out = pathlib.Path(out)
-    entries = sorted(read_manifest(out), key=lambda e: e["index"])
+    entries = read_manifest(out)
     if not entries:
         raise FileNotFoundError(
             f"{out} has no completed shards ({MANIFEST_FILE} is missing or empty)."
@@ -143,14 +148,16 @@ def load_dataset(out: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
 
 class AugmentResult(NamedTuple):
-    """What :func:`augment` did.
+    """What :func:`augment` did (in this process).
 
     Attributes:
       out: the output folder.
       n_items: start latents in the job.
       n_shards: shards in the job.
       written: indices of the shards written by this call.
-      skipped: indices of the shards already complete (verified) before this call.
+      skipped: indices of this process's shards already complete (verified) before this call.
+      process: this process's index (0 for a single process).
+      processes: number of processes of the job.
     """
 
     out: pathlib.Path
@@ -158,6 +165,8 @@ class AugmentResult(NamedTuple):
     n_shards: int
     written: tuple[int, ...]
     skipped: tuple[int, ...]
+    process: int = 0
+    processes: int = 1
 
 
 def _pid_alive(pid: int) -> bool:
@@ -223,10 +232,34 @@ def _locked(out: pathlib.Path) -> Iterator[None]:
         f.close()
 
 
-def _check_config(out: pathlib.Path, header: dict[str, Any]) -> None:
+def _unused(out: pathlib.Path) -> bool:
+    """No manifest and no shard file: nothing of a job would be lost by starting another."""
+    return not manifest_files(out) and not any(out.glob("shard-*"))
+
+
+def _check_config(out: pathlib.Path, header: dict[str, Any], *, write: bool) -> None:
+    """Compares ``config.json`` with ``header``; writes it first when missing and ``write``.
+
+    With ``write``, a ``config.json`` in a folder without any manifest or shard (a job stopped
+    before its first shard) is replaced rather than refused.
+    """
     path = out / CONFIG_FILE
+    if write and path.is_file() and _unused(out):
+        old = path.read_bytes()
+        new = (json.dumps(header, indent=2, sort_keys=True) + "\n").encode()
+        if old != new:
+            print(
+                f"reds-jax augment: replacing {path} of a job that finished no shard",
+                file=sys.stderr,
+            )
+            path.unlink()
     if not path.is_file():
-        if (out / MANIFEST_FILE).exists():
+        if not write:
+            raise AugmentError(
+                f"process 0 wrote {path} but this process does not see it: pass an output folder "
+                "on a file system that every host of the job shares."
+            )
+        if manifest_files(out):
             raise AugmentError(
                 f"{out} has a {MANIFEST_FILE} but no {CONFIG_FILE}; it was not written by this job. "
                 "Pass an empty or new output folder."
@@ -253,19 +286,69 @@ def _check_config(out: pathlib.Path, header: dict[str, Any]) -> None:
         )
 
 
-def _verified(out: pathlib.Path, entries: list[dict[str, Any]], n_shards: int, verify: bool):
-    done: dict[int, dict[str, Any]] = {}
-    for e in entries:
-        idx = e.get("index")
-        ok = isinstance(idx, int) and 0 <= idx < n_shards and e.get("shard") == shard_name(idx)
-        path = out / shard_name(idx) if ok else None
-        ok = ok and idx not in done and path.is_file() and path.stat().st_size == e.get("bytes")
-        ok = ok and (not verify or sha256_file(path) == e.get("sha256"))
-        if ok:
-            done[idx] = e
-        else:
-            print(f"reds-jax augment: manifest entry {e!r} is invalid; redoing it", file=sys.stderr)
-    return done
+class _Writer:
+    """Runs ``write(*item)`` on a background thread fed by a bounded queue.
+
+    ``put`` blocks while ``maxsize`` items wait (so memory stays bounded) and raises the writer's
+    error, if any, in the calling thread; ``close`` drains the queue, joins, and raises it too.
+    ``maxsize=0`` writes in the calling thread instead.
+    """
+
+    def __init__(self, write: Callable[..., None], maxsize: int):
+        self._write = write
+        self._error: BaseException | None = None
+        self._queue: queue.Queue | None = None
+        if maxsize > 0:
+            self._queue = queue.Queue(maxsize=maxsize)
+            self._thread = threading.Thread(target=self._loop, name="reds-jax-writer", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._write(*item)
+                except BaseException as err:  # noqa: B036 - handed to the calling thread
+                    self._error = err
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, *item: Any) -> None:
+        if self._queue is None:
+            self._write(*item)
+            return
+        while True:
+            self._raise()
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self, *, raise_error: bool = True) -> None:
+        if self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+        if raise_error:
+            self._raise()
+
+
+def _experiment(cfg: JobConfig, latents: np.ndarray | None) -> Experiment:
+    """Loads and checks the model and options (no compile yet): every ``ConfigError`` is here."""
+    try:
+        exp = get_experiment(cfg)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config: {err}") from None
+    if latents is not None and latents.shape[1] != exp.latent_dim:
+        raise ConfigError(
+            f"config: field 'latents' has d={latents.shape[1]} but model {cfg.model!r} "
+            f"needs d={exp.latent_dim}."
+        )
+    return exp
 
 
 def augment(
@@ -274,6 +357,8 @@ def augment(
     *,
     progress: bool = True,
     verify: bool = True,
+    distributed: bool | Mapping[str, Any] | None = None,
+    queue_size: int = 2,
     names: Sequence[str] | None = None,
 ) -> AugmentResult:
     """Runs (or resumes) an augmentation job; see the module docstring for the folder layout.
@@ -281,32 +366,46 @@ def augment(
     Args:
       config: a :class:`JobConfig` or a mapping of its fields; needs ``seeds`` or ``latents``.
       out: output folder (created). Resuming requires the same configuration (``batch_size``
-        may differ).
+        and the number of processes may differ).
       progress: show a tqdm progress bar on stderr.
-      verify: check the sha256 of shards already listed in the manifest before skipping them.
+      verify: check the sha256 of shards already listed in a manifest before skipping them.
+      distributed: ``True`` runs ``jax.distributed.initialize()`` (auto-detection), a mapping
+        passes its keyword arguments (``coordinator_address``, ``num_processes``,
+        ``process_id``); ``None`` initialises nothing but still follows
+        ``jax.process_index()`` / ``jax.process_count()`` if the caller initialised the runtime.
+        Every process of the job calls :func:`augment` with the same arguments.
+      queue_size: computed shards that may wait for the background writer (``0``: write in this
+        thread, without overlap).
       names: optional ``[N]`` item names (e.g. the image files of ``--images``), stored per shard
         as ``names``.
 
     Returns:
-      :class:`AugmentResult`.
+      :class:`AugmentResult` of this process.
 
     Raises:
-      ConfigError: a bad configuration field.
+      ConfigError: a bad configuration field (nothing is written to ``out`` then).
       AugmentError: the folder holds another configuration, or another job is writing to it.
 
     >>> augment({"model": "rooms", "model_args": {"size": 16}, "seeds": "0:4", "k": 1,
-    ...          "steps": 2, "shard_size": 2}, "out")  # writes a job folder  # doctest: +SKIP
+    ...          "steps": 2, "shard_size": 2, "format": "parquet"}, "out")  # compiles, writes ./out  # doctest: +SKIP
     """
     if not isinstance(config, JobConfig):
         config = JobConfig.from_mapping(config)
     cfg = config.resolved()
+    if not isinstance(queue_size, int) or isinstance(queue_size, bool) or queue_size < 0:
+        raise ValueError(f"queue_size must be an int >= 0; got {queue_size!r}.")
+    try:
+        require(cfg.format)
+    except ImportError as err:
+        raise ConfigError(f"config: field 'format': {err}") from None
     seeds, latents = cfg.starts()
     n_items = len(seeds)
     if names is not None and len(names) != n_items:
         raise ConfigError(f"names has {len(names)} entries; pass one per start latent ({n_items}).")
     n_shards = -(-n_items // cfg.shard_size)
+    procs = initialize(distributed)
+    coord = Coordinator(procs)
     out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     from reds_jax import __version__
 
     header = {
@@ -315,42 +414,107 @@ def augment(
         "n_shards": n_shards,
         "reds_jax_version": __version__,
     }
-    with _locked(out):
-        _check_config(out, header)
-        for stale in out.glob(f".*{TMP_SUFFIX}"):
-            stale.unlink(missing_ok=True)
-        entries = read_manifest(out)
-        done = _verified(out, entries, n_shards, verify)
-        if len(done) != len(entries):
-            _write_manifest(out, list(done.values()))
-        manifest = list(done.values())
-        pending = [i for i in range(n_shards) if i not in done]
-        if done and progress:
-            print(
-                f"reds-jax augment: resuming {out}: {len(done)} of {n_shards} shard(s) already "
-                f"finished ({'sha256 verified' if verify else 'not verified: --no-verify'}) "
-                f"and skipped; {len(pending)} to compute",
-                file=sys.stderr,
-            )
-        if pending:
-            exp = get_experiment(cfg)
-            if latents is not None and latents.shape[1] != exp.latent_dim:
-                raise ConfigError(
-                    f"config: field 'latents' has d={latents.shape[1]} but model {cfg.model!r} "
-                    f"needs d={exp.latent_dim}."
-                )
-        from reds_jax.jobs.progress import BatchProgress
-
-        bar = BatchProgress(
-            n_items,
-            "reds-jax augment",
-            done=sum(e["count"] for e in manifest),
-            enabled=progress,
+    with contextlib.ExitStack() as stack:
+        exp = None
+        if procs.leader:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(_locked(out))
+                for name in (CONFIG_FILE, MANIFEST_FILE):  # temp files of a killed writer
+                    for stale in out.glob(f".{name}.*{TMP_SUFFIX}"):
+                        stale.unlink(missing_ok=True)
+                if not (out / CONFIG_FILE).is_file() or _unused(out):
+                    exp = _experiment(cfg, latents)  # validate before claiming the folder
+                _check_config(out, header, write=True)
+            except BaseException as err:
+                coord.publish("start", f"{type(err).__name__}: {err}")
+                raise
+            coord.publish("start", "ok")
+        else:
+            word = coord.receive("start", _START_TIMEOUT_S)
+            if word != "ok":
+                raise AugmentError(f"process 0 did not start the job: {word}")
+            deadline = time.monotonic() + _SEE_CONFIG_S  # a shared file system may lag a little
+            while not (out / CONFIG_FILE).is_file() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            _check_config(out, header, write=False)
+        result = _run(
+            cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue_size, names
         )
-        totals: dict[str, Any] = {}
+        try:
+            coord.barrier("done", _DONE_TIMEOUT_S)
+        except Exception as err:  # the runtime raises its own error types
+            raise AugmentError(
+                f"process {procs.index} finished its shards, but not every process of the job "
+                f"did ({type(err).__name__}: {err}); run the job again to complete it."
+            ) from None
+    return result
+
+
+def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue_size, names):
+    """This process's share of the job, in a validated folder."""
+    fmt, n_items = cfg.format, len(seeds)
+    mine = out / manifest_name(procs.index)
+    cut_torn_tail(mine)  # only this process appends to it
+    owned = owned_shards(n_shards, procs)
+    for idx in owned:  # temp files of a killed run; only this process writes these shards
+        for stale in out.glob(f".{shard_name(idx, fmt)}.*{TMP_SUFFIX}"):
+            stale.unlink(missing_ok=True)
+    latest = latest_entries(out)
+    done = verified(out, latest, owned, fmt, verify)
+    pending = [i for i in owned if i not in done]
+    if pending and exp is None:
+        exp = _experiment(cfg, latents)
+
+    def bounds(idx: int) -> tuple[int, int]:
+        return idx * cfg.shard_size, min((idx + 1) * cfg.shard_size, n_items)
+
+    def write(idx: int, arrays: dict[str, np.ndarray]) -> None:
+        lo, hi = bounds(idx)
+        data = encode_shard(arrays, fmt, compress=cfg.compress)
+        name = shard_name(idx, fmt)
+        atomic_write(out / name, data)
+        previous = latest.get(idx)
+        entry = {
+            "shard": name,
+            "index": idx,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "items": [lo, hi],
+            "seed_first": int(seeds[lo]),
+            "seed_last": int(seeds[hi - 1]),
+            "count": hi - lo,
+            "paths": 2 * cfg.k,
+            "frames": cfg.steps + 1,
+            "image_shape": list(arrays["images"].shape[3:]),
+            "format": fmt,
+            "process": procs.index,
+            "seq": max(time.time_ns(), 0 if previous is None else seq(previous) + 1),
+        }
+        append_line(mine, entry)
+
+    from reds_jax.jobs.progress import BatchProgress
+
+    if done and progress:
+        print(
+            f"reds-jax augment: resuming {out}: {len(done)} of {len(owned)} shard(s) already "
+            f"finished ({'sha256 verified' if verify else 'not verified: --no-verify'}) and "
+            f"skipped; {len(pending)} to compute",
+            file=sys.stderr,
+        )
+    total = sum(min(cfg.shard_size, n_items - i * cfg.shard_size) for i in owned)
+    bar = BatchProgress(  # a compile line, then a bar whose rate excludes compilation
+        total,
+        "reds-jax augment" + (f" [{procs.index}/{procs.count}]" if procs.count > 1 else ""),
+        done=sum(e["count"] for e in done.values()),
+        enabled=progress,
+    )
+    totals: dict[str, Any] = {}
+    writer = _Writer(write, queue_size)
+    try:
         with bar:
             for idx in pending:
-                lo, hi = idx * cfg.shard_size, min((idx + 1) * cfg.shard_size, n_items)
+                lo, hi = bounds(idx)
                 arrays = exp.run(
                     seeds=seeds[lo:hi],
                     latents=None if latents is None else latents[lo:hi],
@@ -365,25 +529,14 @@ def augment(
                     arrays["names"] = np.asarray(names[lo:hi], dtype=str)
                 arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
                 arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
-                data = npz_bytes(arrays, cfg.compress)
-                atomic_write(out / shard_name(idx), data)
-                manifest.append(
-                    {
-                        "shard": shard_name(idx),
-                        "index": idx,
-                        "sha256": hashlib.sha256(data).hexdigest(),
-                        "bytes": len(data),
-                        "items": [lo, hi],
-                        "seed_first": int(seeds[lo]),
-                        "seed_last": int(seeds[hi - 1]),
-                        "count": hi - lo,
-                        "paths": 2 * cfg.k,
-                        "frames": cfg.steps + 1,
-                        "image_shape": list(arrays["images"].shape[3:]),
-                    }
-                )
-                _write_manifest(out, manifest)
-        warning = diagnostics_warning(totals)
-        if warning:
-            print(f"reds-jax augment: {warning}", file=sys.stderr)
-    return AugmentResult(out, n_items, n_shards, tuple(pending), tuple(sorted(done)))
+                writer.put(idx, arrays)
+    except BaseException:
+        writer.close(raise_error=False)  # finish what was computed, then the first error wins
+        raise
+    writer.close()
+    warning = diagnostics_warning(totals)
+    if warning:
+        print(f"reds-jax augment: {warning}", file=sys.stderr)
+    return AugmentResult(
+        out, n_items, n_shards, tuple(pending), tuple(sorted(done)), procs.index, procs.count
+    )

@@ -5,10 +5,13 @@ Subcommands::
   reds-jax demo      [--model faces|rooms] [--out PNG]          a traversal grid from a real generator
   reds-jax traverse  --seeds 0 1 --vary lowpass:2 --fix highpass:2 ... --out DIR
   reds-jax augment   --seeds 0:1000 --out DIR [--shard-size 64 --batch-size 16]   resumable dataset job
+                     [--format npz|webdataset|parquet] [--distributed | --coordinator HOST:PORT
+                     --num-processes N --process-id I]   (multi-host: shard i on process i % N)
   reds-jax invert    IMAGES... [--images DIR] --model faces|rooms --out DIR   GAN inversion
   reds-jax evaluate  ...                                         quality suites (reds_jax.evaluation.runner)
   reds-jax bench     ...                                         benchmarks
   reds-jax convert   stylegan2 IN.pkl|IN.pt OUT.msgpack           StyleGAN2 checkpoints, no torch
+  reds-jax app       [--host 127.0.0.1 --port 7860]              interactive explorer (extra [app])
 
 ``traverse`` and ``augment`` start from ``--seeds``, ``--latents FILE.npy`` or ``--images DIR``
 (the images are inverted first, into ``OUT/inverted``; see :mod:`reds_jax.jobs.inversion`).
@@ -21,6 +24,10 @@ Feature specs: ``pixels``, ``region:top,left,h,w[,invert]``, ``lowpass:σ``, ``h
 Every command turns on JAX's persistent compilation cache (``<reds_jax cache>/xla``, see
 :mod:`reds_jax.compile_cache`) unless given ``--no-compile-cache`` or ``REDS_JAX_NO_COMPILE_CACHE=1``.
 This module imports no jax at import time, so ``--help`` is instant; commands import what they need.
+
+Errors: every bad argument, configuration field or input file is one line on stderr naming it and
+what to pass instead, exit status 2; an unexpected error is one line with exit status 1; add
+``--debug`` anywhere on the line to see the traceback instead.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ _JOB_FLAGS = {
     "vary": "vary",
     "fix": "fix",
     "method": "method",
+    "preset": "preset",
     "path": "path",
     "k": "k",
     "steps": "steps",
@@ -58,11 +66,44 @@ _JOB_FLAGS = {
     "shard_size": "shard_size",
     "batch_size": "batch_size",
     "compress": "compress",
+    "format": "format",
 }
 
 
 class _UsageError(Exception):
     """Bad arguments or configuration: printed without a traceback, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``reds-jax traverse: error: ...; see --help``), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _number(kind: type, low: float, *, inclusive: bool = True):
+    """An argparse type: a finite ``kind`` (int or float) ``>= low`` (``> low`` if not inclusive)."""
+    import math
+
+    what = f"{'an int' if kind is int else 'a finite number'} {'>=' if inclusive else '>'} {low:g}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+_COUNT = _number(int, 1)  # k, restarts, batch and shard sizes, scale
+_INDEX = _number(int, 0)  # seeds, keys, steps
+_POSITIVE = _number(float, 0.0, inclusive=False)  # step sizes, learning rates
+_WEIGHT = _number(float, 0.0)  # weights
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,8 +157,8 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
         "--images",
         help="a folder of PNG/JPEG images: invert them first and start from their latents",
     )
-    p.add_argument("--invert-steps", type=int, default=300, help="inversion steps (--images)")
-    p.add_argument("--key", type=int, help="base PRNG seed (default 0)")
+    p.add_argument("--invert-steps", type=_COUNT, default=300, help="inversion steps (--images)")
+    p.add_argument("--key", type=_INDEX, help="base PRNG seed (default 0)")
     p.add_argument(
         "--vary", action="append", metavar="FEATURE", help="feature to change, repeatable"
     )
@@ -126,16 +167,20 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
         "--no-fix", action="store_true", help="no fixed features (instead of the model's default)"
     )
     p.add_argument("--method", help="reds (default), nullspace, maxc, minf, random")
-    p.add_argument("--path", help="local (default) or linear")
-    p.add_argument("-k", type=int, dest="k", help="directions per start latent (2k paths)")
-    p.add_argument("--steps", type=int, help="steps per path (default 8)")
-    p.add_argument("--step-size", type=float, help="latent step length (default: the model's)")
     p.add_argument(
-        "--step-target", type=float,
+        "--preset",
+        help="official: the paper's reference code's defaults (explicit flags override them)",
+    )
+    p.add_argument("--path", help="local (default) or linear")
+    p.add_argument("-k", type=_COUNT, dest="k", help="directions per start latent (2k paths)")
+    p.add_argument("--steps", type=_INDEX, help="steps per path (default 8)")
+    p.add_argument("--step-size", type=_POSITIVE, help="latent step length (default: the model's)")
+    p.add_argument(
+        "--step-target", type=_POSITIVE,
         help="feature-space steps: varied-feature change per step (--step-size caps the step)",
     )  # fmt: skip
     p.add_argument(
-        "--correct", type=int, help="drift-corrector iterations per step (default 0: none)"
+        "--correct", type=_INDEX, help="drift-corrector iterations per step (default 0: none)"
     )
     p.add_argument("--solver", help="dense (default) or matrix_free (reds/maxc; big features)")
     p.add_argument(
@@ -147,28 +192,44 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
         help="traverse option, repeatable (ridge=1e-4, beta_fix=0.99, mode=fwd, chunk_size=64)",
     )
     p.add_argument("--dtype", help="float32 (default) or float64 (needs JAX_ENABLE_X64=1)")
-    p.add_argument("--batch-size", type=int, help="start latents per compiled call (default 16)")
+    p.add_argument("--batch-size", type=_COUNT, help="start latents per compiled call (default 16)")
     p.add_argument("--out", help="output folder")
     if augment:
-        p.add_argument("--shard-size", type=int, help="start latents per shard file (default 64)")
+        p.add_argument(
+            "--shard-size", type=_COUNT, help="start latents per shard file (default 64)"
+        )
         p.add_argument(
             "--no-compress", dest="compress", action="store_false", default=None,
             help="store shards uncompressed",
         )  # fmt: skip
+        p.add_argument(
+            "--format", help="shard files: npz (default), webdataset (tar of PNGs) or parquet"
+        )
+        p.add_argument(
+            "--distributed", action="store_true",
+            help="multi-host: jax.distributed.initialize() with auto-detection (SLURM, TPU, ...)",
+        )  # fmt: skip
+        p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-host: process 0's address")
+        p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+        p.add_argument("--process-id", type=int, help="multi-host: this process's index")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument(
             "--no-verify", action="store_true", help="skip sha256 checks of finished shards"
         )
     else:
-        p.add_argument("--scale", type=int, default=None, help="PNG upscaling (default: auto)")
+        p.add_argument("--scale", type=_COUNT, default=None, help="PNG upscaling (default: auto)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog=PROG,
         description="Rayleigh EigenDirections (REDs): nonlinear latent traversals in JAX.",
-        epilog="Run 'reds-jax COMMAND --help' for a command's options.",
+        epilog="Run 'reds-jax COMMAND --help' for a command's options. Errors are one line; add "
+        "--debug anywhere to see the traceback.",
+    )
+    ap.add_argument(  # read (and removed) by main() wherever it appears
+        "--debug", action="store_true", help="show the traceback of an error (anywhere on the line)"
     )
     _add_common_flags(ap, top=True)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -182,10 +243,10 @@ def _parser() -> argparse.ArgumentParser:
         "(the GAN trained in this repository; its weights ship with the package)",
     )
     d.add_argument("--out", help="PNG path (default ./reds_jax_demo_MODEL.png)")
-    d.add_argument("--seed", type=int, default=0, help="start seed (default 0)")
-    d.add_argument("-k", type=int, default=2, dest="k", help="directions (default 2: 4 rows)")
-    d.add_argument("--steps", type=int, default=8, help="steps per path (default 8)")
-    d.add_argument("--step-size", type=float, default=None, help="default: the model's")
+    d.add_argument("--seed", type=_INDEX, default=0, help="start seed (default 0)")
+    d.add_argument("-k", type=_COUNT, default=2, dest="k", help="directions (default 2: 4 rows)")
+    d.add_argument("--steps", type=_INDEX, default=8, help="steps per path (default 8)")
+    d.add_argument("--step-size", type=_POSITIVE, default=None, help="default: the model's")
     d.add_argument(
         "--model-arg", dest="model_args", action="append", type=_key_value, metavar="KEY=VALUE"
     )
@@ -196,7 +257,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_job_flags(t, augment=False)
     _add_common_flags(t)
-    a = sub.add_parser("augment", help="resumable dataset augmentation into .npz shards")
+    a = sub.add_parser(
+        "augment", help="resumable dataset augmentation into npz / webdataset / parquet shards"
+    )
     _add_job_flags(a, augment=True)
     _add_common_flags(a)
     inv = sub.add_parser("invert", help="invert image files: .npy/.npz latents + reconstructions")
@@ -205,13 +268,13 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument("--model", default="faces", help="faces (default), rooms, rooms_gan, ...")
     inv.add_argument("--out", default="reds_jax_invert", help="output folder")
     inv.add_argument(
-        "--steps", type=int, default=300, help="Adam steps per restart, at most (300; see --tol)"
+        "--steps", type=_COUNT, default=300, help="Adam steps per restart, at most (300; see --tol)"
     )
     inv.add_argument(
-        "--restarts", type=int, default=4,
+        "--restarts", type=_COUNT, default=4,
         help="random restarts per image (4); only the best goes on after --select-after steps",
     )  # fmt: skip
-    inv.add_argument("--lr", type=float, default=0.08, help="Adam learning rate (0.08)")
+    inv.add_argument("--lr", type=_POSITIVE, default=0.08, help="Adam learning rate (0.08)")
     inv.add_argument(
         "--tol", type=float, default=1e-3,
         help="stop an image when its objective improved by less than this fraction over 25 "
@@ -226,10 +289,10 @@ def _parser() -> argparse.ArgumentParser:
         help="warn about images reconstructed below this PSNR in dB (20)",
     )  # fmt: skip
     inv.add_argument("--no-progress", action="store_true", help="no progress bar")
-    inv.add_argument("--prior-weight", type=float, default=1e-3, help="latent-norm prior (1e-3)")
+    inv.add_argument("--prior-weight", type=_WEIGHT, default=1e-3, help="latent-norm prior (1e-3)")
     inv.add_argument("--feature", help="also match this feature (e.g. identity for faces)")
-    inv.add_argument("--feature-weight", type=float, default=1.0, help="its weight (1.0)")
-    inv.add_argument("--key", type=int, default=0, help="PRNG seed (0)")
+    inv.add_argument("--feature-weight", type=_WEIGHT, default=1.0, help="its weight (1.0)")
+    inv.add_argument("--key", type=_INDEX, default=0, help="PRNG seed (0)")
     inv.add_argument(
         "--model-arg", dest="model_args", action="append", type=_key_value, metavar="KEY=VALUE"
     )
@@ -238,6 +301,7 @@ def _parser() -> argparse.ArgumentParser:
         ("evaluate", "quality suites"),
         ("bench", "performance benchmarks"),
         ("convert", "checkpoint converters: 'convert stylegan2 IN.pkl|.pt OUT.msgpack'"),
+        ("app", "interactive explorer in the browser (pip install 'reds-jax[app]')"),
     ):
         e = sub.add_parser(name, help=f"{what} (arguments are passed on)", add_help=False)
         e.add_argument("args", nargs=argparse.REMAINDER)
@@ -259,13 +323,19 @@ def _job_config(ns: argparse.Namespace, *, augment: bool):
                 data = tomllib.load(f)
         except FileNotFoundError:
             raise _UsageError(f"config file {ns.config} does not exist.") from None
+        except IsADirectoryError:
+            raise _UsageError(
+                f"--config {ns.config} is a folder; pass a TOML file (e.g. job.toml)."
+            ) from None
+        except OSError as err:
+            raise _UsageError(f"--config {ns.config}: cannot read it ({err}).") from None
         except tomllib.TOMLDecodeError as err:
             raise _UsageError(f"config file {ns.config} is not valid TOML: {err}.") from None
     out = data.pop("out", None)
     if out is not None and not isinstance(out, str):
         raise _UsageError(f"{where}: field 'out' must be a folder path string; got {out!r}.")
     if not augment:
-        for field in ("shard_size", "compress"):
+        for field in ("shard_size", "compress", "format"):
             if field in data:
                 raise _UsageError(
                     f"{where}: field {field!r} only applies to 'reds-jax augment'; remove it."
@@ -292,6 +362,32 @@ def _job_config(ns: argparse.Namespace, *, augment: bool):
         raise _UsageError(str(err)) from None
 
 
+def _check_out(out: Any, *, flag: str = "--out", file: bool = False) -> pathlib.Path:
+    """Refuses, before any work, an output path that cannot be written.
+
+    A folder (``file=False``) must be missing or a folder; a file (``file=True``, the demo PNG)
+    must not be a folder; in both cases the nearest existing ancestor must be a writable folder
+    (not a file: ``--out notes.txt/x``).
+    """
+    import os
+
+    path = pathlib.Path(out)
+    if path.exists() and path.is_dir() == file:
+        what = "a folder" if file else "a file"
+        want = "a file path (e.g. out.png)" if file else "a folder path (new or existing)"
+        raise _UsageError(f"{flag} {path} is {what}; pass {want}.")
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise _UsageError(f"{flag} {path} lies under the file {parent}; pass a folder path.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _UsageError(
+            f"{flag} {path}: {parent} is not writable; pass a folder you can write to."
+        )
+    return path
+
+
 # ---------------------------------------------------------------------------------------------
 # Commands
 
@@ -314,6 +410,8 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     from reds_jax.jobs.experiment import ConfigError, JobConfig, get_experiment
 
     t0 = time.perf_counter()
+    if ns.out is not None:
+        _check_out(ns.out, file=True)
     try:
         cfg = JobConfig.from_mapping(
             {
@@ -378,6 +476,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
+    _check_out(out or "reds_jax_traverse")
     cfg, names = _with_inverted_images(ns, cfg, out)
     try:
         seeds, latents = cfg.starts(default_seeds=[0])
@@ -418,6 +517,7 @@ def _cmd_invert(ns: argparse.Namespace) -> int:
     from reds_jax.jobs.inversion import InversionJobError, invert_files
 
     t0 = time.perf_counter()
+    _check_out(ns.out)
     try:
         res = _invert(
             invert_files,
@@ -511,17 +611,29 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
         raise _UsageError(
             "augment needs an output folder: pass --out DIR (or out = '...' in TOML)."
         )
+    _check_out(out)
     cfg, names = _with_inverted_images(ns, cfg, out)
-    if cfg.seeds is None and cfg.latents is None:
-        raise _UsageError(
-            "augment needs start latents: pass --seeds 0:1000, --latents FILE.npy or --images DIR."
-        )
+    given = {
+        "coordinator_address": ns.coordinator,
+        "num_processes": ns.num_processes,
+        "process_id": ns.process_id,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
+    distributed = given or (True if ns.distributed else None)
     try:
-        res = augment(cfg, out, progress=not ns.no_progress, verify=not ns.no_verify, names=names)
-    except (ConfigError, AugmentError) as err:
+        res = augment(
+            cfg,
+            out,
+            progress=not ns.no_progress,
+            verify=not ns.no_verify,
+            distributed=distributed,
+            names=names,
+        )
+    except (ConfigError, AugmentError, ValueError) as err:
         raise _UsageError(str(err)) from None
+    who = f" (process {res.process} of {res.processes})" if res.processes > 1 else ""
     print(
-        f"{PROG} augment: {res.n_shards} shard(s) of {res.n_items} start latents in "
+        f"{PROG} augment{who}: {res.n_shards} shard(s) of {res.n_items} start latents in "
         f"{res.out.resolve()}: wrote {len(res.written)}, already complete {len(res.skipped)} "
         f"({time.perf_counter() - t0:.1f} s)"
     )
@@ -529,10 +641,14 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
 
 
 def _delegate(module: str, args: Sequence[str], prog: str) -> int:
-    """Runs ``module.main(args, prog=prog)``: ``evaluate`` and ``convert`` parse their own
-    arguments, under the program name ``reds-jax NAME``."""
+    """Runs ``module.main(args)``: ``evaluate``, ``convert`` and ``app`` parse their own arguments,
+    under the program name ``reds-jax NAME`` where their ``main`` takes ``prog``."""
+    import inspect
+
+    entry = importlib.import_module(module).main
+    kwargs = {"prog": prog} if "prog" in inspect.signature(entry).parameters else {}
     try:
-        code = importlib.import_module(module).main(list(args), prog=prog)
+        code = entry(list(args), **kwargs)
     except SystemExit as err:  # argparse inside the delegate (--help: 0, errors: 2)
         if not isinstance(err.code, int | None):
             print(f"{prog}: error: {err.code}", file=sys.stderr)
@@ -605,42 +721,71 @@ def _passed_on(command: str, args: list[str], no_cache: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``reds-jax`` console script.
 
+    Every error is one line on stderr naming what was wrong and what to pass instead; ``--debug``
+    (anywhere on the command line) shows the traceback instead.
+
     Args:
       argv: arguments without the program name (default ``sys.argv[1:]``).
 
     Returns:
-      Exit status: 0 on success, 2 for bad arguments / configuration (printed without a
-      traceback), 1 when an asset cannot be obtained.
+      Exit status: 0 on success, 2 for bad arguments, configuration or input files (printed
+      without a traceback), 1 when an asset cannot be obtained or on an internal error, 130 on
+      Ctrl-C.
 
     >>> main(["bench", "--help"])  # runs the benchmark script  # doctest: +SKIP
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt:
+        print(f"{PROG} {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the one place errors become exit codes
+        if debug:
+            raise
+        code, message = _classify(err)
+        print(f"{PROG} {command}: error: {message}", file=sys.stderr)
+        return code
+
+
+def _classify(err: Exception) -> tuple[int, str]:
+    """Exit status and one-line message of an error that reached :func:`main`."""
+    from reds_jax.assets import AssetError
+
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, AssetError):
+        return 1, text  # says where to put the file
+    if isinstance(err, _UsageError | ValueError):  # ConfigError, AugmentError, bad files, ...
+        return 2, text
+    if isinstance(err, OSError):  # an unwritable --out, a vanished file, a full disk
+        where = f" ({err.filename})" if err.filename and str(err.filename) not in text else ""
+        return 2, f"{text}{where}; check the path and its permissions."
+    return 1, (
+        f"internal error {type(err).__name__}: {text} (rerun with --debug for the traceback, "
+        "and please report it)"
+    )
+
+
+def _dispatch(argv: list[str]) -> int:
     no_cache = "--no-compile-cache" in argv
     if argv[:1] == ["--no-compile-cache"] and argv[1:2] and argv[1] in _PASSED_ON:
         argv = argv[1:]  # the top-level flag before a passed-on command
-    if argv and argv[0] in _PASSED_ON:
+    if argv and argv[0] in _PASSED_ON:  # their arguments go to their own parsers, untouched
         return _passed_on(argv[0], argv[1:], no_cache)
+    if argv and argv[0] == "app":
+        return _delegate("reds_jax.app.ui", argv[1:], f"{PROG} app")
     ns = _parser().parse_args(argv)
     _compile_cache(ns.no_compile_cache)
-    try:
-        if ns.command == "demo":
-            return _cmd_demo(ns)
-        if ns.command == "traverse":
-            return _cmd_traverse(ns)
-        if ns.command == "augment":
-            return _cmd_augment(ns)
-        if ns.command == "invert":
-            return _cmd_invert(ns)
-        raise _UsageError(f"unknown command {ns.command!r}")
-    except _UsageError as err:
-        print(f"{PROG} {ns.command}: error: {err}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as err:  # reds_jax.assets.AssetError: says where to put the file
-        print(f"{PROG} {ns.command}: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG} {ns.command}: interrupted", file=sys.stderr)
-        return 130
+    commands = {
+        "demo": _cmd_demo,
+        "traverse": _cmd_traverse,
+        "augment": _cmd_augment,
+        "invert": _cmd_invert,
+    }
+    return commands[ns.command](ns)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,16 +14,18 @@ import dataclasses
 import json
 import math
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from reds_jax._io import sha256_file
+from reds_jax.core import presets
 from reds_jax.core.traverse import METHODS, OPTIONS, PATHS, SOLVERS
 from reds_jax.jobs import models
+from reds_jax.jobs.shards import FORMATS
 
-__all__ = ["ConfigError", "JobConfig", "StartItems", "load_latents", "parse_seeds"]
+__all__ = ["ConfigError", "JobConfig", "Seeds", "StartItems", "load_latents", "parse_seeds"]
 
 
 class ConfigError(ValueError):
@@ -34,68 +36,136 @@ class ConfigError(ValueError):
 # Configuration
 
 
-def parse_seeds(spec: Any) -> np.ndarray:
+SEED_LIMIT = 2**32  # seeds lie in [0, 2**32): they are folded into a uint32 PRNG key
+
+
+class Seeds(Sequence[int]):
+    """An ordered set of seeds kept as half-open ranges, materialised only where indexed.
+
+    ``Seeds(((0, 2 * 10**8),))`` costs a few bytes; ``seeds[lo:hi]`` is an int64 array of that
+    slice only, so a job over 2·10⁸ seeds never allocates them all. Built by :func:`parse_seeds`,
+    which merges touching ranges (``0:20 20:40`` is ``0:40``) and refuses duplicates.
+
+    >>> s = parse_seeds(["0:3", 7])
+    >>> len(s), s[1:3].tolist(), s[-1], s.tokens()
+    (4, [1, 2], 7, ['0:3', 7])
+    """
+
+    __slots__ = ("_begins", "_ends", "_starts", "ranges")
+
+    def __init__(self, ranges: Sequence[tuple[int, int]]):
+        self.ranges = tuple((int(a), int(b)) for a, b in ranges)
+        lengths = np.asarray([b - a for a, b in self.ranges], np.int64)
+        self._starts = np.asarray([a for a, _ in self.ranges], np.int64)  # first seed of each
+        self._ends = np.cumsum(lengths)  # position after each range
+        self._begins = self._ends - lengths  # position of each range's first seed
+
+    dtype = np.dtype(np.int64)  # what slices and np.asarray give
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    @property
+    def shape(self) -> tuple[int]:
+        """``(N,)``, as for the array it stands for."""
+        return (len(self),)
+
+    def _at(self, positions: np.ndarray) -> np.ndarray:
+        r = np.searchsorted(self._ends, positions, side="right")
+        return self._starts[r] + positions - self._begins[r]
+
+    def __getitem__(self, index):  # int -> int, slice -> int64 array [n]
+        n = len(self)
+        if isinstance(index, slice):
+            return self._at(np.arange(*index.indices(n), dtype=np.int64))
+        i = int(index)
+        if not -n <= i < n:
+            raise IndexError(f"seed index {i} out of range for {n} seeds")
+        return int(self._at(np.asarray([i % n], np.int64))[0])
+
+    def __iter__(self):
+        for a, b in self.ranges:
+            yield from range(a, b)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+    def tolist(self) -> list[int]:
+        """All seeds as Python ints (materialises them: for small sets)."""
+        return self[:].tolist()
+
+    def tokens(self) -> list[int | str]:
+        """The canonical spec: one ``"start:stop"`` per range, a bare int per single seed."""
+        return [a if b == a + 1 else f"{a}:{b}" for a, b in self.ranges]
+
+    def __repr__(self) -> str:
+        return f"Seeds({self.tokens()!r})"
+
+
+def parse_seeds(spec: Any) -> Seeds:
     """Seeds from ``"start:stop"`` (half-open), an int, or a list of ints / ``"start:stop"`` strings.
+
+    Ranges are never materialised (see :class:`Seeds`); touching ranges merge, so ``["0:20",
+    "20:40"]`` and ``"0:40"`` are the same seeds and the same job configuration.
 
     Args:
       spec: e.g. ``"0:1000"``, ``[0, 1, 2]``, ``["0", "5:8"]``, ``7``.
 
     Returns:
-      ``[N]`` int64 seeds in [0, 2³²), in the given order.
+      :class:`Seeds`: ``N`` seeds in [0, 2³²), in the given order (``np.asarray`` gives ``[N]``
+      int64; slicing gives arrays of the slice only).
 
     Raises:
-      ConfigError: bad syntax, a negative or too large seed, or no seeds.
+      ConfigError: bad syntax, a negative or too large seed, a duplicate seed (each start latent
+        is traversed once: remove the repeat), or no seeds.
 
     >>> parse_seeds(["0:3", 7]).tolist()
     [0, 1, 2, 7]
     """
     tokens = spec if isinstance(spec, list | tuple) else [spec]
-    out: list[np.ndarray] = []
+    ranges: list[list[int]] = []
     for tok in tokens:
-        if isinstance(tok, bool):
+        if isinstance(tok, bool) or not isinstance(tok, int | np.integer | str):
             raise ConfigError(f"seeds: {tok!r} is not a seed; pass ints or 'start:stop'.")
-        if isinstance(tok, int | np.integer):
-            out.append(np.asarray([int(tok)], np.int64))
-            continue
-        text = str(tok).strip()
+        text = str(int(tok)) if isinstance(tok, int | np.integer) else tok.strip()
         try:
-            if ":" in text:
-                a, b = (int(x) for x in text.split(":"))
-                if b <= a:
-                    raise ConfigError(
-                        f"seeds: range {text!r} is empty; write 'start:stop' with stop > start."
-                    )
-                out.append(np.arange(a, b, dtype=np.int64))
-            else:
-                out.append(np.asarray([int(text)], np.int64))
-        except ValueError as err:
-            if isinstance(err, ConfigError):
-                raise
+            a, b = (int(x) for x in text.split(":")) if ":" in text else (int(text), int(text) + 1)
+        except ValueError:
             raise ConfigError(
                 f"seeds: {tok!r} is not an int or a 'start:stop' range (e.g. '0:1000')."
             ) from None
-    seeds = np.concatenate(out) if out else np.zeros((0,), np.int64)
-    if seeds.size == 0:
+        if b <= a:
+            raise ConfigError(
+                f"seeds: range {text!r} is empty; write 'start:stop' with stop > start."
+            )
+        if a < 0 or b > SEED_LIMIT:
+            raise ConfigError(f"seeds must lie in [0, 2**32); got {tok!r}.")
+        if ranges and ranges[-1][1] == a:
+            ranges[-1][1] = b  # 0:20 20:40 -> 0:40
+        else:
+            ranges.append([a, b])
+    if not ranges:
         raise ConfigError("seeds: no seeds given; pass e.g. seeds = '0:100'.")
-    if seeds.min() < 0 or seeds.max() >= 2**32:
-        raise ConfigError("seeds must lie in [0, 2**32).")
-    return seeds
-
-
-def _seed_tokens(spec: Any) -> list[Any]:
-    tokens = spec if isinstance(spec, list | tuple) else [spec]
-    return [int(t) if isinstance(t, int | np.integer) else str(t).strip() for t in tokens]
+    ordered = sorted(ranges)
+    for (_, b0), (a1, _) in zip(ordered, ordered[1:], strict=False):
+        if a1 < b0:
+            raise ConfigError(
+                f"seeds: seed {a1} is given more than once; pass every seed once (each start "
+                "latent is traversed once, so a repeat would only duplicate work)."
+            )
+    return Seeds(ranges)
 
 
 class StartItems(NamedTuple):
     """A job's start items.
 
     Attributes:
-      seeds: ``[N]`` int64: the seeds, or ``0..N-1`` for a latents file (the traversal keys).
+      seeds: ``[N]`` seeds (:class:`Seeds`, sliced lazily), or int64 ``0..N-1`` for a latents
+        file (the traversal keys).
       latents: ``[N, d]`` float start latents from the file, or None (derived from the seeds).
     """
 
-    seeds: np.ndarray
+    seeds: Seeds | np.ndarray
     latents: np.ndarray | None
 
 
@@ -148,6 +218,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "vary": ((str, list), "a feature spec or a list of them"),
     "fix": ((str, list), "a feature spec or a list of them"),
     "method": ((str,), f"one of {METHODS}"),
+    "preset": ((str,), f"one of {presets.PRESETS}"),
     "path": ((str,), f"one of {PATHS}"),
     "k": ((int,), "an int >= 1"),
     "steps": ((int,), "an int >= 0"),
@@ -160,6 +231,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "shard_size": ((int,), "an int >= 1"),
     "batch_size": ((int,), "an int >= 1"),
     "compress": ((bool,), "true or false"),
+    "format": ((str,), f"one of {FORMATS}"),
 }
 
 
@@ -176,7 +248,12 @@ class JobConfig:
       key: base PRNG seed of the start latents and traversal keys.
       vary: varied feature specs (see :func:`reds_jax.jobs.models.parse_feature`); None: the model's.
       fix: fixed feature specs; None: the model's default; ``[]``: none.
-      method: REDs method (``reds``, ``nullspace``, ``maxc``, ``minf``, ``random``).
+      method: REDs method (``reds``, ``nullspace``, ``maxc``, ``minf``, ``random``); None: the
+        preset's (``nullspace`` for ``official``), else ``reds``.
+      preset: None or ``"official"``: the reference code's defaults
+        (:mod:`reds_jax.core.presets`), resolved into ``method`` and ``options`` (explicit fields
+        win). A job's shapes are fixed, so ``k`` is not capped at the span rank here
+        (``cap_k=False`` unless given): pick ``k`` no larger than it.
       path: ``local`` or ``linear``.
       k: directions per start latent (``2k`` paths).
       steps: steps per path ``T``.
@@ -191,7 +268,9 @@ class JobConfig:
       shard_size: start latents per shard file.
       batch_size: start latents per compiled call (changes outputs only by float rounding; not
         part of :meth:`identity`, so a resume may use another one).
-      compress: deflate the ``.npz`` shards.
+      compress: deflate the ``.npz`` shards (zstd Parquet columns, PNG zlib level 6 instead of 1).
+      format: shard files of ``reds-jax augment``: ``npz``, ``webdataset`` (tar of PNG frames +
+        metadata) or ``parquet`` (see :mod:`reds_jax.jobs.shards`).
     """
 
     model: str = "rooms"
@@ -201,7 +280,8 @@ class JobConfig:
     key: int = 0
     vary: tuple[str, ...] | None = None
     fix: tuple[str, ...] | None = None
-    method: str = "reds"
+    method: str | None = None
+    preset: str | None = None
     path: str = "local"
     k: int = 2
     steps: int = 8
@@ -214,6 +294,7 @@ class JobConfig:
     shard_size: int = 64
     batch_size: int = 16
     compress: bool = True
+    format: str = "npz"
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str = "config") -> JobConfig:
@@ -279,9 +360,10 @@ class JobConfig:
             raise bad(
                 "seeds", "and 'latents' are both set; pass only one of them (--seeds or --latents)."
             )
+        seeds = None
         if self.seeds is not None:
             try:
-                parse_seeds(self.seeds)
+                seeds = parse_seeds(self.seeds).tokens()
             except ConfigError as err:
                 raise ConfigError(f"{where}: field {err}") from None
         for field in ("vary", "fix"):
@@ -297,8 +379,14 @@ class JobConfig:
                     raise bad(field, f"has a bad feature: {err}") from None
         if self.vary is not None and not self.vary:
             raise bad("vary", "needs at least one feature, e.g. vary = ['lowpass:4'].")
-        if self.method not in METHODS:
-            raise bad("method", f"is {self.method!r}; pass one of {METHODS}.")
+        try:
+            method, options = presets.resolve(self.preset, self.method, self.options)
+        except ValueError as err:
+            raise bad("preset", f"is bad: {err}") from None
+        if self.preset is not None and "cap_k" not in self.options:
+            options["cap_k"] = False  # fixed shapes: see the `preset` field
+        if method not in METHODS:
+            raise bad("method", f"is {method!r}; pass one of {METHODS}.")
         if self.path not in PATHS:
             raise bad("path", f"is {self.path!r}; pass one of {PATHS}.")
         for field, lo in (
@@ -324,16 +412,19 @@ class JobConfig:
             raise bad("step_size", f"must be a finite number > 0; got {self.step_size!r}.")
         if self.solver not in SOLVERS:
             raise bad("solver", f"is {self.solver!r}; pass one of {SOLVERS}.")
-        unknown = sorted(set(self.options) - set(OPTIONS))
+        unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise bad("options", f"has unknown key(s) {unknown}; valid keys are {OPTIONS}.")
+        if self.format not in FORMATS:
+            raise bad("format", f"is {self.format!r}; pass one of {FORMATS}.")
         if self.dtype not in ("float32", "float64"):
             raise bad("dtype", f"is {self.dtype!r}; pass 'float32' or 'float64'.")
         out = dataclasses.replace(
             self,
             model_args=dict(self.model_args),
-            options=dict(self.options),
-            seeds=None if self.seeds is None else _seed_tokens(self.seeds),
+            method=method,
+            options=options,
+            seeds=seeds,
             vary=entry.vary if self.vary is None else tuple(self.vary),
             fix=entry.fix if self.fix is None else tuple(self.fix),
             step_size=entry.step_size if self.step_size is None else float(self.step_size),
@@ -377,8 +468,8 @@ class JobConfig:
         """The JSON-able fields that determine the outputs (everything but ``batch_size``)."""
         d = dataclasses.asdict(self.resolved())
         d.pop("batch_size")
-        for name, default in (("step_target", None), ("correct", 0)):
-            if d[name] == default:  # path control off: the identity of jobs made before it existed
+        for name, default in (("step_target", None), ("correct", 0), ("preset", None)):
+            if d[name] == default:  # off: the identity of jobs made before it existed
                 d.pop(name)
         d["vary"], d["fix"] = list(d["vary"]), list(d["fix"])
         if self.latents is not None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from reds_jax.core.solvers import Diagnostics
 from reds_jax.core.traverse import shard_batch, traverse_one
+from reds_jax.core.validate import check_memory
 from reds_jax.jobs import models
 from reds_jax.jobs.config import ConfigError, JobConfig, parse_seeds
 
@@ -49,6 +50,8 @@ def diagnostics_warning(arrays: Mapping[str, np.ndarray]) -> str | None:
     >>> diagnostics_warning({"diagnostics_solve_fallback": np.array([[0, 2]])})
     'warning: numerical fallbacks on some paths: solve_fallback=2 (per-path counts in the \
 diagnostics_* arrays; see the README, Numerical fallbacks)'
+    >>> diagnostics_warning({"diagnostics_ridge_raised": np.array([[1, 1]])}).split(" (")[0]
+    'note: ridge raised to the precision floor: ridge_raised=2'
     """
     counts = {
         f: int(np.sum(arrays[DIAGNOSTICS_PREFIX + f]))
@@ -59,9 +62,15 @@ diagnostics_* arrays; see the README, Numerical fallbacks)'
     if not counts:
         return None
     listed = ", ".join(f"{f}={c}" for f, c in counts.items())
+    # A raised ridge alone is routine in float32 (the precision floor exceeds the default ridge).
+    what = (
+        "note: ridge raised to the precision floor"
+        if list(counts) == ["ridge_raised"]
+        else "warning: numerical fallbacks on some paths"
+    )
     return (
-        f"warning: numerical fallbacks on some paths: {listed} (per-path counts in the "
-        f"{DIAGNOSTICS_PREFIX}* arrays; see the README, Numerical fallbacks)"
+        f"{what}: {listed} (per-path counts in the {DIAGNOSTICS_PREFIX}* arrays; see the "
+        "README, Numerical fallbacks)"
     )
 
 
@@ -98,9 +107,15 @@ class Experiment:
         self._fn = jax.jit(jax.vmap(self._one))
         d = self.model.latent_dim
         try:  # validate against traverse's own checks before any compile
-            jax.eval_shape(self._one, jnp.zeros((d,), self.dtype), jnp.zeros((), jnp.uint32))
+            shapes = jax.eval_shape(
+                self._one, jnp.zeros((d,), self.dtype), jnp.zeros((), jnp.uint32)
+            )
         except ValueError as err:
             raise ConfigError(f"config: {err}") from None
+        # bytes kept per start latent, and (a rough upper estimate) needed while computing one:
+        # the float images of every frame, their features and distances, besides the outputs
+        self._out_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+        self._work_bytes = self._out_bytes + 3 * shapes["images"].size * self.dtype.itemsize
 
     @property
     def latent_dim(self) -> int:
@@ -159,7 +174,7 @@ class Experiment:
         """Traverses from the start latents of ``seeds`` (or the given ``latents``) and renders.
 
         Every compiled call gets exactly ``batch_size`` latents (the last batch is padded), so a
-        job compiles once; the batch is sharded over ``jax.devices()``.
+        job compiles once; the batch is sharded over this process's ``jax.local_devices()``.
 
         Args:
           seeds: ``[N]`` seeds (the traversal keys; the start latents too unless ``latents``).
@@ -175,6 +190,17 @@ class Experiment:
           :class:`~reds_jax.core.solvers.Diagnostics` fields as ``diagnostics_<field>`` (counts
           int32 ``[N, 2k]``, ``diagnostics_residual`` ``[N, 2k, T+1]``).
         """
+        n_dev = len(jax.local_devices())
+        bs = batch_size or min(self.config.batch_size, len(seeds))
+        bs = -(-bs // n_dev) * n_dev
+        cfg = self.config
+        check_memory(
+            len(seeds) * self._out_bytes + bs * self._work_bytes,
+            f"traversing {len(seeds)} start latent(s) with k={cfg.k}, steps={cfg.steps} "
+            f"(2k·(T+1) = {2 * cfg.k * (cfg.steps + 1)} frames each, {bs} per compiled call)",
+            "pass fewer seeds (reds-jax augment writes them in shards), or lower k, steps or "
+            "batch_size",
+        )
         seeds = np.asarray(seeds, np.int64).reshape(-1)
         z = self.start_latents(seeds) if latents is None else np.asarray(latents, self.dtype)
         if z.shape != (len(seeds), self.latent_dim):
@@ -183,9 +209,6 @@ class Experiment:
             )
         if not np.all(np.isfinite(z)):
             raise ValueError("latents contain NaN or inf; pass finite start latents.")
-        n_dev = len(jax.devices())
-        bs = batch_size or min(self.config.batch_size, len(seeds))
-        bs = -(-bs // n_dev) * n_dev
         parts = []
         for start in range(0, len(seeds), bs):
             zb, n = shard_batch(jnp.asarray(z[start : start + bs]), bs)
@@ -209,7 +232,7 @@ def get_experiment(config: JobConfig) -> Experiment:
     """A compiled :class:`Experiment` for ``config``, reused across calls in this process.
 
     The last 8 configurations are kept (keyed by every field but ``seeds``, ``latents``,
-    ``shard_size``, ``batch_size`` and ``compress``), so repeated jobs compile once.
+    ``shard_size``, ``batch_size``, ``compress`` and ``format``), so repeated jobs compile once.
 
     Args:
       config: a :class:`JobConfig`.
@@ -219,7 +242,7 @@ def get_experiment(config: JobConfig) -> Experiment:
     """
     cfg = config.resolved()
     fields = dataclasses.asdict(cfg)
-    for name in ("seeds", "latents", "shard_size", "batch_size", "compress"):
+    for name in ("seeds", "latents", "shard_size", "batch_size", "compress", "format"):
         fields.pop(name)
     fields["vary"], fields["fix"] = list(cfg.vary), list(cfg.fix)
     try:

@@ -2,9 +2,11 @@
 
 Used by ``reds-jax invert`` and by ``--images DIR`` of ``reds-jax traverse`` / ``augment``.
 
-Image handling (documented behaviour): files are read with pillow and converted to RGB (grayscale
-is replicated, alpha is dropped); an image whose aspect ratio differs from the generator's is
-centre-cropped to it, then resized with bicubic filtering to the generator's ``H × W``.
+Image handling (documented behaviour, :func:`reds_jax.imageio.read_image`): files are read with
+pillow and converted to RGB (grayscale is replicated, alpha is dropped; 16-bit grayscale is divided
+by 65535, 8-bit by 255); an image whose aspect ratio differs from the generator's is centre-cropped
+to it, then resized with bicubic filtering to the generator's ``H × W``. Folders, broken symlinks,
+symlink loops, undecodable files and decompression bombs are refused naming the file.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def list_images(sources: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
     Raises:
       InversionJobError: a path does not exist, or no image was found.
     """
+    from reds_jax.imageio import not_a_file
+
     paths: list[pathlib.Path] = []
     for src in sources:
         p = pathlib.Path(src)
@@ -50,9 +54,17 @@ def list_images(sources: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
                     f"folder {p} has no images ({', '.join(IMAGE_SUFFIXES)}); pass a folder of "
                     "PNG/JPEG files."
                 )
+            for q in found:
+                if not q.is_file():
+                    raise InversionJobError(
+                        f"{q} in folder {p} is {not_a_file(q)}, not an image file; remove or "
+                        "rename it, or pass the image files themselves."
+                    )
             paths.extend(found)
         elif p.is_file():
             paths.append(p)
+        elif p.is_symlink():
+            raise InversionJobError(f"{p} is {not_a_file(p)}; pass image files or a folder.")
         else:
             raise InversionJobError(f"{p} does not exist; pass image files or a folder of them.")
     if not paths:
@@ -74,29 +86,14 @@ def load_images(paths: Sequence[pathlib.Path], height: int, width: int) -> np.nd
     Raises:
       InversionJobError: a file is not a readable image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from reds_jax.imageio import read_image
 
     out = np.zeros((len(paths), height, width, 3), np.float32)
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                w, h = im.size
-                target = width / height
-                if abs(w / h - target) > 1e-3:  # centre-crop to the generator's aspect ratio
-                    if w / h > target:
-                        cw = round(h * target)
-                        im = im.crop(((w - cw) // 2, 0, (w - cw) // 2 + cw, h))
-                    else:
-                        ch = round(w / target)
-                        im = im.crop((0, (h - ch) // 2, w, (h - ch) // 2 + ch))
-                if im.size != (width, height):
-                    im = im.resize((width, height), Image.Resampling.BICUBIC)
-                out[i] = np.asarray(im, np.float32) / 255.0
-        except (UnidentifiedImageError, OSError) as err:
-            raise InversionJobError(
-                f"cannot read {path} as an image ({err}); pass PNG or JPEG files."
-            ) from None
+            out[i] = read_image(path, height, width)
+        except ValueError as err:
+            raise InversionJobError(str(err)) from None
     return out
 
 
@@ -106,6 +103,46 @@ def _fingerprint(paths: Sequence[pathlib.Path], settings: dict[str, Any]) -> str
         h.update(p.name.encode())
         h.update(bytes.fromhex(sha256_file(p)))
     return h.hexdigest()
+
+
+def _check_settings(**settings: Any) -> None:
+    """Refuses non-integer / non-positive counts and non-finite or out-of-range weights."""
+    for name in ("steps", "restarts"):
+        v = settings[name]
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise InversionJobError(f"--{name} must be a whole number >= 1; got {v!r}.")
+    for name, low in (("lr", "> 0"), ("prior_weight", ">= 0"), ("feature_weight", ">= 0")):
+        v = settings[name]
+        ok = isinstance(v, int | float | np.floating) and not isinstance(v, bool)
+        ok = ok and np.isfinite(v) and (v > 0 if low == "> 0" else v >= 0)
+        if not ok:
+            flag = "--" + name.replace("_", "-")
+            raise InversionJobError(f"{flag} must be a finite number {low}; got {v!r}.")
+
+
+def _read_previous(npz_path: pathlib.Path) -> dict[str, Any]:
+    """A previous run's ``inversion.npz``: fingerprint, latents, psnr, files (checked)."""
+    try:
+        with np.load(npz_path, allow_pickle=False) as old:
+            found = dict(
+                fingerprint=str(old["fingerprint"].reshape(-1)[0]),
+                latents=old["latents"],
+                psnr=old["psnr"],
+                files=[str(f) for f in old["files"]],
+                feature_distance=old["feature_distance"] if "feature_distance" in old else None,
+            )
+    except Exception as err:  # noqa: BLE001 - any way a file can be corrupt
+        raise InversionJobError(
+            f"{npz_path} is not a readable inversion ({type(err).__name__}: {err}); delete it to "
+            "invert again, or pass another --out."
+        ) from None
+    latents = found["latents"]
+    if latents.ndim != 2 or len(latents) != len(found["files"]) or not np.isfinite(latents).all():
+        raise InversionJobError(
+            f"{npz_path} holds latents of shape {latents.shape} for {len(found['files'])} files "
+            "(or non-finite values); delete it to invert again, or pass another --out."
+        )
+    return found
 
 
 MIN_PSNR = 20.0
@@ -264,6 +301,13 @@ def invert_files(
     from reds_jax.core.invert import invert
     from reds_jax.jobs import models
 
+    _check_settings(
+        steps=steps,
+        restarts=restarts,
+        lr=lr,
+        prior_weight=prior_weight,
+        feature_weight=feature_weight,
+    )
     paths = list_images(sources)
     out = pathlib.Path(out)
     settings = dict(
@@ -282,18 +326,10 @@ def invert_files(
     )
     fingerprint = _fingerprint(paths, settings)
     npz_path = out / "inversion.npz"
-    if npz_path.is_file():
-        with np.load(npz_path, allow_pickle=False) as old:
-            if str(old["fingerprint"].reshape(-1)[0]) == fingerprint:
-                return dict(
-                    latents=old["latents"],
-                    psnr=old["psnr"],
-                    files=list(old["files"]),
-                    out=out,
-                    reused=True,
-                    feature=feature,
-                    feature_distance=old["feature_distance"] if feature else None,
-                )
+    if npz_path.exists():
+        old = _read_previous(npz_path)
+        if old["fingerprint"] == fingerprint:
+            return dict(old, out=out, reused=True, feature=feature)
     model = models.load_model(model_name, **(model_args or {}))
     shape = jax.eval_shape(model.generator, jax.numpy.zeros((model.latent_dim,), np.float32)).shape
     images = load_images(paths, shape[0], shape[1])
@@ -317,6 +353,12 @@ def invert_files(
 
     out.mkdir(parents=True, exist_ok=True)
     latents = np.asarray(res.latents, np.float32)
+    if not np.isfinite(latents).all():
+        bad = [p.name for p, row in zip(paths, latents, strict=True) if not np.isfinite(row).all()]
+        raise InversionJobError(
+            f"the inversion diverged (non-finite latents for {', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); pass a smaller --lr (now {lr:g}). Nothing written."
+        )
     arrays = dict(
         latents=latents,
         psnr=np.asarray(res.psnr),

@@ -155,6 +155,11 @@ def available_models() -> tuple[str, ...]:
     return tuple(name for name, entry in MODELS.items() if entry.available() is None)
 
 
+# "module:factory" -> (factory, its entry): one entry (one loader) per factory object, so that
+# get_experiment's compile cache holds for factory models too
+_FACTORY_ENTRIES: dict[str, tuple[Any, ModelEntry]] = {}
+
+
 def _import_factory(name: str) -> ModelEntry:
     module_name, _, attr = name.partition(":")
     try:
@@ -164,6 +169,9 @@ def _import_factory(name: str) -> ModelEntry:
             f"model {name!r}: cannot import {attr!r} from module {module_name!r} ({err}). Pass a "
             f"registered model ({sorted(MODELS)}) or 'package.module:factory'."
         ) from None
+    known = _FACTORY_ENTRIES.get(name)
+    if known is not None and known[0] is factory:
+        return known[1]
 
     def loader(**kwargs):
         made = factory(**kwargs)
@@ -178,13 +186,15 @@ def _import_factory(name: str) -> ModelEntry:
             )
         return made, generator, int(latent_dim)
 
-    return ModelEntry(
+    entry = ModelEntry(
         loader=loader,
         description=f"user factory {name}",
         vary=tuple(getattr(factory, "vary", ("pixels",))),
         fix=tuple(getattr(factory, "fix", ())),
         step_size=float(getattr(factory, "step_size", 0.1)),
     )
+    _FACTORY_ENTRIES[name] = (factory, entry)
+    return entry
 
 
 def get_entry(name: str) -> ModelEntry:

@@ -84,7 +84,7 @@ def run_loop(
         state = restore_checkpoint(ckpt, state)
         print(f"resumed from {ckpt}")
     start = int(state["step"])
-    (out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
+    atomic_write(out / "config.json", json.dumps(config, indent=1, sort_keys=True).encode())
     wall0 = float(state.get("wall_s", 0.0))
     t0 = time.perf_counter()
     acc: dict[str, list[float]] = {}

@@ -18,8 +18,10 @@ import numpy as np
 import optax
 from flax import serialization
 
+from reds_jax._io import atomic_write
 from reds_jax.generators.rooms import sample_dataset
 from reds_jax.generators.rooms_gan import RoomsGANGenerator
+from reds_jax.imageio import save_png
 from reds_jax.train.common import run_loop
 
 __all__ = ["RoomsDiscriminator", "gan_config", "init_gan_state", "make_gan_step", "train_gan"]
@@ -176,13 +178,12 @@ def make_gan_step(cfg: dict[str, Any], seed: int):
 
 
 def _sample_grid(module, params, latent_dim: int, path: pathlib.Path, n: int = 8, seed: int = 1234):
-    from PIL import Image
 
     z = jax.random.normal(jax.random.PRNGKey(seed), (n * n, latent_dim), jnp.float32)
     imgs = np.asarray(jax.jit(module.apply)(params, z))
     s = imgs.shape[1]
     grid = imgs.reshape(n, n, s, s, 3).transpose(0, 2, 1, 3, 4).reshape(n * s, n * s, 3)
-    Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8)).save(path)
+    save_png(grid, path)
 
 
 def train_gan(out: str | pathlib.Path, steps: int, seed: int = 0, **overrides) -> dict[str, Any]:
@@ -204,7 +205,7 @@ def train_gan(out: str | pathlib.Path, steps: int, seed: int = 0, **overrides) -
     g, _ = _modules(cfg)
 
     def on_ckpt(state, step):
-        (out / "g_ema.msgpack").write_bytes(serialization.to_bytes(jax.device_get(state["g_ema"])))
+        atomic_write(out / "g_ema.msgpack", serialization.to_bytes(jax.device_get(state["g_ema"])))
         try:
             _sample_grid(g, state["g_ema"], cfg["latent_dim"], out / f"samples_{step:06d}.png")
         except ImportError:

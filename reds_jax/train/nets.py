@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from flax import serialization
 
+from reds_jax._io import atomic_write
 from reds_jax.evaluation.judge import RoomsJudgeNet
 from reds_jax.features.rooms_nets import RoomRegressor, SofaSegmenter
 from reds_jax.generators.rooms import FACTOR_NAMES, factors_to_unit, render_masks, sample_dataset
@@ -187,8 +188,8 @@ def train_net(
         ckpt_every=ckpt_every,
         desc=kind,
     )
-    (out / "weights.msgpack").write_bytes(serialization.to_bytes(jax.device_get(state["params"])))
+    atomic_write(out / "weights.msgpack", serialization.to_bytes(jax.device_get(state["params"])))
     result = evaluate_net(cfg, state["params"], n=16 if cfg["tiny"] else 1024)
-    (out / "eval.json").write_text(json.dumps(result, indent=1))
+    atomic_write(out / "eval.json", json.dumps(result, indent=1).encode())
     print(json.dumps(result))
     return state

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reds_jax._io import atomic_write
 from reds_jax.generators.rooms import FACTOR_NAMES, factors_to_unit, sample_dataset
 
 __all__ = ["coverage", "gan_quality", "wasserstein_1d"]
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     q = gan_quality(gan.generator, rooms_judge().predict, gan.latent_dim, n=a.n)
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.json").write_text(json.dumps(q, indent=1))
+    atomic_write(out / "quality.json", json.dumps(q, indent=1).encode())
     print(to_markdown(q))
 
 

@@ -1,0 +1,371 @@
+"""Bad input gives a correct result or a clear error (issue 20): image files and inversion jobs.
+
+Every file here is crafted byte by byte in the test; none is larger than a few hundred bytes.
+"""
+
+import json
+import os
+import re
+import tracemalloc
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import png, registered_model, toy_loader
+
+import reds_jax
+from reds_jax import imageio
+from reds_jax.jobs import cli
+from reds_jax.jobs.augment import read_manifest
+from reds_jax.jobs.experiment import ConfigError, JobConfig, get_experiment, parse_seeds
+from reds_jax.jobs.inversion import InversionJobError, invert_files, list_images, load_images
+
+# --- image files (item 2 and item 7) ----------------------------------------------------------
+
+
+def test_16_bit_grey_png_is_scaled_by_its_bit_depth_not_clipped(tmp_path):
+    # mid grey 32768 / 65535 and a ramp; 8-bit clipping would read 32768 as pure white
+    ramp = np.array([[0, 16384, 32768, 65535]] * 4, ">u2")
+    f = tmp_path / "ramp16.png"
+    f.write_bytes(png(4, 4, 16, 0, [r.tobytes() for r in ramp]))
+    x = imageio.read_image(f, 4, 4)
+    assert x.shape == (4, 4, 3) and x.dtype == np.float32
+    np.testing.assert_allclose(x[..., 0], ramp / 65535.0, atol=1e-6)
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])  # grey replicated to RGB
+
+
+@pytest.mark.parametrize(
+    "colour, channels", [(2, 3), (4, 2), (6, 4)], ids=["rgb48", "grey-alpha32", "rgba64"]
+)
+def test_16_bit_colour_pngs_are_scaled(tmp_path, colour, channels):
+    row = np.full(4 * channels, 32768, ">u2").tobytes()
+    f = tmp_path / "c16.png"
+    f.write_bytes(png(4, 4, 16, colour, [row] * 4))
+    np.testing.assert_allclose(imageio.read_image(f, 4, 4), 128 / 255, atol=1e-6)
+
+
+def test_palette_and_low_bit_depth_pngs(tmp_path):
+    pal = tmp_path / "pal.png"  # palette index 1 = (255, 0, 51) everywhere
+    pal.write_bytes(png(4, 4, 8, 3, [bytes([1] * 4)] * 4, palette=bytes([0, 0, 0, 255, 0, 51])))
+    np.testing.assert_allclose(imageio.read_image(pal, 4, 4)[1, 2], [1.0, 0.0, 0.2], atol=1e-6)
+    two = tmp_path / "grey2.png"  # 2-bit grey, sample 2 of 3 -> 170 / 255
+    two.write_bytes(png(4, 4, 2, 0, [bytes([0b10101010])] * 4))
+    np.testing.assert_allclose(imageio.read_image(two, 4, 4), 2 / 3, atol=1e-6)
+
+
+def test_decompression_bomb_is_a_clear_error(tmp_path):
+    # a 100-byte PNG declaring 20000 x 20000 pixels: refused from its header by pillow's limit
+    f = tmp_path / "bomb.png"
+    f.write_bytes(png(20000, 20000, 8, 0, [], idat=b"x"))
+    assert f.stat().st_size < 100
+    with pytest.raises(ValueError, match=r"bomb\.png.*exceeds limit.*Downscale"):
+        imageio.read_image(f, 4, 4)
+
+
+@pytest.mark.parametrize("kind", ["folder", "loop", "broken", "truncated", "random"])
+def test_unreadable_paths_name_the_file(tmp_path, kind):
+    f = tmp_path / "x.png"
+    if kind == "folder":
+        f.mkdir()
+    elif kind == "loop":
+        f.symlink_to(tmp_path / "y.png")
+        (tmp_path / "y.png").symlink_to(f)
+    elif kind == "broken":
+        f.symlink_to(tmp_path / "gone.png")
+    elif kind == "truncated":
+        f.write_bytes(png(4, 4, 8, 0, [bytes(range(4))] * 4)[:-30])
+    else:
+        f.write_bytes(np.random.default_rng(0).bytes(64))
+    why = {"folder": "a folder", "loop": "symlink loop", "broken": "broken symlink"}.get(
+        kind, "cannot read"
+    )
+    with pytest.raises(ValueError, match=why):
+        imageio.read_image(f, 4, 4)
+    with pytest.raises(InversionJobError, match=r"x\.png"):
+        load_images(list_images([tmp_path]), 4, 4)  # the folder holding it: named, not skipped
+
+
+def _invert(tmp_path, *args):
+    return cli.main(["invert", *map(str, args), "--model", "rooms", "--out", str(tmp_path / "o")])
+
+
+@pytest.mark.parametrize("kind", ["folder", "loop"])
+def test_invert_on_a_bad_path_is_one_line_exit_2(tmp_path, capsys, kind):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    if kind == "folder":
+        (images / "x.png").mkdir()
+    else:
+        (images / "x.png").symlink_to(images / "x.png")
+    assert _invert(tmp_path, images) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "x.png" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "settings, words",
+    [
+        ({"lr": float("nan")}, "--lr must be a finite number > 0"),
+        ({"lr": -1.0}, "--lr must be a finite number > 0"),
+        ({"prior_weight": float("inf")}, "--prior-weight must be a finite number >= 0"),
+        ({"steps": 0}, "--steps must be a whole number >= 1"),
+        ({"restarts": True}, "--restarts must be a whole number >= 1"),
+    ],
+)
+def test_invert_files_refuses_bad_settings(tmp_path, settings, words):
+    img = tmp_path / "a.png"
+    imageio.save_png(np.zeros((4, 4, 3)), img)
+    with pytest.raises(InversionJobError, match=words):
+        invert_files("rooms", [img], tmp_path / "o", **settings)
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupt_inversion_npz_names_the_file(tmp_path, capsys):
+    img = tmp_path / "a.png"
+    imageio.save_png(np.zeros((4, 4, 3)), img)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "inversion.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    assert _invert(tmp_path, img) == 2
+    err = capsys.readouterr().err
+    assert "inversion.npz is not a readable inversion" in err and "delete it" in err
+    # an object array (what np.load refuses as "pickled (object) data") names the file too
+    np.savez(tmp_path / "o" / "inversion.npz", fingerprint=np.array([None], dtype=object))
+    assert _invert(tmp_path, img) == 2
+    assert "inversion.npz is not a readable inversion" in capsys.readouterr().err
+
+
+# --- the command line: one line, exit 2, no traceback (items 7, 8, 9) -------------------------
+
+
+@pytest.fixture
+def toy():
+    with registered_model("toy_bad", toy_loader, vary=("pixels",), fix=()) as name:
+        yield name
+
+
+def _one_line_error(capsys, *words):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["traverse", "augment", "invert"])
+@pytest.mark.parametrize("kind", ["file", "under-file", "read-only"])
+def test_out_that_cannot_be_written(tmp_path, capsys, monkeypatch, toy, command, kind):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    out = {"file": notes, "under-file": notes / "sub", "read-only": locked / "o"}[kind]
+    if kind == "read-only":
+        locked.chmod(0o500)
+        if os.geteuid() == 0:  # root may write anywhere: emulate the permission check
+            real = os.access
+            monkeypatch.setattr(os, "access", lambda p, m: real(p, m) and p != locked)
+    img = tmp_path / "a.png"
+    imageio.save_png(np.zeros((8, 8, 3)), img)
+    args = {
+        "traverse": ["traverse", "--model", toy, "--seeds", "0"],
+        "augment": ["augment", "--model", toy, "--seeds", "0:2"],
+        "invert": ["invert", str(img), "--model", toy],
+    }[command]
+    try:
+        assert cli.main([*args, "--out", str(out)]) == 2
+    finally:
+        locked.chmod(0o700)
+    want = {"file": "is a file", "under-file": "lies under the file", "read-only": "not writable"}
+    _one_line_error(capsys, "--out", want[kind])
+    assert not (tmp_path / "locked" / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["invert", "a.png", "--lr", "nan"], "--lr"),
+        (["invert", "a.png", "--prior-weight", "-1"], "--prior-weight"),
+        (["traverse", "--step-size", "inf"], "--step-size"),
+        (["traverse", "-k", "0"], "-k"),
+        (["traverse", "--steps", "1.5"], "--steps"),
+        (["augment", "--batch-size", "-3", "--out", "o"], "--batch-size"),
+    ],
+)
+def test_non_finite_or_out_of_range_numbers_are_refused(capsys, argv, flag):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    _one_line_error(capsys, f"argument {flag}", "must be", "--help")
+
+
+def test_config_that_is_a_folder(tmp_path, capsys, toy):
+    assert cli.main(["traverse", "--config", str(tmp_path), "--model", toy]) == 2
+    _one_line_error(capsys, "--config", "is a folder", "TOML file")
+
+
+def test_duplicate_seeds_are_refused_and_touching_ranges_are_one_config(capsys, toy):
+    assert cli.main(["traverse", "--model", toy, "--seeds", "0:5", "3"]) == 2
+    _one_line_error(capsys, "seed 3 is given more than once")
+    split = JobConfig.from_mapping({"model": toy, "seeds": ["0:20", "20:40"]})
+    whole = JobConfig.from_mapping({"model": toy, "seeds": "0:40"})
+    assert split.identity() == whole.identity() and split.seeds == ["0:40"]
+    assert JobConfig.from_mapping({"model": toy, "seeds": [3, 4, 5]}).seeds == ["3:6"]
+
+
+def test_huge_seed_ranges_are_not_materialised():
+    tracemalloc.start()
+    try:
+        seeds = parse_seeds("0:3000000000")
+        cfg = JobConfig.from_mapping({"model": "rooms", "seeds": ["0:200000000"]}).identity()
+        chunk = seeds[2_999_999_990:]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # bytes, not the 24 GB of an int64 array of them
+    assert len(seeds) == 3_000_000_000 and chunk.tolist() == list(range(2_999_999_990, 3 * 10**9))
+    assert cfg["seeds"] == ["0:200000000"]
+
+
+def test_huge_traverse_jobs_get_a_memory_estimate_up_front(capsys, toy):
+    assert cli.main(["traverse", "--model", toy, "--seeds", "0:3000000000"]) == 2
+    _one_line_error(capsys, "3000000000 start latent(s)", "GB of memory", "fewer seeds")
+    assert (
+        cli.main(["traverse", "--model", toy, "--seeds", "0", "-k", "4", "--steps", "9999999"]) == 2
+    )
+    _one_line_error(capsys, "k=4, steps=9999999", "GB of memory", "lower k, steps")
+
+
+def test_unexpected_errors_are_one_line_unless_debug(capsys, monkeypatch):
+    def boom(ns):
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(cli, "_cmd_traverse", boom)
+    assert cli.main(["traverse"]) == 1
+    _one_line_error(capsys, "internal error RuntimeError: something broke", "--debug")
+    with pytest.raises(RuntimeError, match="something broke"):
+        cli.main(["traverse", "--debug"])
+
+
+def test_manifest_entry_without_count_is_redone(tmp_path, capsys, toy):
+    out = tmp_path / "o"
+    argv = ["augment", "--model", toy, "--seeds", "0:2", "--steps", "1", "-k", "1",
+            "--shard-size", "1", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    manifest = out / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    first = json.loads(lines[0])
+    del first["count"]
+    manifest.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "manifest" in err and "redo" in err and "KeyError" not in err  # named, then redone
+    assert len(read_manifest(out)) == 2  # the shard was redone and listed again
+
+
+# --- core option checks (item 4, item 7's feature errors, item 8's z0 [0, d]) ----------------
+
+_W = np.array([[1.0, 0.0, 0.5], [0.0, 2.0, 0.0], [0.3, 0.0, 1.0], [0.0, 1.0, 1.0]])
+
+
+def _gen(z):
+    return jnp.tanh(jnp.asarray(_W, z.dtype) @ z).reshape(2, 2, 1)
+
+
+def _left(x):
+    return x[:, 0].ravel()
+
+
+def _right(x):
+    return x[:, 1].ravel()
+
+
+class _Growing:
+    """A feature with hidden state: its output grows on every call (not pure)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return jnp.tile(x.ravel(), self.calls)
+
+
+def _raises(x):
+    raise KeyError("no such landmark")
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"ridge": float("inf")}, "ridge must be a finite number >= 0"),
+        ({"ridge": float("nan")}, "ridge must be a finite number"),
+        ({"ridge": "big"}, "ridge must be a finite number >= 0; got 'big' (a str)"),
+        ({"ridge": -1.0}, "ridge must be a finite number >= 0"),
+        ({"mode": "fd", "eps": 0}, "eps must be a finite number > 0"),
+        ({"vary_weights": 0}, "vary_weights are all zero"),
+        ({"vary_weights": "x"}, "vary_weights must be one number"),
+        ({"weights": [1.0, 2.0]}, "weights needs 1 values"),
+        ({"normalize": "no"}, "normalize must be True or False; got 'no'"),
+        ({"step_size": "0.1"}, "step_size must be a finite number > 0; got '0.1' (a str)"),
+        ({"step_size": float("nan")}, "step_size must be a finite number > 0"),
+        ({"key": 5}, "key must be a PRNG key, e.g. key=jax.random.key(5)"),
+        ({"k": True}, "k=True is out of range"),
+        ({"k": 1.0}, "k=1.0 is out of range"),
+        ({"steps": True}, "steps must be an int"),
+        ({"z0": np.zeros((0, 3))}, "N, d >= 1; got shape (0, 3)"),
+        ({"vary": lambda x: (x > 0.5).ravel()}, "vary[0] returns a bool array"),
+        ({"vary": lambda x: jnp.round(x * 255).astype(jnp.int32).ravel()}, "returns a int32"),
+        ({"fix": [_right, lambda x: (x.ravel(), x.ravel())]}, "fix[1] must return one array"),
+        ({"fix": [_raises]}, "fix[0] raised KeyError on an image of shape (2, 2, 1)"),
+        ({"vary": _Growing()}, "vary[0] returns shape (4,) on one call and (8,)"),
+        ({"k": 2, "steps": 10**9}, "GB of memory"),
+    ],
+)
+def test_core_refuses_bad_options_with_the_name(kwargs, words):
+    args = {"z0": jnp.zeros(3), "vary": _left, "fix": [_right], "k": 1, "steps": 2, **kwargs}
+    args.setdefault("step_size", 0.1)
+    z0 = args.pop("z0")
+    with pytest.raises(ValueError, match=re.escape(words)):
+        reds_jax.traverse(_gen, z0, **args)
+
+
+def test_core_accepts_the_neighbouring_valid_values():
+    tr = reds_jax.traverse(
+        _gen, jnp.asarray([0.1, -0.2, 0.3]), vary=_left, fix=[_right], k=1, steps=2,
+        step_size=0.1, ridge=0.0, vary_weights=[2.0], normalize=False, key=jax.random.key(5),
+    )  # fmt: skip
+    assert tr.latents.shape == (2, 3, 3) and bool(jnp.all(jnp.isfinite(tr.latents)))
+    steps = jnp.linalg.norm(jnp.diff(tr.latents, axis=1), axis=-1)
+    np.testing.assert_allclose(steps, 0.1, rtol=1e-6)  # every step has length step_size
+
+
+def test_fd_eps_zero_in_a_toml_job_names_the_option(toy):
+    cfg = JobConfig.from_mapping(
+        {"model": toy, "seeds": "0:1", "k": 1, "options": {"mode": "fd", "eps": 0}}
+    )
+    with pytest.raises(ConfigError, match="eps must be a finite number > 0"):
+        get_experiment(cfg)
+    cfg = JobConfig.from_mapping({"model": toy, "seeds": "0:1", "options": {"ridge": "big"}})
+    with pytest.raises(ConfigError, match="ridge must be a finite number >= 0; got 'big'"):
+        get_experiment(cfg)
+
+
+def test_latents_with_nan_are_one_line(tmp_path, capsys, toy):
+    z = np.zeros((2, 4))
+    z[1, 2] = np.nan
+    np.save(tmp_path / "z.npy", z)
+    for command in ("traverse", "augment"):
+        argv = [command, "--model", toy, "--latents", str(tmp_path / "z.npy")]
+        assert cli.main([*argv, "--out", str(tmp_path / command)]) == 2
+        _one_line_error(capsys, "latents", "NaN")
+    assert not (tmp_path / "augment" / "config.json").exists()
+
+
+def test_convert_of_a_hostile_pickle_is_one_line(tmp_path, capsys):
+    deep = tmp_path / "deep.pkl"
+    deep.write_bytes(b"\x80\x02" + b"]" * 200_000 + b"a" * 199_999 + b".")
+    assert cli.main(["convert", "stylegan2", str(deep), str(tmp_path / "o.msgpack")]) == 2
+    _one_line_error(capsys, "deep.pkl", "deeper than")
