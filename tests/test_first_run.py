@@ -145,7 +145,7 @@ def test_lock_is_removed_after_a_normal_finish_and_a_resume_says_what_it_skipped
     first = A.augment(CFG, out, progress=True)
     assert first.written == (0, 1) and not (out / A.LOCK_FILE).exists()
     err = capsys.readouterr().err
-    assert "compiling (first run only, cached afterwards)" in err or "compiling (" in err
+    assert "reds-jax augment: first batch of 2 ready after" in err  # then the bar, rate after it
     again = A.augment(CFG, out, progress=True)
     assert again.written == () and again.skipped == (0, 1)
     assert "2 of 2 shard(s) already finished (sha256 verified) and skipped" in out_of(capsys, 1)

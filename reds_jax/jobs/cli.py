@@ -548,14 +548,25 @@ def _cmd_invert(ns: argparse.Namespace) -> int:
 
 
 def _invert(invert_files, *args, progress: bool = True, **kwargs):
-    """``invert_files`` with a compile line first (the bar starts once the first chunk runs)."""
+    """``invert_files`` with a compile line (the bar starts once the first chunk ran).
+
+    The line is printed after half a second, so bad input stays a one-line error."""
+    import threading
+
     from reds_jax import compile_cache
     from reds_jax.jobs.progress import COMPILING
 
+    what = COMPILING if compile_cache.is_enabled() else "compiling (compilation cache off)"
+    timer = threading.Timer(
+        0.5, lambda: print(f"{PROG} invert: loading the model and {what} ...", file=sys.stderr)
+    )
+    timer.daemon = True
     if progress:
-        what = COMPILING if compile_cache.is_enabled() else "compiling (compilation cache off)"
-        print(f"{PROG} invert: loading the model and {what} ...", file=sys.stderr, flush=True)
-    return invert_files(*args, progress=progress, **kwargs)
+        timer.start()
+    try:
+        return invert_files(*args, progress=progress, **kwargs)
+    finally:
+        timer.cancel()
 
 
 def _print_inversion(res: dict[str, Any], min_psnr: float) -> None:

@@ -4,7 +4,8 @@
 (used by ``reds-jax demo``, ``traverse`` and ``augment``): it prints one line before the first
 compiled call, which compiles (or loads the program from the persistent compilation cache, see
 :mod:`reds_jax.compile_cache`), says how long that took, and only then starts a tqdm bar, so the bar's
-rate and ETA are those of the compiled program.
+rate and ETA are those of the compiled program. The compile line waits ``announce_after`` seconds, so
+an error raised before anything compiles stays a one-line message.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ class BatchProgress:
       cached: whether the persistent compilation cache is on (changes the first line only);
         None: ask :func:`reds_jax.compile_cache.is_enabled`.
       file: where to print (default stderr).
+      announce_after: seconds before the "compiling" line is printed if the first batch is not
+        done yet (0: at once).
 
     >>> import io
     >>> buf = io.StringIO()
-    >>> p = BatchProgress(4, "job", cached=True, file=buf)
-    >>> p(2); p(2); p.close()
+    >>> p = BatchProgress(4, "job", cached=True, file=buf, announce_after=0)
+    >>> import time; time.sleep(0.1); p(2); p(2); p.close()
     >>> buf.getvalue().splitlines()[0]
     'job: compiling (first run only, cached afterwards) ...'
     """
@@ -49,6 +52,7 @@ class BatchProgress:
         enabled: bool = True,
         cached: bool | None = None,
         file: TextIO | None = None,
+        announce_after: float = 0.5,
     ):
         self.total, self.desc, self.done, self.unit = total, desc, done, unit
         self.enabled = enabled
@@ -60,13 +64,27 @@ class BatchProgress:
             from reds_jax.compile_cache import is_enabled
 
             cached = is_enabled()
-        if enabled and done < total:
-            what = COMPILING if cached else "compiling (compilation cache off)"
-            print(f"{desc}: {what} ...", file=self.file, flush=True)
+        self._what = COMPILING if cached else "compiling (compilation cache off)"
+        self._timer = None
+        if enabled and done < total:  # said only if the first batch takes a while (an error
+            import threading  # before any compile, e.g. bad input, stays a one-line message)
+
+            self._timer = threading.Timer(announce_after, self._announce)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _announce(self) -> None:
+        print(f"{self.desc}: {self._what} ...", file=self.file, flush=True)
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def __call__(self, n: int) -> None:
         """Records ``n`` more finished items."""
         self.done += n
+        self._cancel()
         if self.bar is not None:
             self.bar.update(n)
             return
@@ -92,6 +110,7 @@ class BatchProgress:
 
     def close(self) -> None:
         """Closes the bar (if one was started)."""
+        self._cancel()
         if self.bar is not None:
             self.bar.close()
             self.bar = None
