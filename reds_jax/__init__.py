@@ -2,7 +2,7 @@
 
 Public API: :func:`jacobian`, :func:`gram`, :func:`solve_rayleigh`, :func:`directions`,
 :func:`traverse` (solver objects :class:`Dense` / :class:`MatrixFree`, fallback counts in
-:class:`Diagnostics`), :func:`invert`, and the :mod:`reds_jax.features` / :mod:`reds_jax.generators`
+:class:`Diagnostics`), :func:`invert`, :func:`enable_compile_cache`, and the :mod:`reds_jax.features` / :mod:`reds_jax.generators`
 namespaces (imported on first use, so ``import reds_jax`` loads no network and no flax).
 
 Module map (one line each; boundaries: core below features/generators below jobs/evaluation;
@@ -31,35 +31,49 @@ the full map and the layer rules are in ``docs/architecture.md``):
   the converted-weights cache used by every writer.
 
 >>> import subprocess, sys
->>> subprocess.run([sys.executable, "-c", "import sys, reds_jax; print('flax' in sys.modules)"],
-...                capture_output=True, text=True, check=True).stdout.strip()
-'False'
+>>> code = "import sys, reds_jax; print('jax' in sys.modules, 'flax' in sys.modules)"
+>>> subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()
+['False', 'False']
+
+Public names are imported on first use (PEP 562), so ``import reds_jax`` alone loads no jax.
 """
 
 import importlib as _importlib
 
-from reds_jax.core.invert import Inversion as Inversion
-from reds_jax.core.invert import invert as invert
-from reds_jax.core.jacobians import gram as gram
-from reds_jax.core.jacobians import jacobian as jacobian
-from reds_jax.core.rayleigh import solve_rayleigh as solve_rayleigh
-from reds_jax.core.solvers import Dense as Dense
-from reds_jax.core.solvers import Diagnostics as Diagnostics
-from reds_jax.core.solvers import MatrixFree as MatrixFree
-from reds_jax.core.traverse import Directions as Directions
-from reds_jax.core.traverse import Trajectories as Trajectories
-from reds_jax.core.traverse import directions as directions
-from reds_jax.core.traverse import traverse as traverse
-
 __version__ = "0.1.0"
 
+# Public name -> defining module. Everything is imported on first use (PEP 562), so
+# ``import reds_jax`` (and the ``reds-jax`` CLI's ``--help``) loads neither jax nor flax.
+_EXPORTS = {
+    "Dense": "reds_jax.core.solvers",
+    "Diagnostics": "reds_jax.core.solvers",
+    "Directions": "reds_jax.core.traverse",
+    "MatrixFree": "reds_jax.core.solvers",
+    "Inversion": "reds_jax.core.invert",
+    "Trajectories": "reds_jax.core.traverse",
+    "directions": "reds_jax.core.traverse",
+    "enable_compile_cache": "reds_jax.compile_cache",
+    "gram": "reds_jax.core.jacobians",
+    "invert": "reds_jax.core.invert",
+    "jacobian": "reds_jax.core.jacobians",
+    "solve_rayleigh": "reds_jax.core.rayleigh",
+    "traverse": "reds_jax.core.traverse",
+}
 _LAZY = ("features", "generators")
 
 
 def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(_importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later look-ups skip __getattr__
+        return value
     if name in _LAZY:
         return _importlib.import_module(f"reds_jax.{name}")
     raise AttributeError(f"module 'reds_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [
@@ -70,6 +84,7 @@ __all__ = [
     "MatrixFree",
     "Trajectories",
     "directions",
+    "enable_compile_cache",
     "features",
     "generators",
     "gram",

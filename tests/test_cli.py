@@ -162,7 +162,7 @@ def test_help_lists_commands(capsys):
 
 def test_evaluate_delegates_and_bench_runs_the_checkout_script(capsys, monkeypatch, tmp_path):
     fake_eval = types.ModuleType("reds_jax.evaluation.runner")
-    fake_eval.main = lambda argv: 3
+    fake_eval.main = lambda argv, prog: 3 if prog == "reds-jax evaluate" else 1
     monkeypatch.setitem(sys.modules, "reds_jax.evaluation.runner", fake_eval)
     assert cli.main(["evaluate", "--suite", "rooms"]) == 3
     script = tmp_path / "bench_traverse.py"

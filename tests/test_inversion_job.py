@@ -37,7 +37,7 @@ def image_dir(tmp_path):
     for i in range(3):
         img = np.asarray(gen(jnp.asarray(z[i], jnp.float32)))
         Image.fromarray((img * 255).round().astype(np.uint8)).resize((16, 16)).save(
-            folder / f"{i}.png"
+            folder / f"photo-{'abc'[i]}.png"
         )
     (folder / "readme.txt").write_text("not an image")  # ignored: not an image suffix
     return folder
@@ -76,10 +76,12 @@ def test_invert_command_writes_latents_and_reuses_a_finished_run(image_dir, tmp_
     latents = np.load(out / "latents.npy")
     assert latents.shape == (3, 4)
     with np.load(out / "inversion.npz") as res:
-        assert list(res["files"]) == ["0.png", "1.png", "2.png"]
+        assert list(res["files"]) == ["photo-a.png", "photo-b.png", "photo-c.png"]
         assert res["reconstructions"].shape == (3, 8, 8, 3)
         assert float(np.median(res["psnr"])) > 30.0  # resize round trip limits it, not the fit
     assert (out / "reconstructions.png").is_file()
+    table = capsys.readouterr().out
+    assert "photo-b.png" in table and "PSNR dB" in table  # one row per file
     assert cli.main(args) == 0
     assert "(reused)" in capsys.readouterr().out
 
@@ -92,7 +94,22 @@ def test_traverse_from_an_image_folder(image_dir, tmp_path):
         np.testing.assert_allclose(
             res["latents"][:, 0, 0], np.load(out / "inverted" / "latents.npy"), atol=1e-6
         )
+        assert list(res["names"]) == ["photo-a", "photo-b", "photo-c"]  # index of the grids
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "photo-a.png",
+        "photo-b.png",
+        "photo-c.png",
+    ]
     assert cli.main([*base, "--seeds", "1"]) == 2  # --images and --seeds together
+
+
+def test_weak_reconstructions_are_named_with_what_to_try(image_dir, tmp_path, capsys):
+    out = tmp_path / "inv"
+    args = ["invert", str(image_dir), "--model", "toy_inv", "--out", str(out), "--steps", "1",
+            "--restarts", "1", "--min-psnr", "99"]  # fmt: skip
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "3 of 3 image(s) below 99 dB: photo-a.png (" in err and "--steps 600" in err
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "garbage"])

@@ -85,3 +85,43 @@ def test_bad_input(kwargs, match):
     images = args.pop("images")
     with pytest.raises(ValueError, match=match):
         reds_jax.invert(gen, images, **args)
+
+
+def test_both_key_styles_and_per_image_keys_give_the_same_starts():
+    kw = dict(latent_dim=5, steps=0, restarts=2)
+    two = TARGETS[:2]
+    legacy = reds_jax.invert(gen, two, key=jax.random.PRNGKey(0), **kw)  # uint32[2]: ONE key
+    typed = reds_jax.invert(gen, two, key=jax.random.wrap_key_data(jax.random.PRNGKey(0)), **kw)
+    np.testing.assert_array_equal(legacy.latents, typed.latents)
+    per_image = jax.random.split(jax.random.key(5), 2)
+    raw = reds_jax.invert(gen, two, key=jax.random.key_data(per_image), **kw)  # uint32[2, 2]
+    new = reds_jax.invert(gen, two, key=per_image, **kw)
+    np.testing.assert_array_equal(raw.latents, new.latents)
+    assert not np.allclose(new.latents[0], new.latents[1])
+
+
+@pytest.mark.parametrize(
+    ("key", "match"),
+    [
+        (np.array([0, 1]), r"key int64\[2\] is ambiguous"),  # two seeds? one raw key? say which
+        (np.zeros((3, 2), np.uint32), r"is ambiguous"),  # 3 legacy keys for 2 images
+        (jax.random.split(jax.random.key(0), 3), "one key or 2 keys"),
+    ],
+)
+def test_an_ambiguous_key_is_a_clear_error(key, match):
+    with pytest.raises(ValueError, match=match):
+        reds_jax.invert(gen, TARGETS[:2], latent_dim=5, steps=0, key=key)
+
+
+def test_selection_keeps_the_best_restart_and_early_stopping_ends_a_plateau():
+    far = jnp.full((3, 5), 4.0)
+    init = jnp.stack([far, TRUE + 1e-2, -far], axis=1)  # [N, restarts=3, d]
+    seen = []
+    out = reds_jax.invert(
+        gen, TARGETS, latent_dim=5, steps=400, restarts=3, init=init, prior_weight=0.0,
+        select_after=10, chunk=10, tol=1e-2, progress=lambda done, obj: seen.append(done),
+    )  # fmt: skip
+    np.testing.assert_allclose(out.latents, TRUE, atol=1e-2)
+    assert float(jnp.min(out.psnr)) > 40.0
+    assert np.all(np.argmin(np.asarray(out.objective), axis=1) == 1)
+    assert seen[0] == 10 and seen[-1] < 400  # stopped on the plateau, well before 400 steps

@@ -425,9 +425,9 @@ def _available(exp: Case, name: str) -> bool:
     return not (method in ("nullspace", "minf") and not exp.fix)
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+def _parse(argv: Sequence[str] | None, prog: str | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="python -m reds_jax.evaluation.runner", description=__doc__.split("\n")[0]
+        prog=prog or "python -m reds_jax.evaluation.runner", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--suite", action="append", choices=sorted(SUITES), required=True)
     ap.add_argument("--out", required=True, help="output folder (JSON, PNGs, quality.md)")
@@ -472,9 +472,9 @@ def _merge(old: dict[str, Any], new: dict[str, Any], order: Sequence[str]) -> di
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (see the module docstring)."""
-    a = _parse(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Command-line entry point (see the module docstring); ``prog`` names it in ``--help``."""
+    a = _parse(argv, prog)
     methods = tuple(m for m in (a.methods or "").split(",") if m)
     unknown = set(methods) - set(EVAL_METHODS)
     if unknown:

@@ -328,17 +328,18 @@ def convert_stylegan2(
     return ckpt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "reds-jax convert stylegan2") -> int:
     """``reds-jax convert stylegan2 IN OUT.msgpack [--format F] [--network N]``.
 
     Args:
         argv: arguments after the subcommand (``sys.argv[1:]`` when ``None``).
+        prog: program name shown in usage and errors.
 
     Returns:
         0 on success, 2 when the checkpoint cannot be converted (a one-line reason on stderr).
     """
     parser = argparse.ArgumentParser(
-        prog="reds-jax convert stylegan2",
+        prog=prog,
         description="Convert a PyTorch StyleGAN2 checkpoint (rosinality .pt or "
         "stylegan2-ada-pytorch .pkl) to a reds_jax msgpack, without torch.",
     )

@@ -64,7 +64,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -169,21 +169,67 @@ class AugmentResult(NamedTuple):
     processes: int = 1
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def _locked(out: pathlib.Path) -> Iterator[None]:
+    """Holds ``out/.lock`` (an exclusive ``flock``; the file holds the pid) and removes it on exit.
+
+    A lock file left by a process that died (the kernel released its ``flock``) is taken over with
+    a message naming that pid.
+    """
     import fcntl
 
-    with open(out / LOCK_FILE, "a+") as f:
+    path = out / LOCK_FILE
+    while True:
+        f = open(path, "a+")  # noqa: SIM115 - closed below
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
             raise AugmentError(
-                f"another augment job is writing to {out}; wait for it or pass another output folder."
+                f"another augment job (pid {holder}) is writing to {out}; wait for it or pass "
+                "another output folder."
             ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        try:  # the holder may have removed the file between our open and our lock: retry
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()
+    try:
+        f.seek(0)
+        old = f.read().strip()
+        if old and old != str(os.getpid()):
+            state = (
+                "no longer running"
+                if not old.isdigit() or not _pid_alive(int(old))
+                else ("no longer holding it")
+            )
+            print(
+                f"reds-jax augment: taking over the stale lock {path} of process {old} ({state})",
+                file=sys.stderr,
+            )
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still holding the lock (see the retry above)
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()
 
 
 def _unused(out: pathlib.Path) -> bool:
@@ -313,6 +359,7 @@ def augment(
     verify: bool = True,
     distributed: bool | Mapping[str, Any] | None = None,
     queue_size: int = 2,
+    names: Sequence[str] | None = None,
 ) -> AugmentResult:
     """Runs (or resumes) an augmentation job; see the module docstring for the folder layout.
 
@@ -329,6 +376,8 @@ def augment(
         Every process of the job calls :func:`augment` with the same arguments.
       queue_size: computed shards that may wait for the background writer (``0``: write in this
         thread, without overlap).
+      names: optional ``[N]`` item names (e.g. the image files of ``--images``), stored per shard
+        as ``names``.
 
     Returns:
       :class:`AugmentResult` of this process.
@@ -351,6 +400,8 @@ def augment(
         raise ConfigError(f"config: field 'format': {err}") from None
     seeds, latents = cfg.starts()
     n_items = len(seeds)
+    if names is not None and len(names) != n_items:
+        raise ConfigError(f"names has {len(names)} entries; pass one per start latent ({n_items}).")
     n_shards = -(-n_items // cfg.shard_size)
     procs = initialize(distributed)
     coord = Coordinator(procs)
@@ -387,7 +438,9 @@ def augment(
             while not (out / CONFIG_FILE).is_file() and time.monotonic() < deadline:
                 time.sleep(0.5)
             _check_config(out, header, write=False)
-        result = _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue_size)
+        result = _run(
+            cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue_size, names
+        )
         try:
             coord.barrier("done", _DONE_TIMEOUT_S)
         except Exception as err:  # the runtime raises its own error types
@@ -398,7 +451,7 @@ def augment(
     return result
 
 
-def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue_size):
+def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue_size, names):
     """This process's share of the job, in a validated folder."""
     fmt, n_items = cfg.format, len(seeds)
     mine = out / manifest_name(procs.index)
@@ -440,16 +493,21 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
         }
         append_line(mine, entry)
 
-    from tqdm.auto import tqdm
+    from reds_jax.jobs.progress import BatchProgress
 
+    if done and progress:
+        print(
+            f"reds-jax augment: resuming {out}: {len(done)} of {len(owned)} shard(s) already "
+            f"finished ({'sha256 verified' if verify else 'not verified: --no-verify'}) and "
+            f"skipped; {len(pending)} to compute",
+            file=sys.stderr,
+        )
     total = sum(min(cfg.shard_size, n_items - i * cfg.shard_size) for i in owned)
-    bar = tqdm(
-        total=total,
-        initial=sum(e["count"] for e in done.values()),
-        unit="latent",
-        desc="reds-jax augment" + (f" [{procs.index}/{procs.count}]" if procs.count > 1 else ""),
-        disable=not progress,
-        file=sys.stderr,
+    bar = BatchProgress(  # a compile line, then a bar whose rate excludes compilation
+        total,
+        "reds-jax augment" + (f" [{procs.index}/{procs.count}]" if procs.count > 1 else ""),
+        done=sum(e["count"] for e in done.values()),
+        enabled=progress,
     )
     totals: dict[str, Any] = {}
     writer = _Writer(write, queue_size)
@@ -461,12 +519,14 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
                     seeds=seeds[lo:hi],
                     latents=None if latents is None else latents[lo:hi],
                     batch_size=min(cfg.batch_size, cfg.shard_size),
-                    on_batch=bar.update,
+                    on_batch=bar,
                 )
                 for name, v in arrays.items():  # fallback totals, one warning at the end
                     if name.startswith(DIAGNOSTICS_PREFIX):
                         totals[name] = totals.get(name, 0) + np.sum(v)
                 arrays["items"] = np.arange(lo, hi, dtype=np.int64)
+                if names is not None:  # --images: the input files' stems
+                    arrays["names"] = np.asarray(names[lo:hi], dtype=str)
                 arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
                 arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
                 writer.put(idx, arrays)

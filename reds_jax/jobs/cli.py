@@ -21,6 +21,10 @@ Feature specs: ``pixels``, ``region:top,left,h,w[,invert]``, ``lowpass:σ``, ``h
 ``band:low,high``, ``identity``, ``landmarks``, ``age``, ``gender``; join stages with ``@``
 (``highpass:2@region:0.1,0.2,0.5,0.6``).
 
+Every command turns on JAX's persistent compilation cache (``<reds_jax cache>/xla``, see
+:mod:`reds_jax.compile_cache`) unless given ``--no-compile-cache`` or ``REDS_JAX_NO_COMPILE_CACHE=1``.
+This module imports no jax at import time, so ``--help`` is instant; commands import what they need.
+
 Errors: every bad argument, configuration field or input file is one line on stderr naming it and
 what to pass instead, exit status 2; an unexpected error is one line with exit status 1; add
 ``--debug`` anywhere on the line to see the traceback instead.
@@ -120,6 +124,17 @@ def key_value(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+def _add_common_flags(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--no-compile-cache``, accepted before or after the command name."""
+    p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="do not use JAX's persistent compilation cache (default: on, in "
+        "<reds_jax cache>/xla; or set REDS_JAX_NO_COMPILE_CACHE=1)",
+    )
+
+
 def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
     p.add_argument("--config", type=pathlib.Path, help="TOML file with JobConfig fields (and out)")
     p.add_argument("--model", help="generator name: faces, rooms, rooms_gan (default rooms)")
@@ -203,6 +218,7 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
         )
     else:
         p.add_argument("--scale", type=_COUNT, default=None, help="PNG upscaling (default: auto)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -215,11 +231,17 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(  # read (and removed) by main() wherever it appears
         "--debug", action="store_true", help="show the traceback of an error (anywhere on the line)"
     )
+    _add_common_flags(ap, top=True)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     d = sub.add_parser("demo", help="render a traversal grid PNG with a default experiment")
-    d.add_argument("--model", default="faces", help="faces (default; fetched once) or rooms")
+    d.add_argument(
+        "--model",
+        default="faces",
+        help="faces (default; weights fetched once), rooms (procedural oracle) or rooms_gan "
+        "(the GAN trained in this repository; its weights ship with the package)",
+    )
     d.add_argument("--out", help="PNG path (default ./reds_jax_demo_MODEL.png)")
     d.add_argument("--seed", type=_INDEX, default=0, help="start seed (default 0)")
     d.add_argument("-k", type=_COUNT, default=2, dest="k", help="directions (default 2: 4 rows)")
@@ -228,23 +250,45 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--model-arg", dest="model_args", action="append", type=key_value, metavar="KEY=VALUE"
     )
+    _add_common_flags(d)
 
     t = sub.add_parser(
         "traverse", help="traverse from seeds with named features; writes PNG grids and .npz"
     )
     _add_job_flags(t, augment=False)
+    _add_common_flags(t)
     a = sub.add_parser(
         "augment", help="resumable dataset augmentation into npz / webdataset / parquet shards"
     )
     _add_job_flags(a, augment=True)
+    _add_common_flags(a)
     inv = sub.add_parser("invert", help="invert image files: .npy/.npz latents + reconstructions")
     inv.add_argument("files", nargs="*", help="image files or folders (PNG/JPEG)")
     inv.add_argument("--images", action="append", default=[], help="a folder of images")
     inv.add_argument("--model", default="faces", help="faces (default), rooms, rooms_gan, ...")
     inv.add_argument("--out", default="reds_jax_invert", help="output folder")
-    inv.add_argument("--steps", type=_COUNT, default=300, help="Adam steps per restart (300)")
-    inv.add_argument("--restarts", type=_COUNT, default=4, help="random restarts per image (4)")
-    inv.add_argument("--lr", type=_POSITIVE, default=0.05, help="Adam learning rate (0.05)")
+    inv.add_argument(
+        "--steps", type=_COUNT, default=300, help="Adam steps per restart, at most (300; see --tol)"
+    )
+    inv.add_argument(
+        "--restarts", type=_COUNT, default=4,
+        help="random restarts per image (4); only the best goes on after --select-after steps",
+    )  # fmt: skip
+    inv.add_argument("--lr", type=_POSITIVE, default=0.08, help="Adam learning rate (0.08)")
+    inv.add_argument(
+        "--tol", type=float, default=1e-3,
+        help="stop an image when its objective improved by less than this fraction over 25 "
+        "steps (1e-3; 0 runs all --steps)",
+    )  # fmt: skip
+    inv.add_argument(
+        "--select-after", type=int, default=None,
+        help="steps before discarding all but the best restart (default min(100, steps/3))",
+    )  # fmt: skip
+    inv.add_argument(
+        "--min-psnr", type=float, default=20.0,
+        help="warn about images reconstructed below this PSNR in dB (20)",
+    )  # fmt: skip
+    inv.add_argument("--no-progress", action="store_true", help="no progress bar")
     inv.add_argument("--prior-weight", type=_WEIGHT, default=1e-3, help="latent-norm prior (1e-3)")
     inv.add_argument("--feature", help="also match this feature (e.g. identity for faces)")
     inv.add_argument("--feature-weight", type=_WEIGHT, default=1.0, help="its weight (1.0)")
@@ -252,6 +296,7 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument(
         "--model-arg", dest="model_args", action="append", type=key_value, metavar="KEY=VALUE"
     )
+    _add_common_flags(inv)
     for name, what in (
         ("evaluate", "quality suites"),
         ("bench", "performance benchmarks"),
@@ -383,10 +428,14 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
         exp = get_experiment(cfg)
     except ConfigError as err:
         raise _UsageError(str(err)) from None
+    from reds_jax import compile_cache
+    from reds_jax.jobs.progress import COMPILING
+
     print(
         f"{PROG} demo: REDs local paths from seed {ns.seed}: vary {list(cfg.vary)}, "
-        f"fix {list(cfg.fix)}, k={cfg.k}, {cfg.steps} steps of {cfg.step_size:g} "
-        "(compiling; the first run takes a while) ...",
+        f"fix {list(cfg.fix)}, k={cfg.k}, {cfg.steps} steps of {cfg.step_size:g}; "
+        + (COMPILING if compile_cache.is_enabled() else "compiling (compilation cache off)")
+        + " and running ...",
         flush=True,
     )
     result = exp.run(seeds=[ns.seed])
@@ -401,21 +450,39 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _item_names(seeds: Sequence[int], from_latents: bool, names: Sequence[str] | None) -> list[str]:
+    """Output names: the input files' stems (``--images``; made unique), else ``seed-S`` or
+    ``latent-I``."""
+    if names is None:
+        return [f"{'latent' if from_latents else 'seed'}-{int(s)}" for s in seeds]
+    out, seen = [], set()
+    for name in names:
+        unique, n = name, 1
+        while unique in seen:
+            n += 1
+            unique = f"{name}-{n}"
+        seen.add(unique)
+        out.append(unique)
+    return out
+
+
 def _cmd_traverse(ns: argparse.Namespace) -> int:
     import numpy as np
 
     from reds_jax import imageio
     from reds_jax._io import atomic_write, npz_bytes
     from reds_jax.jobs.experiment import ConfigError, diagnostics_warning, get_experiment
+    from reds_jax.jobs.progress import BatchProgress
 
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=False)
     _check_out(out or "reds_jax_traverse")
-    cfg = _with_inverted_images(ns, cfg, out)
+    cfg, names = _with_inverted_images(ns, cfg, out)
     try:
         seeds, latents = cfg.starts(default_seeds=[0])
         exp = get_experiment(cfg)
-        result = exp.run(seeds=seeds, latents=latents)
+        with BatchProgress(len(seeds), f"{PROG} traverse", enabled=not ns.no_progress) as bar:
+            result = exp.run(seeds=seeds, latents=latents, on_batch=bar)
     except ConfigError as err:
         raise _UsageError(str(err)) from None
     except ValueError as err:
@@ -423,16 +490,18 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
     out = pathlib.Path(out or "reds_jax_traverse")
     out.mkdir(parents=True, exist_ok=True)
     scale = ns.scale or _auto_scale(result["images"].shape[3])
-    written = []
-    for i, seed in enumerate(seeds):
-        label = f"seed-{int(seed)}" if latents is None else f"latent-{int(seed)}"
-        written.append(imageio.save_grid(result["images"][i], out / f"{label}.png", scale=scale))
+    names = _item_names(seeds, latents is not None, names)
+    written = [
+        imageio.save_grid(result["images"][i], out / f"{name}.png", scale=scale)
+        for i, name in enumerate(names)
+    ]
     arrays = dict(result)
+    arrays["names"] = np.asarray(names, dtype=str)  # grid file stems, one per start latent
     arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
     arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
     atomic_write(out / "traversals.npz", npz_bytes(arrays, compress=True))
-    for i, seed in enumerate(seeds[:4]):
-        print(f"seed {int(seed)}:\n{_describe(result, cfg.vary, cfg.fix, i)}")
+    for i, name in enumerate(names[:4]):
+        print(f"{name}:\n{_describe(result, cfg.vary, cfg.fix, i)}")
     print(
         f"{PROG} traverse: wrote {len(written)} grid(s) ({written[0].name}, ...: rows = 2k paths, "
         f"columns = steps) and traversals.npz (latents {list(result['latents'].shape)}, "
@@ -445,14 +514,13 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
 
 
 def _cmd_invert(ns: argparse.Namespace) -> int:
-    import numpy as np
-
     from reds_jax.jobs.inversion import InversionJobError, invert_files
 
     t0 = time.perf_counter()
     _check_out(ns.out)
     try:
-        res = invert_files(
+        res = _invert(
+            invert_files,
             ns.model,
             [*ns.files, *ns.images],
             ns.out,
@@ -464,48 +532,84 @@ def _cmd_invert(ns: argparse.Namespace) -> int:
             feature_weight=ns.feature_weight,
             key=ns.key,
             model_args=dict(ns.model_args or []),
+            tol=ns.tol,
+            select_after=ns.select_after,
+            progress=not ns.no_progress,
         )
     except (InversionJobError, ValueError) as err:
         raise _UsageError(str(err)) from None
-    psnr = np.asarray(res["psnr"])
+    _print_inversion(res, ns.min_psnr)
     print(
         f"{PROG} invert: {len(res['files'])} image(s) -> {res['out'].resolve()} (latents.npy, "
-        f"inversion.npz, reconstructions.png); PSNR median {float(np.median(psnr)):.1f} dB"
-        f"{' (reused)' if res['reused'] else ''} in {time.perf_counter() - t0:.1f} s"
+        f"inversion.npz, reconstructions.png){' (reused)' if res['reused'] else ''} in "
+        f"{time.perf_counter() - t0:.1f} s"
     )
     return 0
+
+
+def _invert(invert_files, *args, progress: bool = True, **kwargs):
+    """``invert_files`` with a compile line (the bar starts once the first chunk ran).
+
+    The line is printed after half a second, so bad input stays a one-line error."""
+    import threading
+
+    from reds_jax import compile_cache
+    from reds_jax.jobs.progress import COMPILING
+
+    what = COMPILING if compile_cache.is_enabled() else "compiling (compilation cache off)"
+    timer = threading.Timer(
+        0.5, lambda: print(f"{PROG} invert: loading the model and {what} ...", file=sys.stderr)
+    )
+    timer.daemon = True
+    if progress:
+        timer.start()
+    try:
+        return invert_files(*args, progress=progress, **kwargs)
+    finally:
+        timer.cancel()
+
+
+def _print_inversion(res: dict[str, Any], min_psnr: float) -> None:
+    """The per-image table (stdout) and a warning naming weak reconstructions (stderr)."""
+    import numpy as np
+
+    from reds_jax.jobs.inversion import report
+
+    table, warning = report(res, min_psnr=min_psnr)
+    print(table)
+    print(f"median PSNR {float(np.median(res['psnr'])):.1f} dB")
+    if warning:
+        print(f"{PROG} invert: warning: {warning}", file=sys.stderr)
 
 
 def _with_inverted_images(ns: argparse.Namespace, cfg, out):
     """``--images DIR``: invert the folder into ``OUT/inverted`` and start from those latents."""
     import dataclasses
 
-    import numpy as np
-
     from reds_jax.jobs.inversion import InversionJobError, invert_files
 
     if ns.images is None:
-        return cfg
+        return cfg, None
     if ns.seeds is not None or ns.latents is not None:
         raise _UsageError("pass one of --seeds, --latents or --images.")
     target = pathlib.Path(out or "reds_jax_traverse") / "inverted"
     try:
-        res = invert_files(
+        res = _invert(
+            invert_files,
             cfg.model,
             [ns.images],
             target,
             steps=ns.invert_steps,
             key=cfg.key,
             model_args=dict(cfg.model_args),
-            progress=False,
+            progress=not ns.no_progress,
         )
     except (InversionJobError, ValueError) as err:
         raise _UsageError(str(err)) from None
-    print(
-        f"{PROG}: inverted {len(res['files'])} image(s) from {ns.images} into {target} "
-        f"(PSNR median {float(np.median(res['psnr'])):.1f} dB)"
-    )
-    return dataclasses.replace(cfg, seeds=None, latents=str(target / "latents.npy"))
+    print(f"{PROG}: inverted {len(res['files'])} image(s) from {ns.images} into {target}:")
+    _print_inversion(res, 20.0)
+    names = [pathlib.Path(f).stem for f in res["files"]]
+    return dataclasses.replace(cfg, seeds=None, latents=str(target / "latents.npy")), names
 
 
 def _cmd_augment(ns: argparse.Namespace) -> int:
@@ -519,7 +623,7 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
             "augment needs an output folder: pass --out DIR (or out = '...' in TOML)."
         )
     _check_out(out)
-    cfg = _with_inverted_images(ns, cfg, out)
+    cfg, names = _with_inverted_images(ns, cfg, out)
     given = {
         "coordinator_address": ns.coordinator,
         "num_processes": ns.num_processes,
@@ -534,6 +638,7 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
             progress=not ns.no_progress,
             verify=not ns.no_verify,
             distributed=distributed,
+            names=names,
         )
     except (ConfigError, AugmentError, ValueError) as err:
         raise _UsageError(str(err)) from None
@@ -546,9 +651,19 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(module: str, args: Sequence[str]) -> int:
-    """Runs ``module.main(args)``: ``evaluate`` and ``convert`` parse their own arguments."""
-    code = importlib.import_module(module).main(list(args))
+def _delegate(module: str, args: Sequence[str], prog: str) -> int:
+    """Runs ``module.main(args)``: ``evaluate``, ``convert`` and ``app`` parse their own arguments,
+    under the program name ``reds-jax NAME`` where their ``main`` takes ``prog``."""
+    import inspect
+
+    entry = importlib.import_module(module).main
+    kwargs = {"prog": prog} if "prog" in inspect.signature(entry).parameters else {}
+    try:
+        code = entry(list(args), **kwargs)
+    except SystemExit as err:  # argparse inside the delegate (--help: 0, errors: 2)
+        if not isinstance(err.code, int | None):
+            print(f"{prog}: error: {err.code}", file=sys.stderr)
+        code = err.code if isinstance(err.code, int) else (0 if err.code is None else 2)
     return code if isinstance(code, int) else 0
 
 
@@ -569,6 +684,49 @@ def _bench(args: Sequence[str]) -> int:
         )
         return 2
     return subprocess.call([sys.executable, str(script), *args])
+
+
+_CONVERTERS = {"stylegan2": "reds_jax.generators.stylegan2_convert"}
+_PASSED_ON = ("evaluate", "convert", "bench")
+
+
+def _compile_cache(disabled: bool) -> bool:
+    """Turns on the persistent compilation cache unless disabled (flag or environment)."""
+    from reds_jax import compile_cache
+
+    if disabled or compile_cache.disabled_by_env():
+        return False
+    compile_cache.enable_compile_cache()
+    return True
+
+
+def _passed_on(command: str, args: list[str], no_cache: bool) -> int:
+    """``evaluate``, ``convert`` and ``bench``: their arguments go to their own parsers."""
+    args = [a for a in args if a != "--no-compile-cache"]
+    if command == "bench":
+        return _bench(args)
+    if any(a in ("-h", "--help") for a in args[:1]) or (command == "convert" and not args):
+        if command == "convert":
+            print(
+                f"usage: {PROG} convert KIND ARGS...\n\ncheckpoint converters (no torch needed); "
+                f"KIND is one of: {', '.join(_CONVERTERS)}.\n  {PROG} convert stylegan2 "
+                f"network.pkl|network.pt out.msgpack   (see '{PROG} convert stylegan2 --help')",
+                file=sys.stdout if args else sys.stderr,
+            )
+            return 0 if args else 2
+    if command == "convert":
+        if args[0] not in _CONVERTERS:
+            print(
+                f"{PROG} convert: error: unknown converter {args[0]!r}; pass one of "
+                f"{', '.join(_CONVERTERS)} (e.g. '{PROG} convert stylegan2 network.pkl "
+                "out.msgpack').",
+                file=sys.stderr,
+            )
+            return 2
+        return _delegate(_CONVERTERS[args[0]], args[1:], f"{PROG} convert {args[0]}")
+    if not any(a in ("-h", "--help") for a in args):
+        _compile_cache(no_cache)
+    return _delegate("reds_jax.evaluation.runner", args, f"{PROG} evaluate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -623,21 +781,15 @@ def _classify(err: Exception) -> tuple[int, str]:
 
 
 def _dispatch(argv: list[str]) -> int:
-    if argv and argv[0] == "evaluate":  # passed on untouched (argparse would eat leading flags)
-        return _delegate("reds_jax.evaluation.runner", argv[1:])
-    if argv and argv[0] == "convert":
-        kinds = {"stylegan2": "reds_jax.generators.stylegan2_convert"}
-        if len(argv) < 2 or argv[1] not in kinds:
-            raise _UsageError(
-                f"name what to convert: {', '.join(kinds)} (e.g. "
-                f"'{PROG} convert stylegan2 network.pkl out.msgpack')."
-            )
-        return _delegate(kinds[argv[1]], argv[2:])
-    if argv and argv[0] == "bench":
-        return _bench(argv[1:])
+    no_cache = "--no-compile-cache" in argv
+    if argv[:1] == ["--no-compile-cache"] and argv[1:2] and argv[1] in _PASSED_ON:
+        argv = argv[1:]  # the top-level flag before a passed-on command
+    if argv and argv[0] in _PASSED_ON:  # their arguments go to their own parsers, untouched
+        return _passed_on(argv[0], argv[1:], no_cache)
     if argv and argv[0] == "app":
-        return _delegate("reds_jax.app.ui", argv[1:])
+        return _delegate("reds_jax.app.ui", argv[1:], f"{PROG} app")
     ns = _parser().parse_args(argv)
+    _compile_cache(ns.no_compile_cache)
     commands = {
         "demo": _cmd_demo,
         "traverse": _cmd_traverse,
