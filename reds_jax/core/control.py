@@ -129,7 +129,7 @@ def varied_rate(generator: Callable, vary: Sequence[Callable], z: Array, v: Arra
     """``‖J_vary(z) v‖``: the linearised change of the concatenated varied features per unit step.
 
     >>> g = lambda z: jnp.reshape(3.0 * z, (1, 2, 1))
-    >>> float(varied_rate(g, [lambda x: x], jnp.zeros(2), jnp.array([0.6, 0.8])))
+    >>> round(float(varied_rate(g, [lambda x: x], jnp.zeros(2), jnp.array([0.6, 0.8]))), 12)
     3.0
     """
     _, jv = jax.jvp(_stacked(generator, vary), (z,), (v,))
