@@ -27,7 +27,8 @@ the full map and the layer rules are in ``docs/architecture.md``):
 * ``evaluation/``: ``metrics``, quality ``suites`` (each a ``Case``), the suite ``runner``,
   ``report``, ``judge``.
 * ``train/``: training scripts of the shipped models; ``weights/``: the shipped weights;
-  ``assets``: registry-package assets; ``imageio``: PNG grids; ``_io``: atomic writes, sha256 and
+  ``assets``: registry-package assets; ``imageio``: PNG grids; ``compile_cache``: the
+  persistent compilation cache (opt-in); ``_io``: atomic writes, sha256 and
   the converted-weights cache used by every writer.
 
 >>> import subprocess, sys

@@ -85,7 +85,7 @@ def enable_compile_cache(
     Skipped as a doctest because it changes the global JAX configuration of the test process:
 
     >>> import reds_jax, tempfile
-    >>> reds_jax.enable_compile_cache(tempfile.mkdtemp()).is_dir()  # doctest: +SKIP
+    >>> reds_jax.enable_compile_cache(tempfile.mkdtemp()).is_dir()  # changes this process's jax config  # doctest: +SKIP
     True
     """
     folder = pathlib.Path(path) if path is not None else cache_folder()
