@@ -107,7 +107,7 @@ def pca_directions(
       ``[k, d]`` unit directions, largest activation variance first.
 
     >>> import jax, jax.numpy as jnp
-    >>> z = jax.random.normal(jax.random.key(0), (256, 3)) * jnp.array([1.0, 5.0, 1.0])
+    >>> z = jax.random.normal(jax.random.key(0), (256, 3)) * jnp.array([[1.0, 5.0, 1.0]])
     >>> [round(abs(float(c)), 1) for c in pca_directions(z, 1)[0]]
     [0.0, 1.0, 0.0]
     """
