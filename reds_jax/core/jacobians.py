@@ -331,8 +331,8 @@ def auto_chunk_size(
     >>> g = lambda v: jnp.tile(v, 100).reshape(10, -1, 1)
     >>> auto_chunk_size(g, [lambda x: x], jnp.ones(8), "auto", 2**20) is None
     True
-    >>> auto_chunk_size(g, [lambda x: x], jnp.ones(8, jnp.float32), "auto", 8 * 800)
-    2
+    >>> auto_chunk_size(g, [lambda x: x], jnp.ones(8), "auto", 4 * 800)  # one tangent at a time
+    1
     """
 
     def stacked(v):
