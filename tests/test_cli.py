@@ -145,7 +145,9 @@ def test_augment_refuses_a_folder_with_another_config(tmp_path, capsys):
     out = tmp_path / "o"
     out.mkdir()
     (out / "config.json").write_text(json.dumps({"config": {"model": "toy", "k": 3}}))
-    (out / "manifest.jsonl").write_text("")  # the folder holds a job (a lone config.json is replaced)
+    (out / "manifest.jsonl").write_text(
+        ""
+    )  # the folder holds a job (a lone config.json is replaced)
     code, _, err = run_main(capsys, "augment", "--model", "toy", "--seeds", "0:2",
                             "--out", str(out))  # fmt: skip
     assert code == 2 and "different configuration" in err and "k: 3 (folder) != 2 (now)" in err
