@@ -210,8 +210,8 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
             help="multi-host: jax.distributed.initialize() with auto-detection (SLURM, TPU, ...)",
         )  # fmt: skip
         p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-host: process 0's address")
-        p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
-        p.add_argument("--process-id", type=int, help="multi-host: this process's index")
+        p.add_argument("--num-processes", type=_COUNT, help="multi-host: number of processes")
+        p.add_argument("--process-id", type=_INDEX, help="multi-host: this process's index")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument(
             "--no-verify", action="store_true", help="skip sha256 checks of finished shards"
@@ -276,16 +276,16 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     inv.add_argument("--lr", type=_POSITIVE, default=0.08, help="Adam learning rate (0.08)")
     inv.add_argument(
-        "--tol", type=float, default=1e-3,
+        "--tol", type=_WEIGHT, default=1e-3,
         help="stop an image when its objective improved by less than this fraction over 25 "
         "steps (1e-3; 0 runs all --steps)",
     )  # fmt: skip
     inv.add_argument(
-        "--select-after", type=int, default=None,
+        "--select-after", type=_INDEX, default=None,
         help="steps before discarding all but the best restart (default min(100, steps/3))",
     )  # fmt: skip
     inv.add_argument(
-        "--min-psnr", type=float, default=20.0,
+        "--min-psnr", type=_WEIGHT, default=20.0,
         help="warn about images reconstructed below this PSNR in dB (20)",
     )  # fmt: skip
     inv.add_argument("--no-progress", action="store_true", help="no progress bar")
