@@ -240,7 +240,7 @@ def test_msgpack_path_names_the_stylegan2_factory(tmp_path):
     cfg = E.Explorer().config(dataclasses.replace(INPUTS, model=str(path), model_args=""))
     line = E.command_line(cfg, seed=0)
     assert f"--model-arg 'params_or_path=\"{path}\"'" in line and 'space=\\"z\\"' not in line
-    assert cli._key_value(shlex.split(line)[5])[1] == str(path)
+    assert cli.key_value(shlex.split(line)[5])[1] == str(path)
     assert tomllib.loads(E.toml_job(cfg, seed=0))["model_args"]["space"] == "z"
 
 

@@ -370,7 +370,7 @@ class Result:
       arrays: the ``traversals.npz`` arrays of ``reds-jax traverse`` for one start latent:
         ``images`` uint8 ``[1, 2k, T+1, H, W, 3]``, ``latents [1, 2k, T+1, d]``,
         ``vary_distances [1, V, 2k, T+1]``, ``fix_distances [1, F, 2k, T+1]``, ``values [1, k]``,
-        ``seeds [1]``, ``vary_features [V]``, ``fix_features [F]``.
+        ``seeds [1]``, ``names [1]``, ``vary_features [V]``, ``fix_features [F]``.
       diagnostics: ``name -> count`` from the traversal's diagnostics (empty when it has none).
       compiled: whether this run compiled anything.
       seconds: wall time of the run.
@@ -780,6 +780,8 @@ class Explorer:
         arrays = {
             **{name: computed[name] for name in sorted(computed)},
             "seeds": np.asarray([seed], np.int64),
+            # the CLI's grid file stem (an upload is exported as --latents start.npy: row 0)
+            "names": np.asarray([f"{'seed' if latent is None else 'latent'}-{seed}"], dtype=str),
             "vary_features": np.asarray(cfg.vary, dtype=str),
             "fix_features": np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix)),
         }
