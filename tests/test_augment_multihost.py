@@ -93,7 +93,8 @@ def test_two_processes_resume_after_sigkill_and_process_count_changes(env, tmp_p
         results = _finish(_start(job, env))
     for rc, _, err in results:
         assert rc == 2, err
-        assert "another augment job is writing to" in err.strip().splitlines()[-1]
+        last = err.strip().splitlines()[-1]
+        assert "another augment job (pid" in last and "is writing to" in last
     assert "process 0 did not start the job" in results[1][2]
 
     # two processes; process 1 is SIGKILLed after its first shard, then process 0 too

@@ -198,7 +198,7 @@ def available_memory() -> int | None:
 
     Returns None where it cannot be told (no ``/proc/meminfo`` and no device statistics).
     """
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]  # addressable: under jax.distributed devices()[0] may not be
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
