@@ -212,7 +212,7 @@ def test_explore_rooms_in_a_browser(tmp_path):
     with np.load(npz_path, allow_pickle=False) as data:
         diagnostics = [f"diagnostics_{f}" for f in tr.diagnostics._fields]
         assert sorted(data.files) == sorted(
-            ["images", "latents", "vary_distances", "fix_distances", "values", "seeds",
+            ["images", "latents", "vary_distances", "fix_distances", "values", "seeds", "names",
              "vary_features", "fix_features", *diagnostics]
         )  # fmt: skip
         for name, value in zip(diagnostics, tr.diagnostics, strict=True):
