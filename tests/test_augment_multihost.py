@@ -148,7 +148,7 @@ def test_two_processes_resume_after_sigkill_and_process_count_changes(env, tmp_p
             ["--num-processes", "2", "--process-id", "2"],
             "process_id must lie in [0, num_processes = 2)",
         ),
-        (["--num-processes", "0"], "num_processes must be >= 1"),
+        (["--num-processes", "0"], "argument --num-processes: must be an int >= 1"),
         (["--coordinator", "host0", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
     ],
 )
