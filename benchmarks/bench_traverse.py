@@ -21,7 +21,6 @@ Solvers compared on the same jitted generator and features:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -30,6 +29,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import bench_traverse_args
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -308,34 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
       Process exit status (0 on success).
     """
-    parser = argparse.ArgumentParser(prog="reds-jax bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default="cpu", choices=["cpu", "cpu-targets", "gpu", "smoke"])
-    parser.add_argument("--machine", default=None, help="label for the machine (report title)")
-    parser.add_argument("--name", default=None, help="output file stem (default: the profile)")
-    parser.add_argument("--out", default="benchmarks/results", help="output folder")
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--k", type=int, default=1)
-    parser.add_argument("--step-size", type=float, default=0.25)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--ref-seeds", type=int, default=1, help="seeds timed in the reference loop"
-    )
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
-    parser.add_argument("--only", default=None, help="comma-separated generator names to keep")
-    parser.add_argument(
-        "--max-n",
-        type=int,
-        default=None,
-        help="cap every batch size (a quick dry run of a profile)",
-    )
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="also compare matrix-free steps with the dense top direction at the same latents",
-    )
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = bench_traverse_args.parser().parse_args(argv)
     if args.worker is not None:
         spec = json.loads(args.worker)
         if "check" in spec:

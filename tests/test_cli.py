@@ -166,11 +166,18 @@ def test_evaluate_delegates_and_bench_runs_the_checkout_script(capsys, monkeypat
     fake_eval = types.ModuleType("reds_jax.evaluation.runner")
     fake_eval.main = lambda argv, prog: 3 if prog == "reds-jax evaluate" else 1
     monkeypatch.setitem(sys.modules, "reds_jax.evaluation.runner", fake_eval)
-    assert cli.main(["evaluate", "--suite", "rooms"]) == 3
+    assert cli.main(["evaluate", "--suite", "rooms_oracle", "--out", str(tmp_path)]) == 3
+    # arguments are checked by the jax-free parser before the runner is imported
+    assert cli.main(["evaluate", "--suite", "rooms"]) == 2
+    assert "invalid choice: 'rooms'" in capsys.readouterr().err
     script = tmp_path / "bench_traverse.py"
     script.write_text("import sys\nprint('ARGS', sys.argv[1:])\nsys.exit(4)\n")
+    bench_args = cli._bench_script().with_name("bench_traverse_args.py")
+    (tmp_path / "bench_traverse_args.py").write_text(bench_args.read_text())
     monkeypatch.setattr(cli, "_bench_script", lambda: script)
-    assert cli.main(["bench", "--quick", "x"]) == 4
+    assert cli.main(["bench", "--steps", "3"]) == 4
+    assert cli.main(["bench", "--quick"]) == 2  # not a flag of the benchmark
+    assert "unrecognized arguments: --quick" in capsys.readouterr().err
 
 
 def test_bench_without_a_checkout_says_what_to_run(capsys, monkeypatch, tmp_path):

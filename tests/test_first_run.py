@@ -90,14 +90,29 @@ def test_enable_writes_entries_and_the_library_alone_leaves_jax_config_alone(tmp
     assert any((tmp_path / "xla").iterdir())  # min compile time 0: the tiny compile is cached
 
 
-def test_help_imports_no_jax():
+SUBCOMMANDS = ("demo", "traverse", "augment", "invert", "evaluate", "bench", "convert", "app")
+HELP_PROBE = """import sys
+from reds_jax.jobs import cli
+try:
+    code = cli.main(sys.argv[1:])
+except SystemExit as err:
+    code = err.code
+print("EXIT", code, "JAX", "jax" in sys.modules, "GRADIO", "gradio" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], *([c] for c in SUBCOMMANDS), ["convert", "stylegan2"]],
+    ids=lambda c: " ".join(c) or "top",
+)
+def test_every_help_imports_neither_jax_nor_gradio(command):
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from reds_jax.jobs import cli\n"
-         "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
-         "print('JAX', 'jax' in sys.modules)"],
+        [sys.executable, "-c", HELP_PROBE, *command, "--help"],
         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert out.stdout.strip().endswith("JAX False") and "reds-jax" in out.stdout
+    assert out.stdout.strip().endswith("EXIT 0 JAX False GRADIO False"), out.stderr[-2000:]
+    assert f"usage: {' '.join(['reds-jax', *command])}" in " ".join(out.stdout.split())
 
 
 # ---------------------------------------------------------------------------------------------

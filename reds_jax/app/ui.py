@@ -11,7 +11,6 @@ Run ``reds-jax app`` (``--host 0.0.0.0`` to expose it, ``--port``); it binds 127
 
 # no `from __future__ import annotations`: Gradio reads the `gr.SelectData` annotation at run time
 
-import argparse
 import functools
 import os
 import pathlib
@@ -25,6 +24,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import numpy as np  # noqa: E402
 
 from reds_jax.app import explorer as ex  # noqa: E402
+from reds_jax.app import ui_args  # noqa: E402
 from reds_jax.jobs import models  # noqa: E402
 from reds_jax.jobs.experiment import diagnostics_warning  # noqa: E402
 
@@ -451,25 +451,13 @@ def build(
     return demo
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="reds-jax app", description="An interactive REDs explorer in the browser."
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--model", default="rooms", help="model selected when the page opens")
-    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (20)")
-    p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
-    return p
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``reds-jax app [--host H] [--port P] [--model M]``: serves the page until interrupted.
 
     Returns:
       Exit status (2 for bad arguments or a missing Gradio).
     """
-    ns = _parser().parse_args(argv)
+    ns = ui_args.parser().parse_args(argv)
     if gr is None:
         print(
             f"reds-jax app: error: the explorer needs Gradio: pip install 'reds-jax[app]' "

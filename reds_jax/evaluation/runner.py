@@ -19,7 +19,6 @@ figures and tables: :mod:`reds_jax.evaluation.report`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
@@ -38,8 +37,9 @@ import numpy as np
 from reds_jax._io import atomic_write
 from reds_jax.core import baselines
 from reds_jax.core.traverse import directions, traverse
-from reds_jax.evaluation import metrics
+from reds_jax.evaluation import metrics, runner_args
 from reds_jax.evaluation.report import image_grid, plot_drift, render_table
+from reds_jax.evaluation.runner_args import EVAL_METHODS
 from reds_jax.evaluation.suites import (
     SUITES,
     Case,
@@ -99,27 +99,6 @@ class Config:
     start_batch: int | None = None
 
 
-# name -> (kind, core method, path, tuned settings beyond step_size)
-EVAL_METHODS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
-    "reds-local": ("core", "reds", "local", ("ridge",)),
-    "reds-linear": ("core", "reds", "linear", ("ridge",)),
-    "nullspace-local": ("core", "nullspace", "local", ("beta_fix",)),
-    "maxc-local": ("core", "maxc", "local", ()),
-    "maxc-linear": ("core", "maxc", "linear", ()),
-    "minf-linear": ("core", "minf", "linear", ()),
-    "random": ("core", "random", "linear", ()),
-    "pca": ("pca", "", "linear", ()),
-    "sefa": ("sefa", "", "linear", ()),
-    "supervised": ("supervised", "", "linear", ("condition",)),
-    "supervised-gt": ("supervised-gt", "", "linear", ()),
-    # path control (issue 19): feature-space steps and/or the drift corrector
-    "reds-local-fs": ("core", "reds", "local", ("step_target",)),
-    "reds-local-c": ("core", "reds", "local", ()),
-    "reds-local-pc": ("core", "reds", "local", ("step_target",)),
-    "official-local": ("core", "nullspace", "local", ()),
-    "official-maxc-local": ("core", "maxc", "local", ()),
-    "official-minf-linear": ("core", "minf", "linear", ()),
-}
 # Methods run with a preset (reds_jax.core.presets): the reference code's settings, step size tuned.
 PRESET_METHODS = {
     "official-local": "official",
@@ -425,38 +404,6 @@ def _available(exp: Case, name: str) -> bool:
     return not (method in ("nullspace", "minf") and not exp.fix)
 
 
-def _parse(argv: Sequence[str] | None, prog: str | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
-        prog=prog or "python -m reds_jax.evaluation.runner", description=__doc__.split("\n")[0]
-    )
-    ap.add_argument("--suite", action="append", choices=sorted(SUITES), required=True)
-    ap.add_argument("--out", required=True, help="output folder (JSON, PNGs, quality.md)")
-    ap.add_argument("--table", default=None, help="Markdown path (default OUT/quality.md)")
-    ap.add_argument("--n-starts", type=int, default=32, help="held-out start latents")
-    ap.add_argument("--n-tune", type=int, default=8, help="tuning start latents")
-    ap.add_argument("--k", type=int, default=1, help="directions per start (2k paths)")
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", type=int, default=64, help="rooms oracle image size")
-    ap.add_argument("--methods", default=None, help=f"comma list from {','.join(EVAL_METHODS)}")
-    ap.add_argument("--experiments", default=None, help="comma list of experiment names")
-    ap.add_argument("--quick", action="store_true", help="8 starts, 8 steps, no tuning grid")
-    ap.add_argument(
-        "--step-sizes", default=None, help="comma list (default 0.25,0.5; × step_scale)"
-    )
-    ap.add_argument("--ridges", default=None, help="comma list of REDs ridges (default 1e-4,1e-2)")
-    ap.add_argument("--conditions", default=None, help="comma list for supervised (default 0,2)")
-    ap.add_argument("--chunk-size", type=int, default=None, help="chunked Grams (bounds memory)")
-    ap.add_argument("--start-batch", type=int, default=None, help="starts per call (memory)")
-    ap.add_argument(
-        "--redraw",
-        action="store_true",
-        help="only redraw the image grids (of --experiments, default all) and the table from "
-        "OUT/<suite>.json, without evaluating",
-    )
-    return ap.parse_args(argv)
-
-
 def _merge(old: dict[str, Any], new: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:
     """A suite's saved results updated by a run of some of its experiments (suite order kept)."""
     by_name = {r["experiment"]: r for r in old["experiments"]}
@@ -474,7 +421,7 @@ def _merge(old: dict[str, Any], new: dict[str, Any], order: Sequence[str]) -> di
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry point (see the module docstring); ``prog`` names it in ``--help``."""
-    a = _parse(argv, prog)
+    a = runner_args.parser(prog).parse_args(argv)
     methods = tuple(m for m in (a.methods or "").split(",") if m)
     unknown = set(methods) - set(EVAL_METHODS)
     if unknown:

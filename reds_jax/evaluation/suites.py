@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reds_jax.evaluation.runner_args import SUITE_NAMES
 from reds_jax.features import Feature, highpass, lowpass, region
 from reds_jax.generators import rooms as rooms_lib
 
@@ -349,8 +350,6 @@ def rooms_gan_suite():
     )
 
 
-SUITES: dict[str, Callable[..., tuple[Case, ...]]] = {
-    "rooms_oracle": rooms_oracle_suite,
-    "rooms_gan": rooms_gan_suite,
-    "faces": faces_suite,
-}
+SUITES: dict[str, Callable[..., tuple[Case, ...]]] = dict(
+    zip(SUITE_NAMES, (rooms_oracle_suite, rooms_gan_suite, faces_suite), strict=True)
+)

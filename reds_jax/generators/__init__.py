@@ -1,34 +1,53 @@
 """Generators: pure callables ``z [d] -> image [H, W, C]`` in [0, 1], and the Flax modules behind them."""
 
-from reds_jax.formats.torch_zip import load_torch_pickle as load_torch_pickle
-from reds_jax.formats.torch_zip import load_torch_zip as load_torch_zip
-from reds_jax.generators.dcgan import DCGANGenerator as DCGANGenerator
-from reds_jax.generators.dcgan import FaceDCGAN as FaceDCGAN
-from reds_jax.generators.dcgan import convert_dcgan_state_dict as convert_dcgan_state_dict
-from reds_jax.generators.dcgan import face_dcgan as face_dcgan
-from reds_jax.generators.rooms import FACTOR_NAMES as FACTOR_NAMES
-from reds_jax.generators.rooms import FACTOR_RANGES as FACTOR_RANGES
-from reds_jax.generators.rooms import MASK_NAMES as MASK_NAMES
-from reds_jax.generators.rooms import NUM_FACTORS as NUM_FACTORS
-from reds_jax.generators.rooms import RoomScene as RoomScene
-from reds_jax.generators.rooms import factors_to_unit as factors_to_unit
-from reds_jax.generators.rooms import render as render
-from reds_jax.generators.rooms import render_masks as render_masks
-from reds_jax.generators.rooms import render_scene as render_scene
-from reds_jax.generators.rooms import sample_dataset as sample_dataset
-from reds_jax.generators.rooms import unit_to_factors as unit_to_factors
-from reds_jax.generators.rooms_gan import RoomsGAN as RoomsGAN
-from reds_jax.generators.rooms_gan import RoomsGANGenerator as RoomsGANGenerator
-from reds_jax.generators.rooms_gan import rooms_gan as rooms_gan
-from reds_jax.generators.rooms_oracle import OracleParams as OracleParams
-from reds_jax.generators.rooms_oracle import RoomsOracle as RoomsOracle
-from reds_jax.generators.rooms_oracle import rooms_oracle as rooms_oracle
-from reds_jax.generators.stylegan2 import StyleGAN2Checkpoint as StyleGAN2Checkpoint
-from reds_jax.generators.stylegan2 import StyleGAN2Generator as StyleGAN2Generator
-from reds_jax.generators.stylegan2 import stylegan2 as stylegan2
-from reds_jax.generators.stylegan2_convert import convert_stylegan2 as convert_stylegan2
-from reds_jax.generators.stylegan2_nets import StyleGAN2 as StyleGAN2
-from reds_jax.generators.stylegan2_nets import StyleGAN2Config as StyleGAN2Config
+import importlib as _importlib
+
+# Public name -> defining module, imported on first use (PEP 562): importing one generator module
+# (or a jax-free one such as ``stylegan2_convert_args``) does not load every generator.
+_EXPORTS = {
+    "DCGANGenerator": "reds_jax.generators.dcgan",
+    "FACTOR_NAMES": "reds_jax.generators.rooms",
+    "FACTOR_RANGES": "reds_jax.generators.rooms",
+    "FaceDCGAN": "reds_jax.generators.dcgan",
+    "MASK_NAMES": "reds_jax.generators.rooms",
+    "NUM_FACTORS": "reds_jax.generators.rooms",
+    "OracleParams": "reds_jax.generators.rooms_oracle",
+    "RoomScene": "reds_jax.generators.rooms",
+    "RoomsGAN": "reds_jax.generators.rooms_gan",
+    "RoomsGANGenerator": "reds_jax.generators.rooms_gan",
+    "RoomsOracle": "reds_jax.generators.rooms_oracle",
+    "StyleGAN2": "reds_jax.generators.stylegan2_nets",
+    "StyleGAN2Checkpoint": "reds_jax.generators.stylegan2",
+    "StyleGAN2Config": "reds_jax.generators.stylegan2_nets",
+    "StyleGAN2Generator": "reds_jax.generators.stylegan2",
+    "convert_dcgan_state_dict": "reds_jax.generators.dcgan",
+    "convert_stylegan2": "reds_jax.generators.stylegan2_convert",
+    "face_dcgan": "reds_jax.generators.dcgan",
+    "factors_to_unit": "reds_jax.generators.rooms",
+    "load_torch_pickle": "reds_jax.formats.torch_zip",
+    "load_torch_zip": "reds_jax.formats.torch_zip",
+    "render": "reds_jax.generators.rooms",
+    "render_masks": "reds_jax.generators.rooms",
+    "render_scene": "reds_jax.generators.rooms",
+    "rooms_gan": "reds_jax.generators.rooms_gan",
+    "rooms_oracle": "reds_jax.generators.rooms_oracle",
+    "sample_dataset": "reds_jax.generators.rooms",
+    "stylegan2": "reds_jax.generators.stylegan2",
+    "unit_to_factors": "reds_jax.generators.rooms",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(_importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later look-ups skip __getattr__
+        return value
+    raise AttributeError(f"module 'reds_jax.generators' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__: list[str] = []
 __all__ += [

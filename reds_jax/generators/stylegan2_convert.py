@@ -19,7 +19,6 @@ Each returns a :class:`~reds_jax.generators.stylegan2_checkpoint.StyleGAN2Checkp
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import pathlib
@@ -35,6 +34,7 @@ import numpy as np
 
 from reds_jax.formats.ada_pickle import NAMESPACE_GLOBALS
 from reds_jax.formats.torch_zip import load_torch_zip
+from reds_jax.generators import stylegan2_convert_args
 from reds_jax.generators.stylegan2_ada import DEFAULT_BLUR, convert_ada_network, load_stylegan2_ada
 from reds_jax.generators.stylegan2_checkpoint import (
     StyleGAN2Checkpoint,
@@ -338,19 +338,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "reds-jax convert styleg
     Returns:
         0 on success, 2 when the checkpoint cannot be converted (a one-line reason on stderr).
     """
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Convert a PyTorch StyleGAN2 checkpoint (rosinality .pt or "
-        "stylegan2-ada-pytorch .pkl) to a reds_jax msgpack, without torch.",
-    )
-    parser.add_argument("input", type=pathlib.Path, help="the .pt or .pkl checkpoint")
-    parser.add_argument("output", type=pathlib.Path, help="the .msgpack to write")
-    parser.add_argument("--format", default="auto", choices=("auto", "rosinality", "ada"))
-    parser.add_argument("--network", default=None, help="entry to convert (g_ema / G_ema)")
-    parser.add_argument(
-        "--mapping-lr-mul", type=float, default=0.01, help="rosinality lr_mlp (default 0.01)"
-    )
-    args = parser.parse_args(argv)
+    args = stylegan2_convert_args.parser(prog).parse_args(argv)
     try:
         ckpt = convert_stylegan2(
             args.input,

@@ -651,19 +651,56 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(module: str, args: Sequence[str], prog: str) -> int:
-    """Runs ``module.main(args)``: ``evaluate``, ``convert`` and ``app`` parse their own arguments,
-    under the program name ``reds-jax NAME`` where their ``main`` takes ``prog``."""
+# delegated command -> (its jax-free module with ``parser(prog)``, its module with ``main``)
+_DELEGATED = {
+    "evaluate": ("reds_jax.evaluation.runner_args", "reds_jax.evaluation.runner"),
+    "convert stylegan2": (
+        "reds_jax.generators.stylegan2_convert_args",
+        "reds_jax.generators.stylegan2_convert",
+    ),
+    "app": ("reds_jax.app.ui_args", "reds_jax.app.ui"),
+}
+_CONVERTERS = ("stylegan2",)
+_PASSED_ON = ("evaluate", "convert", "bench")
+
+
+def _status(err: SystemExit, prog: str) -> int:
+    """The exit status of a ``SystemExit`` raised by argparse or a delegated ``main`` (``--help``:
+    0, errors: 2; a message instead of a status is printed and read as 2)."""
+    if not isinstance(err.code, int | None):
+        print(f"{prog}: error: {err.code}", file=sys.stderr)
+    return err.code if isinstance(err.code, int) else (0 if err.code is None else 2)
+
+
+def _checked(parser: argparse.ArgumentParser, args: Sequence[str]) -> int | None:
+    """Parses ``args`` with a command's jax-free parser: the exit status of ``--help`` or of an
+    argument error (answered before any heavy import), else None."""
+    try:
+        parser.parse_args(list(args))
+    except SystemExit as err:
+        return _status(err, parser.prog)
+    return None
+
+
+def _delegate(name: str, args: Sequence[str], *, compile_cache: bool | None = None) -> int:
+    """Runs the delegated command ``reds-jax NAME``: its arguments are checked by its jax-free
+    parser first, then its module's ``main(args[, prog])`` runs (``compile_cache``: whether to
+    turn on the persistent compilation cache before, None to leave it alone)."""
     import inspect
 
+    prog = f"{PROG} {name}"
+    parser_module, module = _DELEGATED[name]
+    code = _checked(importlib.import_module(parser_module).parser(prog), args)
+    if code is not None:
+        return code
+    if compile_cache is not None:
+        _compile_cache(not compile_cache)
     entry = importlib.import_module(module).main
     kwargs = {"prog": prog} if "prog" in inspect.signature(entry).parameters else {}
     try:
         code = entry(list(args), **kwargs)
-    except SystemExit as err:  # argparse inside the delegate (--help: 0, errors: 2)
-        if not isinstance(err.code, int | None):
-            print(f"{prog}: error: {err.code}", file=sys.stderr)
-        code = err.code if isinstance(err.code, int) else (0 if err.code is None else 2)
+    except SystemExit as err:  # a delegate's own exit
+        code = _status(err, prog)
     return code if isinstance(code, int) else 0
 
 
@@ -673,7 +710,10 @@ def _bench_script() -> pathlib.Path:
 
 
 def _bench(args: Sequence[str]) -> int:
-    """Run the checkout's traversal benchmark (it is not part of the installed package)."""
+    """Run the checkout's traversal benchmark (it is not part of the installed package); its
+    arguments are checked first by ``bench_traverse_args.py`` beside it, which imports no jax."""
+    import importlib.util
+
     script = _bench_script()
     if not script.is_file():
         print(
@@ -683,11 +723,15 @@ def _bench(args: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    spec = importlib.util.spec_from_file_location(
+        "bench_traverse_args", script.with_name("bench_traverse_args.py")
+    )
+    parser_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parser_module)
+    code = _checked(parser_module.parser(f"{PROG} bench"), args)
+    if code is not None:
+        return code
     return subprocess.call([sys.executable, str(script), *args])
-
-
-_CONVERTERS = {"stylegan2": "reds_jax.generators.stylegan2_convert"}
-_PASSED_ON = ("evaluate", "convert", "bench")
 
 
 def _compile_cache(disabled: bool) -> bool:
@@ -723,10 +767,8 @@ def _passed_on(command: str, args: list[str], no_cache: bool) -> int:
                 file=sys.stderr,
             )
             return 2
-        return _delegate(_CONVERTERS[args[0]], args[1:], f"{PROG} convert {args[0]}")
-    if not any(a in ("-h", "--help") for a in args):
-        _compile_cache(no_cache)
-    return _delegate("reds_jax.evaluation.runner", args, f"{PROG} evaluate")
+        return _delegate(f"convert {args[0]}", args[1:])
+    return _delegate("evaluate", args, compile_cache=not no_cache)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -787,7 +829,7 @@ def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in _PASSED_ON:  # their arguments go to their own parsers, untouched
         return _passed_on(argv[0], argv[1:], no_cache)
     if argv and argv[0] == "app":
-        return _delegate("reds_jax.app.ui", argv[1:], f"{PROG} app")
+        return _delegate("app", argv[1:])
     ns = _parser().parse_args(argv)
     _compile_cache(ns.no_compile_cache)
     commands = {

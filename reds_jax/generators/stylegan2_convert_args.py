@@ -1,0 +1,29 @@
+"""The command line of :mod:`reds_jax.generators.stylegan2_convert`, without jax.
+
+``reds-jax convert stylegan2 --help`` and argument errors answer at once: this module imports
+only the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+__all__ = ["parser"]
+
+
+def parser(prog: str = "reds-jax convert stylegan2") -> argparse.ArgumentParser:
+    """The converter's argument parser (``prog`` names it in usage and errors)."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Convert a PyTorch StyleGAN2 checkpoint (rosinality .pt or "
+        "stylegan2-ada-pytorch .pkl) to a reds_jax msgpack, without torch.",
+    )
+    p.add_argument("input", type=pathlib.Path, help="the .pt or .pkl checkpoint")
+    p.add_argument("output", type=pathlib.Path, help="the .msgpack to write")
+    p.add_argument("--format", default="auto", choices=("auto", "rosinality", "ada"))
+    p.add_argument("--network", default=None, help="entry to convert (g_ema / G_ema)")
+    p.add_argument(
+        "--mapping-lr-mul", type=float, default=0.01, help="rosinality lr_mlp (default 0.01)"
+    )
+    return p
