@@ -33,7 +33,20 @@ def _naive_conv_transpose(x, w, stride, padding):
     return full[padding : full.shape[0] - padding, padding : full.shape[1] - padding]
 
 
-@pytest.mark.parametrize("size, stride, padding", [(1, 1, 0), (3, 2, 1), (4, 2, 1), (2, 1, 2)])
+@pytest.mark.parametrize(
+    "size, stride, padding",
+    [
+        (1, 1, 0),
+        (1, 2, 1),
+        (3, 2, 1),
+        (4, 2, 1),
+        (2, 1, 2),
+        (3, 2, 0),
+        (3, 2, 3),
+        (2, 4, 1),
+        (2, 3, 1),
+    ],
+)  # one input pixel: a product; stride 2, 4 by phases; 1, 3 (not dividing 4) dilated
 def test_conv_transpose_matches_torch_definition(size, stride, padding):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((size, size, 3))

@@ -54,8 +54,15 @@ class TorchConvTranspose2d(nn.Module):
     """``torch.nn.ConvTranspose2d`` (square kernel, no bias, groups=1, dilation 1) on NHWC input.
 
     Output size per spatial axis is ``(n - 1) * stride - 2 * padding + kernel_size``, as in torch.
-    Implemented as a direct convolution of the input dilated by ``stride`` (``lhs_dilation``),
-    padded by ``kernel_size - 1 - padding``, with the spatially flipped kernel.
+    A ``1 × 1`` input (the generator's first layer) is one matrix product with the kernel. When
+    ``stride`` divides ``kernel_size`` it is computed by phases ("sub-pixel"): output pixel
+    ``o`` only meets the kernel taps ``t ≡ o + padding (mod stride)``, so one stride-1 convolution
+    of the undilated input with the ``stride²`` sub-kernels ``kernel[a::stride, b::stride]`` as
+    extra output channels, rearranged depth-to-space and cropped by ``padding``, gives every output
+    pixel without multiplying the zeros that a dilated input carries (on XLA CPU 1.4-2x faster for
+    the face DCGAN's stride-2 layers). Otherwise it is the direct convolution of the input dilated
+    by ``stride`` (``lhs_dilation``), padded by ``kernel_size - 1 - padding``, with the spatially
+    flipped kernel.
 
     Attributes:
         features: output channels.
@@ -98,7 +105,14 @@ class TorchConvTranspose2d(nn.Module):
             (k, k, x.shape[-1], self.features),
             jnp.float32,
         )
-        kernel = jnp.flip(kernel, axis=(0, 1)).astype(x.dtype)
+        kernel = kernel.astype(x.dtype)
+        stride = self.stride
+        if x.shape[1:3] == (1, 1):  # one input pixel (the first layer): a matrix product
+            y = jnp.einsum("nc,hwco->nhwo", x[:, 0, 0], kernel, precision=jax.lax.Precision.HIGHEST)
+            return y[:, p : k - p, p : k - p]
+        if stride > 1 and k % stride == 0:
+            return _conv_transpose_by_phases(x, kernel, stride, p)
+        kernel = jnp.flip(kernel, axis=(0, 1))
         pad = k - 1 - p
         return jax.lax.conv_general_dilated(
             x,
@@ -109,6 +123,38 @@ class TorchConvTranspose2d(nn.Module):
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
             precision=jax.lax.Precision.HIGHEST,
         )
+
+
+def _conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, s: int, p: int) -> jax.Array:
+    """``torch.nn.ConvTranspose2d`` (stride ``s`` dividing the kernel size) by its ``s²`` phases.
+
+    Output pixel ``o = q·s + a - p`` sums ``x[q - u] · kernel[u·s + a]`` over ``u < K = k / s``:
+    a full stride-1 convolution of ``x`` with the flipped sub-kernel of phase ``a`` (per axis).
+
+    Args:
+      x: ``[N, H, W, C_in]``.  kernel: ``[k, k, C_in, C_out]`` (torch's taps, not flipped).
+      s: stride.  p: torch's padding.
+
+    Returns:
+      ``[N, (H - 1)·s - 2p + k, (W - 1)·s - 2p + k, C_out]``.
+    """
+    k, _, c_in, c_out = kernel.shape
+    big_k = k // s
+    sub = kernel.reshape(big_k, s, big_k, s, c_in, c_out)  # [u, a, v, b, in, out]: tap u·s + a
+    sub = jnp.flip(sub, axis=(0, 2)).transpose(0, 2, 4, 1, 3, 5)
+    sub = sub.reshape(big_k, big_k, c_in, s * s * c_out)  # phase (a, b) as output channels
+    y = jax.lax.conv_general_dilated(
+        x,
+        sub,
+        window_strides=(1, 1),
+        padding=((big_k - 1, big_k - 1), (big_k - 1, big_k - 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    n, hq, wq, _ = y.shape  # hq = H + K - 1: every q that meets the input
+    y = y.reshape(n, hq, wq, s, s, c_out).transpose(0, 1, 3, 2, 4, 5)
+    y = y.reshape(n, hq * s, wq * s, c_out)  # depth to space: row q·s + a
+    return y[:, p : hq * s - p, p : wq * s - p]
 
 
 class _FrozenBatchNorm(nn.Module):

@@ -106,10 +106,9 @@ class Experiment:
             )
         self._fn = jax.jit(jax.vmap(self._one))
         d = self.model.latent_dim
-        try:  # validate against traverse's own checks before any compile
-            shapes = jax.eval_shape(
-                self._one, jnp.zeros((d,), self.dtype), jnp.zeros((), jnp.uint32)
-            )
+        try:  # validate against traverse's own checks before any compile; the trace of this
+            # batch of one is reused by a run of one latent (a demo, an app click)
+            shapes = self._fn.eval_shape(jnp.zeros((1, d), self.dtype), jnp.zeros((1,), jnp.uint32))
         except ValueError as err:
             raise ConfigError(f"config: {err}") from None
         # bytes kept per start latent, and (a rough upper estimate) needed while computing one:
