@@ -134,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         helps.append(run([*cli, "--help"], env, work))
     results["runs"]["help"] = min(helps, key=lambda r: r["wall_s"])
     results["runs"]["help"]["wall_s_median"] = statistics.median(r["wall_s"] for r in helps)
-    for sub in ("demo", "traverse", "augment", "invert", "convert", "evaluate"):
-        results["runs"][f"help_{sub}"] = run([*cli, sub, "--help"], env, work)
+    subs = ("demo", "traverse", "augment", "invert", "convert", "convert stylegan2", "evaluate")
+    for sub in (*subs, "bench", "app"):
+        name = f"help_{sub.replace(' ', '_')}"
+        results["runs"][name] = run([*cli, *sub.split(), "--help"], env, work)
     for name in ("demo_cold", "demo_warm"):
         results["runs"][name] = run([*cli, "demo", "--out", str(work / f"{name}.png")], env, work)
     for name in ("invert_cold", "invert_warm"):
