@@ -4,12 +4,24 @@ A REDs path is a first-order continuation: every step moves ``ε`` along the cur
 Two optional additions turn it into a predictor–corrector method (:func:`reds_jax.traverse`'s
 ``step_target`` and ``correct``):
 
-* **Feature-space steps** (``step_target=δ``): at each step the latent step length is chosen so
-  that the *linearised* change of the varied features is ``δ``: ``ε = δ / ‖J_vary v‖`` (one JVP of
-  the concatenated varied features along the direction ``v``), clipped to
-  ``[step_min, step_size]``. The varied features are concatenated unweighted, so ``δ`` is in the
-  units of :attr:`~reds_jax.core.traverse.Trajectories.vary_distances` (for one varied feature,
-  exactly its distance per step, to first order).
+* **Feature-space steps** (``step_target=δ``): the varied features' distance from the start,
+  ``‖e_t‖`` with ``e_t = f_vary(z_t) − f_vary(z₀)``, should grow by ``δ`` per step: after ``t``
+  steps it should be ``t·δ``. Step ``t`` solves the linearised equation
+
+  ``‖e_t + ε·J_vary v‖ = max(‖e_t‖ + δ, (t+1)·δ)``
+
+  for its positive root ``ε`` (one JVP of the concatenated varied features along the direction
+  ``v``; the root is unique because the right side exceeds ``‖e_t‖``), clipped to
+  ``[step_min, step_size]``. At the start, and on a path whose change stays on one line (a linear
+  generator), it is ``ε = δ / ‖J_vary v‖``. Why not that simpler rule everywhere: a REDs path
+  curves in feature space (its varied change turns as the directions are re-solved), so equal
+  per-step changes add up to much less distance from the start (on the rooms oracle the
+  per-step changes summed to 1.4–2.9× the final distance) and paths stall short of their target;
+  the steps here lengthen when a step turns away from the start's line and catch up on any
+  shortfall of the previous steps (a corrector's move, or the linearisation's second-order
+  error, included) — a secant-like correction from the measured distance. The varied features
+  are concatenated unweighted, so ``δ`` is in the units of
+  :attr:`~reds_jax.core.traverse.Trajectories.vary_distances`.
 * **Corrector** (``correct=n``): after each predictor step, ``n`` Gauss–Newton iterations on the
   fixed features' deviation from their start values,
 
@@ -21,14 +33,15 @@ Two optional additions turn it into a predictor–corrector method (:func:`reds_
   iteration linearises the residual once (``jax.linearize``) and solves the projected normal
   equations ``P Jᵀ J P δ = −P Jᵀ r`` (``P = I − v vᵀ``, so the intended change along ``v`` is not
   undone) with a few conjugate-gradient iterations (``cg_iters``, matrix-free JVP/VJP products),
-  warm-started from the previous step's correction. A correction that does not reduce the
+  warm-started from the previous step's correction (one JVP/VJP call site: see
+  :func:`_projected_cg`). A correction that does not reduce the
   residual (or is not finite) is rejected: the latent is kept and
   ``diagnostics.rejected_corrections`` counts it.
 
   What it cannot do: hold a fixed feature that the varied direction *must* change (then the
   constraint ``δ ⊥ v`` leaves nothing to correct with, and the drift stays), or undo drift that
   is outside what the linearisation sees in ``n`` iterations. Cost per step: ``n`` linearisations
-  plus ``n·cg_iters`` JVP/VJP pairs of generator + fixed features, plus ``n`` generator passes for
+  plus ``n·(cg_iters + 1)`` JVP/VJP pairs of generator + fixed features, plus ``n`` generator passes for
   the acceptance test.
 """
 

@@ -24,7 +24,7 @@ when ``beta_vary`` is given (``nullspace``, ``maxc``) or ``minf_mode="union"``, 
 ``preset="official"`` (:mod:`reds_jax.core.presets`) sets every reference default at once
 (explicit arguments override it).
 
-Every step has length ``step_size``.
+Every step has length ``step_size`` (with ``step_target``: see :mod:`reds_jax.core.control`).
 """
 
 from __future__ import annotations
@@ -793,10 +793,11 @@ def traverse(
         ``"matrix_free"`` with solver keywords (see :func:`directions`).
       distances: measure feature distances along the paths (``False``: skip those generator
         passes; the distance tuples are empty).
-      step_target: feature-space steps: the linearised change of the (concatenated) varied
-        features per step, ``δ``; each step's length is ``δ / ‖J_vary v‖`` clipped to
-        ``[step_min, step_size]`` (so ``step_size`` becomes the cap). ``None`` (default): every
-        step has length ``step_size``. See :mod:`reds_jax.core.control`.
+      step_target: feature-space steps: the varied features' distance from the start should
+        grow by ``δ`` per step (``t·δ`` after ``t`` steps); each step's length is the linearised
+        root (``δ / ‖J_vary v‖`` on a straight path, longer where the path turns or lags),
+        clipped to ``[step_min, step_size]`` (so ``step_size`` becomes the cap). ``None``
+        (default): every step has length ``step_size``. See :mod:`reds_jax.core.control`.
       correct: Gauss–Newton corrector iterations after each step that pull the fixed features
         back towards their start values, orthogonally to the direction (0, default: none; needs
         ``fix``). See :mod:`reds_jax.core.control`.
