@@ -106,7 +106,40 @@ def test_feature_space_steps_are_clipped_to_the_step_range():
         linear, jnp.ones(3), step_size=1.0, step_target=1e-9, step_min=1e-4, **kw
     )
     np.testing.assert_allclose(small.step_lengths, 1e-4)
-    assert float(step_length(jnp.asarray(jnp.nan), 1.0, 0.1, 0.5)) == 0.5
+    for rate in (jnp.asarray([jnp.nan, 0.0]), jnp.zeros(2)):  # no finite root: the cap
+        assert float(step_length(jnp.ones(2), rate, 1.0, 0.1, 0.5)) == 0.5
+
+
+# The varied feature is a point on the unit circle at angle a₁ (pixels 0, 1); the fixed one is a₂.
+# Along the REDs direction e₁ the feature's distance from the start is the chord 2·sin(θ/2), which
+# per-step changes of δ (arc length) do not reach: the step rule catches up with t·δ.
+ARC = F.region((0, 0, 1, 2), units="pixels")
+LEVEL = F.region((1, 0, 1, 1), units="pixels")
+
+
+def on_circle(z):
+    return jnp.stack([jnp.cos(z[0]), jnp.sin(z[0]), z[1], z[1]]).reshape(2, 2, 1)
+
+
+def test_feature_space_steps_keep_the_distance_from_the_start_on_schedule():
+    delta, steps = 0.2, 8
+    tr = reds_jax.traverse(
+        on_circle, jnp.zeros(2), vary=ARC, fix=[LEVEL], k=1, steps=steps, step_size=10.0,
+        step_target=delta,
+    )  # fmt: skip
+    theta = np.abs(np.asarray(tr.latents)[0, :, 0])  # the + path; a₂ stays 0
+    np.testing.assert_allclose(np.asarray(tr.latents)[..., 1], 0.0, atol=1e-12)
+    # closed form: ε_t solves ε² + 2ε·sin θ + 4 sin²(θ/2) = goal², goal = max(‖e‖ + δ, (t+1)δ)
+    chord = 2.0 * np.sin(theta[:-1] / 2.0)
+    goal = np.maximum(chord + delta, delta * np.arange(1, steps + 1))
+    s = np.sin(theta[:-1])
+    eps = -s + np.sqrt(s**2 + goal**2 - chord**2)
+    np.testing.assert_allclose(np.diff(theta), eps, rtol=1e-10)
+    np.testing.assert_allclose(tr.step_lengths[0], eps, rtol=1e-10)
+    assert abs(float(tr.step_lengths[0, 0]) - delta) < 1e-12  # the first step: δ / ‖J v‖
+    dist = np.asarray(tr.vary_distances[0])[0]  # on schedule to second order: t·δ minus a lag
+    np.testing.assert_allclose(dist, delta * np.arange(steps + 1), rtol=0.02, atol=1e-12)
+    assert dist[-1] > 2.0 * np.sin(steps * delta / 2.0) + 0.05  # equal arc steps fall behind
 
 
 def test_control_composes_with_batches_and_matches_one_latent_at_a_time():

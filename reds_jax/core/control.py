@@ -4,12 +4,24 @@ A REDs path is a first-order continuation: every step moves ``ε`` along the cur
 Two optional additions turn it into a predictor–corrector method (:func:`reds_jax.traverse`'s
 ``step_target`` and ``correct``):
 
-* **Feature-space steps** (``step_target=δ``): at each step the latent step length is chosen so
-  that the *linearised* change of the varied features is ``δ``: ``ε = δ / ‖J_vary v‖`` (one JVP of
-  the concatenated varied features along the direction ``v``), clipped to
-  ``[step_min, step_size]``. The varied features are concatenated unweighted, so ``δ`` is in the
-  units of :attr:`~reds_jax.core.traverse.Trajectories.vary_distances` (for one varied feature,
-  exactly its distance per step, to first order).
+* **Feature-space steps** (``step_target=δ``): the varied features' distance from the start,
+  ``‖e_t‖`` with ``e_t = f_vary(z_t) − f_vary(z₀)``, should grow by ``δ`` per step: after ``t``
+  steps it should be ``t·δ``. Step ``t`` solves the linearised equation
+
+  ``‖e_t + ε·J_vary v‖ = max(‖e_t‖ + δ, (t+1)·δ)``
+
+  for its positive root ``ε`` (one JVP of the concatenated varied features along the direction
+  ``v``; the root is unique because the right side exceeds ``‖e_t‖``), clipped to
+  ``[step_min, step_size]``. At the start, and on a path whose change stays on one line (a linear
+  generator), it is ``ε = δ / ‖J_vary v‖``. Why not that simpler rule everywhere: a REDs path
+  curves in feature space (its varied change turns as the directions are re-solved), so equal
+  per-step changes add up to much less distance from the start (on the rooms oracle the
+  per-step changes summed to 1.4–2.9× the final distance) and paths stall short of their target;
+  the steps here lengthen when a step turns away from the start's line and catch up on any
+  shortfall of the previous steps (a corrector's move, or the linearisation's second-order
+  error, included) — a secant-like correction from the measured distance. The varied features
+  are concatenated unweighted, so ``δ`` is in the units of
+  :attr:`~reds_jax.core.traverse.Trajectories.vary_distances`.
 * **Corrector** (``correct=n``): after each predictor step, ``n`` Gauss–Newton iterations on the
   fixed features' deviation from their start values,
 
@@ -21,14 +33,15 @@ Two optional additions turn it into a predictor–corrector method (:func:`reds_
   iteration linearises the residual once (``jax.linearize``) and solves the projected normal
   equations ``P Jᵀ J P δ = −P Jᵀ r`` (``P = I − v vᵀ``, so the intended change along ``v`` is not
   undone) with a few conjugate-gradient iterations (``cg_iters``, matrix-free JVP/VJP products),
-  warm-started from the previous step's correction. A correction that does not reduce the
+  warm-started from the previous step's correction (one JVP/VJP call site: see
+  :func:`_projected_cg`). A correction that does not reduce the
   residual (or is not finite) is rejected: the latent is kept and
   ``diagnostics.rejected_corrections`` counts it.
 
   What it cannot do: hold a fixed feature that the varied direction *must* change (then the
   constraint ``δ ⊥ v`` leaves nothing to correct with, and the drift stays), or undo drift that
   is outside what the linearisation sees in ``n`` iterations. Cost per step: ``n`` linearisations
-  plus ``n·cg_iters`` JVP/VJP pairs of generator + fixed features, plus ``n`` generator passes for
+  plus ``n·(cg_iters + 1)`` JVP/VJP pairs of generator + fixed features, plus ``n`` generator passes for
   the acceptance test.
 """
 
@@ -45,7 +58,7 @@ import numpy as np
 
 Array = jax.Array
 
-__all__ = ["Control", "check_control", "step_length", "varied_rate", "Corrector"]
+__all__ = ["Control", "check_control", "step_length", "varied_change", "Corrector"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,25 +138,51 @@ def _stacked(generator: Callable, feats: Sequence[Callable]) -> Callable[[Array]
     return f
 
 
-def varied_rate(generator: Callable, vary: Sequence[Callable], z: Array, v: Array) -> Array:
-    """``‖J_vary(z) v‖``: the linearised change of the concatenated varied features per unit step.
+def varied_change(
+    generator: Callable, vary: Sequence[Callable], z: Array, v: Array, ref: Array
+) -> tuple[Array, Array]:
+    """``(e, J_vary v)``: the concatenated varied features' change from the start, ``e =
+    f_vary(z) − ref [m]``, and their linearised change per unit step along ``v`` ``[m]`` (one JVP).
 
     >>> g = lambda z: jnp.reshape(3.0 * z, (1, 2, 1))
-    >>> round(float(varied_rate(g, [lambda x: x], jnp.zeros(2), jnp.array([0.6, 0.8]))), 12)
-    3.0
+    >>> e, jv = varied_change(g, [lambda x: x], jnp.ones(2), jnp.array([0.6, 0.8]), jnp.zeros(2))
+    >>> e.tolist(), [round(float(x), 12) for x in jv]
+    ([3.0, 3.0], [1.8, 2.4])
     """
-    _, jv = jax.jvp(_stacked(generator, vary), (z,), (v,))
-    return jnp.linalg.norm(jv)
+    f, jv = jax.jvp(_stacked(generator, vary), (z,), (v,))
+    return f - ref, jv
 
 
-def step_length(rate: Array, target: Array, step_min: Array, step_max: Array) -> Array:
-    """``clip(target / rate, step_min, step_max)``; ``step_max`` where ``rate`` is 0 or not finite.
+def step_length(
+    change: Array,
+    rate: Array,
+    target: Array,
+    step_min: Array,
+    step_max: Array,
+    behind: Array | float = 0.0,
+) -> Array:
+    """The step that advances the linearised distance from the start by ``target``.
 
-    >>> float(step_length(jnp.asarray(4.0), 1.0, 0.01, 0.5)), float(step_length(0.0, 1.0, 0.01, 0.5))
-    (0.25, 0.5)
+    Solves ``‖e + ε·Jv‖ = ‖e‖ + target`` for its positive root ``ε`` (``e``: ``change``, the
+    varied features' change from the start ``[m]``; ``Jv``: ``rate``, their linearised change per
+    unit step ``[m]``) and clips it to ``[step_min, step_max]``; ``step_max`` where the root is not
+    finite (``Jv = 0``). At the start (``e = 0``) and on a path whose change stays on one line it
+    is ``target / ‖Jv‖``; where the path turns away from the start's line it is longer.
+
+    >>> float(step_length(jnp.zeros(2), jnp.array([4.0, 0.0]), 1.0, 0.01, 0.5))
+    0.25
+    >>> float(step_length(jnp.array([3.0, 0.0]), jnp.array([0.0, 7.0]), 1.0, 0.01, 9.0))  # ⊥: √7/7
+    0.3779644730092272
     """
-    ok = jnp.isfinite(rate) & (rate > 0)
-    eps = target / jnp.where(ok, rate, 1.0)
+    a = jnp.sum(rate**2)
+    b = jnp.dot(change, rate)
+    norm = jnp.linalg.norm(change)
+    goal = norm + jnp.maximum(target, behind)
+    c = (goal - norm) * (goal + norm)  # goal² − ‖e‖² > 0: exactly one positive root
+    root = jnp.sqrt(b**2 + a * c)
+    safe_a = jnp.where(a > 0, a, 1.0)
+    eps = jnp.where(b >= 0, c / jnp.where(b + root > 0, b + root, 1.0), (root - b) / safe_a)
+    ok = jnp.isfinite(eps) & (a > 0) & jnp.isfinite(a)
     return jnp.where(ok, jnp.clip(eps, step_min, step_max), step_max)
 
 
@@ -201,10 +240,7 @@ class Corrector:
             z, x, rejected = carry
             r, jvp = jax.linearize(self.residual, z)
             vjp = jax.linear_transpose(jvp, z)
-            op = lambda u: proj(vjp(jvp(proj(u)))[0])  # noqa: E731
-            rhs = -proj(vjp(r)[0])
-            delta, _ = jax.scipy.sparse.linalg.cg(op, rhs, x0=proj(x), maxiter=self.cg_iters)
-            delta = proj(delta)
+            delta = _projected_cg(jvp, vjp, r, proj, proj(x), self.cg_iters)
             z_new = z + delta
             before, after = jnp.sum(r**2), jnp.sum(self.residual(z_new) ** 2)
             ok = jnp.all(jnp.isfinite(z_new)) & jnp.isfinite(after) & (after < before)
@@ -215,6 +251,45 @@ class Corrector:
         init = (z, x0, jnp.zeros((), jnp.int32))
         (z, x, rejected), _ = jax.lax.scan(iteration, init, None, length=self.iters)
         return z, x, rejected
+
+
+def _projected_cg(
+    jvp: Callable, vjp: Callable, r: Array, proj: Callable, x0: Array, iters: int
+) -> Array:
+    """``iters`` conjugate-gradient iterations on ``P Jᵀ J P δ = −P Jᵀ r`` from ``x0 [d]``.
+
+    One JVP/VJP pair per iteration, at ONE call site (a ``fori_loop`` of ``iters + 1`` passes:
+    pass 0 applies the operator to ``x0`` with ``r`` added, ``P Jᵀ (J P x0 + r)``, which is the
+    initial residual's negative), so the generator's linearisation is compiled once. Stops
+    updating once the residual has fallen by 1e-5 (in norm) from its start.
+    """
+
+    def apply(u, extra):
+        return proj(vjp(jvp(proj(u)) + extra)[0])
+
+    def body(i, state):
+        delta, res, p, rs, rs0 = state
+        first = i == 0
+        q = apply(jnp.where(first, delta, p), jnp.where(first, r, jnp.zeros_like(r)))
+        pq = jnp.dot(p, q)
+        go = (pq > 0) & (rs > 1e-10 * rs0)
+        alpha = jnp.where(go, rs / jnp.where(go, pq, 1.0), 0.0)
+        delta_n, res_n = delta + alpha * p, res - alpha * q
+        rs_n = jnp.dot(res_n, res_n)
+        p_n = res_n + jnp.where(go, rs_n / jnp.where(go, rs, 1.0), 0.0) * p
+        rs_first = jnp.dot(q, q)
+        return (
+            delta_n,
+            jnp.where(first, -q, res_n),
+            jnp.where(first, -q, p_n),
+            jnp.where(first, rs_first, rs_n),
+            jnp.where(first, rs_first, rs0),
+        )
+
+    zeros, zero = jnp.zeros_like(x0), jnp.zeros((), x0.dtype)
+    init = (x0, zeros, zeros, zero, zero)
+    delta = jax.lax.fori_loop(0, iters + 1, body, init)[0]
+    return proj(delta)
 
 
 def _gram_norms(f: Callable, z0: Array, sizes: Sequence[int], probes: int = 8) -> Array:

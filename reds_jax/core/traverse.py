@@ -24,7 +24,7 @@ when ``beta_vary`` is given (``nullspace``, ``maxc``) or ``minf_mode="union"``, 
 ``preset="official"`` (:mod:`reds_jax.core.presets`) sets every reference default at once
 (explicit arguments override it).
 
-Every step has length ``step_size``.
+Every step has length ``step_size`` (with ``step_target``: see :mod:`reds_jax.core.control`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from reds_jax.core import presets, rayleigh
-from reds_jax.core.control import Control, Corrector, check_control, step_length, varied_rate
+from reds_jax.core.control import Control, Corrector, check_control, step_length, varied_change
 from reds_jax.core.jacobians import check_mode
 from reds_jax.core.linalg import project
 from reds_jax.core.solvers import (
@@ -377,17 +377,22 @@ def _paths(
         target = jnp.asarray(step_target, z0.dtype)
         lo = jnp.asarray(step_min, z0.dtype)
         corrector = None
+        ref_vary = None
+        if control.adaptive:
+            ref_vary = jnp.concatenate([jnp.ravel(f(gen(z0))) for f in problem.vary])
         if control.correct:
             corrector = Corrector.at(
                 gen, problem.fix, problem.weights, problem.normalize, z0,
                 control.correct, control.cg_iters,
             )  # fmt: skip
 
-        def advance(z, v, x):
+        def advance(z, v, x, t):
             """One predictor (+ corrector) step from ``z`` along ``v``: ``(z', x', ε, rejected)``."""
             eps = size
             if control.adaptive:
-                eps = step_length(varied_rate(gen, problem.vary, z, v), target, lo, size)
+                e, jv = varied_change(gen, problem.vary, z, v, ref_vary)
+                behind = (t + 1).astype(target.dtype) * target - jnp.linalg.norm(e)
+                eps = step_length(e, jv, target, lo, size, behind)
             z_new = z + eps * v
             rejected = jnp.zeros((), jnp.int32)
             if corrector is not None:
@@ -397,28 +402,33 @@ def _paths(
         tracked = path == "local"
 
         def one_path(v, pkey):
+            def track(z, v, state, t):
+                new = solver.track(problem, start.context, z, state, jax.random.fold_in(pkey, t))
+                v_new, kept = local_step(v, new.rows, new.span)
+                return v_new, new.state, new.diagnostics._replace(kept_direction=kept)
+
+            def keep(z, v, state, t):  # step 0 walks the start direction
+                info = jax.eval_shape(track, z, v, state, t)[2]
+                return v, state, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), info)
+
+            # One scan over all T steps, so the predictor/corrector (and the tracking solve) are
+            # traced and compiled once; `t` is not batched, so the cond stays a branch under vmap.
             def step(carry, t):
                 z, v, state, counts, x = carry
                 if tracked:
-                    new = solver.track(
-                        problem, start.context, z, state, jax.random.fold_in(pkey, t)
-                    )
-                    v_new, kept = local_step(v, new.rows, new.span)
-                    state, info = new.state, new.diagnostics._replace(kept_direction=kept)
+                    v_new, state, info = jax.lax.cond(t > 0, track, keep, z, v, state, t)
                 else:
                     v_new, info = v, Diagnostics.zeros(z0.dtype)
-                z_new, x, eps, rejected = advance(z, v_new, x)
+                z_new, x, eps, rejected = advance(z, v_new, x, t)
                 info = info._replace(rejected_corrections=rejected)
                 counts = tuple(a + b for a, b in zip(counts, info[:-1], strict=True))
                 return (z_new, v_new, state, counts, x), (z_new, info.residual, eps)
 
-            z1, x1, eps1, rej1 = advance(z0, v, jnp.zeros_like(z0))
-            counts1 = tuple(d0._replace(rejected_corrections=d0.rejected_corrections + rej1)[:-1])
-            init = (z1, v, start.state, counts1, x1)
-            (_, _, _, counts, _), (zs, res, eps) = jax.lax.scan(step, init, jnp.arange(1, steps))
-            latents = jnp.concatenate([z0[None], z1[None], zs], axis=0)
-            residual = res_start.at[1:steps].set(res) if tracked else res_start
-            return latents, counts, residual, jnp.concatenate([eps1[None], eps])
+            init = (z0, v, start.state, tuple(counts0), jnp.zeros_like(z0))
+            (_, _, _, counts, _), (zs, res, eps) = jax.lax.scan(step, init, jnp.arange(steps))
+            latents = jnp.concatenate([z0[None], zs], axis=0)
+            residual = res_start.at[1:steps].set(res[1:]) if tracked else res_start
+            return latents, counts, residual, eps
 
         if steps == 0:
             latents = jnp.broadcast_to(z0, (2 * k, 1, z0.shape[0]))
@@ -783,10 +793,11 @@ def traverse(
         ``"matrix_free"`` with solver keywords (see :func:`directions`).
       distances: measure feature distances along the paths (``False``: skip those generator
         passes; the distance tuples are empty).
-      step_target: feature-space steps: the linearised change of the (concatenated) varied
-        features per step, ``δ``; each step's length is ``δ / ‖J_vary v‖`` clipped to
-        ``[step_min, step_size]`` (so ``step_size`` becomes the cap). ``None`` (default): every
-        step has length ``step_size``. See :mod:`reds_jax.core.control`.
+      step_target: feature-space steps: the varied features' distance from the start should
+        grow by ``δ`` per step (``t·δ`` after ``t`` steps); each step's length is the linearised
+        root (``δ / ‖J_vary v‖`` on a straight path, longer where the path turns or lags),
+        clipped to ``[step_min, step_size]`` (so ``step_size`` becomes the cap). ``None``
+        (default): every step has length ``step_size``. See :mod:`reds_jax.core.control`.
       correct: Gauss–Newton corrector iterations after each step that pull the fixed features
         back towards their start values, orthogonally to the direction (0, default: none; needs
         ``fix``). See :mod:`reds_jax.core.control`.

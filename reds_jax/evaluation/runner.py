@@ -110,11 +110,13 @@ PRESET_METHODS = {
 # multipliers of δ/T (the per-step change that reaches δ in T steps) tried as ``step_target``
 # (above 1: a path's per-step changes do not add up to its distance from the start when it
 # curves in feature space). Their tuning ranks settings whose paths arrive (:data:`ARRIVE`) first.
-# They inherit reds-local's tuned ridge and step size (the step size is their cap, doubled for
-# feature-space steps, whose steps are chosen below the cap), so they differ from it only in
+# They inherit reds-local's tuned ridge and step size (the step size is their cap, 4x for
+# feature-space steps, whose steps are chosen below the cap and lengthen where a path must catch
+# up with its schedule), so they differ from it only in
 # the control; run with reds-local (it is tuned first).
 CONTROLLED = {"reds-local-fs": 0, "reds-local-c": 2, "reds-local-pc": 2}
-STEP_TARGETS = (1.5, 3.0)
+STEP_TARGETS = (1.5, 2.0)
+STEP_CAP = 4.0  # feature-space steps: the cap is this multiple of reds-local's step size
 ARRIVE = 0.95  # controlled variants: the lowest drift among settings where this share arrives
 
 
@@ -132,7 +134,7 @@ def _grid(
         base = dict(base or {"step_size": scale * cfg.step_sizes[0], "ridge": cfg.ridges[0]})
         if "step_target" not in EVAL_METHODS[name][3]:
             return [base]
-        base["step_size"] = 2.0 * base["step_size"]
+        base["step_size"] = STEP_CAP * base["step_size"]
         return [{**base, "step_target": m * unit} for m in STEP_TARGETS]
     extra = {
         "ridge": cfg.ridges,
