@@ -370,7 +370,8 @@ class MatrixFree:
       sketch: rows ``m'`` of a Gaussian sketch of each larger fixed feature, or None.
       sketch_seed: seed of the sketches.
       mode: Jacobian mode of the dense cold start (``"auto"``, ``"fwd"``, ``"rev"``; not ``"fd"``).
-      chunk_size: block size of the dense cold start's Grams, or None.
+      chunk_size: block size of the dense cold start's Grams, or None (chunked automatically
+        above the dense solver's memory budget, :data:`MEMORY_BUDGET` bytes, as ``Dense``).
       tol: adaptive stopping rule: each solve iterates (``lax.while_loop``) until the relative
         Ritz residual ``‖A x − θ B x‖·‖x‖ / (|θ|·xᵀBx)`` of each of the top-``k`` Ritz pairs is at
         most ``tol``, at most ``max_iters`` times per tracking step (``cold_iters`` at the start);
@@ -481,8 +482,11 @@ class MatrixFree:
                 check_dense_size(
                     d, DENSE_MAX_D, "MatrixFree(cold_start='dense')", "pass cold_start='auto'"
                 )
+            chunk = self.chunk_size
+            if chunk is None:  # as Dense: never hold more Jacobian than MEMORY_BUDGET
+                chunk = auto_chunk_size(problem.generator, feats, z, self.mode, MEMORY_BUDGET)
             grams, bad = feature_grams(
-                problem.generator, feats, z, mode=self.mode, chunk_size=self.chunk_size, count=True
+                problem.generator, feats, z, mode=self.mode, chunk_size=chunk, count=True
             )
             norms = jax.vmap(jnp.linalg.norm)(grams)
             norms = jnp.where((norms > 0) & problem.normalize, norms, 1.0)
