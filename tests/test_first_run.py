@@ -190,3 +190,19 @@ def test_a_live_lock_is_an_error_naming_its_pid(tmp_path):
         with pytest.raises(A.AugmentError, match="another augment job .pid 424242. is writing"):
             A.augment(CFG, out, progress=False)
     assert not list(out.glob("shard-*.npz"))  # nothing was written under another job's lock
+
+
+def test_generator_functions_survive_importing_their_submodules():
+    # rooms_oracle / rooms_gan / stylegan2 are functions and submodules of reds_jax.generators:
+    # importing a submodule used to replace the lazily exported function by the module.
+    code = (
+        "import reds_jax.generators.rooms_oracle, reds_jax.generators.rooms_gan, "
+        "reds_jax.generators.stylegan2\n"
+        "from reds_jax.generators import rooms_oracle, rooms_gan, stylegan2\n"
+        "import reds_jax.generators as g\n"
+        "print(all(callable(f) and f.__name__ == n for f, n in "
+        "[(rooms_oracle, 'rooms_oracle'), (rooms_gan, 'rooms_gan'), (stylegan2, 'stylegan2'), "
+        "(g.rooms_oracle, 'rooms_oracle')]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

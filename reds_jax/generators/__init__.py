@@ -1,6 +1,8 @@
 """Generators: pure callables ``z [d] -> image [H, W, C]`` in [0, 1], and the Flax modules behind them."""
 
 import importlib as _importlib
+import sys as _sys
+import types as _types
 
 # Public name -> defining module, imported on first use (PEP 562): importing one generator module
 # (or a jax-free one such as ``stylegan2_convert_args``) does not load every generator.
@@ -35,6 +37,20 @@ _EXPORTS = {
     "stylegan2": "reds_jax.generators.stylegan2",
     "unit_to_factors": "reds_jax.generators.rooms",
 }
+
+
+class _Package(_types.ModuleType):
+    """Keeps the functions ``rooms_oracle``, ``rooms_gan`` and ``stylegan2`` (public names that are
+    also submodules) when their submodule is imported: the import system then sets the package
+    attribute to the module, which would shadow the function."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, _types.ModuleType) and _EXPORTS.get(name) == f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):
