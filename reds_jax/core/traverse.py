@@ -408,8 +408,7 @@ def _paths(
                 return v_new, new.state, new.diagnostics._replace(kept_direction=kept)
 
             def keep(z, v, state, t):  # step 0 walks the start direction
-                info = jax.eval_shape(track, z, v, state, t)[2]
-                return v, state, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), info)
+                return v, state, Diagnostics.zeros(z0.dtype)
 
             # One scan over all T steps, so the predictor/corrector (and the tracking solve) are
             # traced and compiled once; `t` is not batched, so the cond stays a branch under vmap.
