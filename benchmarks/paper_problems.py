@@ -16,6 +16,8 @@ Scales (``SCALES``):
 * ``"cpu"``: the reduced configuration benchmarked on a 2-core CPU: the same architecture at
   128 px (12 ws), channels capped at 64 (one generator pass ≈ 0.1 s there), iresnet-50 (same depth
   and widths) on a 64 px face crop.
+* ``"cpu-small"``: what this project's 2-core CI machine finishes: 64 px (10 ws), channels
+  capped at 32, iresnet-50 on a 32 px face crop.
 * ``"tiny"``: 16 px, 8 channels, w_dim 384 (W+ d = 2304), iresnet stages of one block (tests).
 
 Everywhere ``w_dim = z_dim = 512`` (384 at ``tiny``) and an 8-layer mapping network.
@@ -83,6 +85,7 @@ SCALES = {
         arcface_widths=(4, 4, 4, 4),
     ),  # fmt: skip
     "cpu": Scale(128, 16384, 64, arcface_input=64),
+    "cpu-small": Scale(64, 16384, 32, arcface_input=32),
     "256": Scale(256, 16384, 512),
     "1024": Scale(1024, 32768, 512),
 }

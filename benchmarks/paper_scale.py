@@ -10,7 +10,8 @@ Markdown reports are rewritten after every row (a killed run keeps what finished
 experiment, in order:
 
 * ``path`` rows (``matrix_free`` in ``w``, ``w+``, ``s``): one compiled ``traverse`` (``local``,
-  k = 1, ``T`` steps, ``N`` start latents; its compile time is the row's), timed after a warm-up;
+  k = 1, ``T`` steps, ``N`` start latents; its compile time is the row's), timed (AOT-compiled:
+  no warm-up call);
   the start solve alone (``directions``) is timed too, and the **step** is the rest divided by the
   ``N·2k·(T − 1)`` tracking solves. The latents are saved for the accuracy rows.
 * ``solve`` rows at the latents a ``path`` row visited (start latent and tracked latents of its
@@ -78,7 +79,7 @@ EXACT = "exact+max_iters=200+tol=1e-6+guard=2"
 def grid(scale: str, experiments: Sequence[str]) -> list[dict[str, Any]]:
     """Rows of a scale, most important first (accuracy rows after the path rows they check)."""
     rows: list[dict[str, Any]] = []
-    big = scale in ("256", "1024")
+    ordered = scale != "tiny"
     for exp in experiments:
         path = lambda space, solver, exp=exp: {  # noqa: E731
             "kind": "path", "experiment": exp, "space": space, "solver": solver,
@@ -101,9 +102,9 @@ def grid(scale: str, experiments: Sequence[str]) -> list[dict[str, Any]]:
             {"kind": "reference", "experiment": exp, "space": "w", "solver": "reference",
              "name": f"{exp}/w/reference"}
         )  # fmt: skip
-    if big:  # on an accelerator: the target row first, the least informative last
-        first = [f"/w+/{MF_BIG}", f"/w/{MF_W}", "/w/chunked@track", "/w+/exact@all",
-                 f"/s/{MF_BIG}", "/w/reference", "/s/exact@all"]  # fmt: skip
+    if ordered:  # the target row first, the least informative last (a --budget cuts the tail)
+        first = [f"/w+/{MF_BIG}", f"/w/{MF_W}", "/w/chunked@track", "/w/dense@start",
+                 "/w+/exact@all", f"/s/{MF_BIG}", "/w/reference", "/s/exact@all"]  # fmt: skip
         rank = lambda r: next((i for i, f in enumerate(first) if r["name"].endswith(f)), 99)  # noqa: E731
         rows.sort(key=lambda r: (rank(r), r["experiment"] != experiments[0]))
     return rows
@@ -113,14 +114,22 @@ def grid(scale: str, experiments: Sequence[str]) -> list[dict[str, Any]]:
 # Workers (one per row, in their own process)
 
 
-def _timed(fn, *args, repeats: int = 1) -> tuple[Any, float]:
-    out = jax.block_until_ready(fn(*args))  # warm-up
+def _timed(fn, *args, repeats: int = 1, warm_up: bool = False) -> tuple[Any, float]:
+    """Median seconds of ``repeats`` calls. ``fn`` is AOT-compiled (``_compile``), so no warm-up
+    call is needed unless ``warm_up`` (a function that compiles on its first call)."""
+    if warm_up:
+        jax.block_until_ready(fn(*args))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
     return out, float(np.median(times))
+
+
+def _say(msg: str) -> None:
+    """Progress of a worker, on its stderr (the parent shows the tail of a failed row)."""
+    print(f"  [{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def _compile(fn, *args) -> tuple[Any, float]:
@@ -143,9 +152,11 @@ def run_path(spec: dict[str, Any]) -> dict[str, Any]:
     """A ``path`` row: compiled local traversal and start solve; saves latents."""
     import reds_jax
 
+    t0 = time.perf_counter()
     gen, vary, fix, d, g = paper_problem(spec["scale"], spec["experiment"], spec["space"])
     n, k, steps, size = spec["n"], spec["k"], spec["steps"], spec["step_size"]
-    z0 = start_latents(g, n, seed=spec.get("seed", 0))
+    z0 = jax.block_until_ready(start_latents(g, n, seed=spec.get("seed", 0)))
+    _say(f"{spec['name']}: problem and start latents built in {time.perf_counter() - t0:.1f} s")
     solver = make_solver(spec["solver"])
     kw = dict(vary=vary, fix=fix, k=k, solver=solver)
 
@@ -156,10 +167,13 @@ def run_path(spec: dict[str, Any]) -> dict[str, Any]:
         return reds_jax.directions(gen, z, **kw)
 
     compiled, compile_s = _compile(path, z0)
+    _say(f"{spec['name']}: path compiled in {compile_s:.1f} s")
     tr, path_s = _timed(compiled, z0, repeats=spec["repeats"])
+    _say(f"{spec['name']}: path {path_s:.1f} s")
     peak_after_path = proc_status_mb("VmHWM")
     compiled_start, start_compile_s = _compile(start, z0)
     _, start_s = _timed(compiled_start, z0, repeats=spec["repeats"])
+    _say(f"{spec['name']}: start {start_s:.1f} s (compiled in {start_compile_s:.1f} s)")
     solves = n * 2 * k * max(steps - 1, 1)
     np.savez(spec["save"], latents=np.asarray(tr.latents), step_size=size)
     return {
@@ -304,16 +318,25 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_worker(spec: dict[str, Any], timeout: float, nice: int) -> dict[str, Any]:
+    """Run a row in its own process; its progress (stderr) goes to ``<save>.log`` (``tail -f`` it)
+    and the last lines of that log explain a failed or timed-out row."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     if nice:
         cmd = ["nice", "-n", str(nice), *cmd]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
+    log = spec["save"] + ".log"
+    print(f"  {spec['name']}: progress in {log}", flush=True)
+    with open(log, "w") as err:
+        try:
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                                  timeout=timeout)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            proc = None
+    with open(log) as fh:
+        tail = [x.strip() for x in fh.read().strip().splitlines()[-2:]]
+    if proc is None:
+        return {"error": f"timed out after {timeout:.0f} s (last: {' / '.join(tail)})"}
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"error": " / ".join(tail) or f"exit {proc.returncode}"}
     return json.loads(lines[-1][len("RESULT ") :])
 
@@ -441,6 +464,9 @@ def markdown(report: dict[str, Any]) -> str:
 SCALE_NOTES = {
     "cpu": "128 px StyleGAN2 (12 ws, channels capped at 64, w_dim 512, 8-layer mapping), "
     "iresnet-50 on a 64 px face crop — the reduced configuration of the FFHQ architectures",
+    "cpu-small": "64 px StyleGAN2 (10 ws, channels capped at 32, w_dim 512, 8-layer mapping), "
+    "iresnet-50 on a 32 px face crop — the 128 px `cpu` configuration made 4× cheaper so that "
+    "every row finishes on a 2-core CPU",
     "256": "FFHQ 256 px (stylegan2-ada paper256 channels, 14 ws), iresnet-50 at 112 px",
     "1024": "FFHQ 1024 px (StyleGAN2 config F channels, 18 ws), iresnet-50 at 112 px",
     "tiny": "16 px StyleGAN2, 8 channels (smoke test)",

@@ -10,7 +10,7 @@ from paper_problems import paper_problem, start_latents
 
 import reds_jax
 from reds_jax import features as F
-from reds_jax.core.jacobians import auto_chunk_size, jaxpr_values, largest_value
+from reds_jax.core.jacobians import LIVE_VALUES, auto_chunk_size, jaxpr_values, largest_value
 from reds_jax.generators import rooms_oracle
 
 
@@ -24,17 +24,20 @@ def test_dense_chunks_the_grams_over_the_memory_budget():
     gen = _linear_generator(d, m)
     vary, fix = F.region((0.0, 0.0, 0.5, 1.0)), F.region((0.5, 0.0, 0.5, 1.0))
     z = jnp.linspace(-1.0, 1.0, d)
-    # the Jacobian is [m, d] with m >= d: d forward tangents of width m (8 bytes each)
-    assert auto_chunk_size(gen, (vary, fix), z, "auto", d * m * 8) is None
-    assert auto_chunk_size(gen, (vary, fix), z, "auto", d * m * 8 - 1) == d - 1
-    assert auto_chunk_size(gen, (vary, fix), z, "auto", 3 * m * 8) == 3
+    # d forward tangents, each carrying LIVE_VALUES values of the largest size (m: tanh(W z)),
+    # 8 bytes an entry
+    w = LIVE_VALUES * m
+    assert largest_value(gen, z) == m
+    assert auto_chunk_size(gen, (vary, fix), z, "auto", d * w * 8) is None
+    assert auto_chunk_size(gen, (vary, fix), z, "auto", d * w * 8 - 1) == d - 1
+    assert auto_chunk_size(gen, (vary, fix), z, "auto", 3 * w * 8) == 3
 
     def run(solver):
         dirs = lambda z: reds_jax.directions(gen, z, vary=vary, fix=[fix], k=2, solver=solver)  # noqa: E731
         return dirs(z), largest_value(lambda z: dirs(z).vectors, z)
 
     whole, big = run(reds_jax.Dense(memory_budget=None))
-    auto, small = run(reds_jax.Dense(memory_budget=3 * m * 8))
+    auto, small = run(reds_jax.Dense(memory_budget=3 * LIVE_VALUES * m * 8))
     explicit, _ = run(reds_jax.Dense(chunk_size=3))
     assert big >= m * d > small  # the full Jacobian is gone from the program
     for got in (auto, explicit):
@@ -58,7 +61,7 @@ def test_matrix_free_dense_start_chunks_over_the_memory_budget(monkeypatch):
         return dirs(z), largest_value(lambda z: dirs(z).vectors, z)
 
     whole, big = run()
-    monkeypatch.setattr(solvers, "MEMORY_BUDGET", 3 * m * 8)
+    monkeypatch.setattr(solvers, "MEMORY_BUDGET", 3 * LIVE_VALUES * m * 8)
     jax.clear_caches()  # the budget is read when the start is traced
     auto, small = run()
     assert big >= m * d > small

@@ -115,7 +115,7 @@ PRESET_METHODS = {
 # up with its schedule), so they differ from it only in
 # the control; run with reds-local (it is tuned first).
 CONTROLLED = {"reds-local-fs": 0, "reds-local-c": 2, "reds-local-pc": 2}
-STEP_TARGETS = (1.5, 2.0)
+STEP_TARGETS = (2.0, 2.5)
 STEP_CAP = 4.0  # feature-space steps: the cap is this multiple of reds-local's step size
 ARRIVE = 0.95  # controlled variants: the lowest drift among settings where this share arrives
 
