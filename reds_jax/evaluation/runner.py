@@ -110,13 +110,13 @@ PRESET_METHODS = {
 # multipliers of δ/T (the per-step change that reaches δ in T steps) tried as ``step_target``
 # (above 1: a path's per-step changes do not add up to its distance from the start when it
 # curves in feature space). Their tuning ranks settings whose paths arrive (:data:`ARRIVE`) first.
-# They inherit reds-local's tuned ridge and step size (the step size is their cap, 4x for
+# They inherit reds-local's tuned ridge and step size (the step size is their cap, 8x for
 # feature-space steps, whose steps are chosen below the cap and lengthen where a path must catch
 # up with its schedule), so they differ from it only in
 # the control; run with reds-local (it is tuned first).
 CONTROLLED = {"reds-local-fs": 0, "reds-local-c": 2, "reds-local-pc": 2}
 STEP_TARGETS = (2.0, 2.5)
-STEP_CAP = 4.0  # feature-space steps: the cap is this multiple of reds-local's step size
+STEP_CAP = 8.0  # feature-space steps: the cap is this multiple of reds-local's step size
 ARRIVE = 0.95  # controlled variants: the lowest drift among settings where this share arrives
 
 
