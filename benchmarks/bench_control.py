@@ -25,6 +25,7 @@ import reds_jax
 from reds_jax import features as F
 from reds_jax.generators import rooms_oracle
 
+CONTROL_KEYS = ("step_target", "correct", "cg_iters")
 VARIANTS = {
     "reds-local": {},
     "reds-local-fs": {"step_target": "unit"},
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
         rows.append(
             {
                 "variant": name,
-                "settings": {k: v for k, v in kw.items() if k in ("step_target", "correct", "cg_iters")},
+                "settings": {k: v for k, v in kw.items() if k in CONTROL_KEYS},
                 "first_call_s": compile_s,
                 "run_s": run,
                 "per_step_ms": 1e3 * run / (a.n * 2 * a.steps),

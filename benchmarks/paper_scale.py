@@ -114,11 +114,8 @@ def grid(scale: str, experiments: Sequence[str]) -> list[dict[str, Any]]:
 # Workers (one per row, in their own process)
 
 
-def _timed(fn, *args, repeats: int = 1, warm_up: bool = False) -> tuple[Any, float]:
-    """Median seconds of ``repeats`` calls. ``fn`` is AOT-compiled (``_compile``), so no warm-up
-    call is needed unless ``warm_up`` (a function that compiles on its first call)."""
-    if warm_up:
-        jax.block_until_ready(fn(*args))
+def _timed(fn, *args, repeats: int = 1) -> tuple[Any, float]:
+    """Median seconds of ``repeats`` calls of an AOT-compiled ``fn`` (``_compile``: no warm-up)."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -476,6 +473,7 @@ SCALE_NOTES = {
 def write(args, results, load_start) -> dict[str, Any]:
     summarise(results)
     report = {
+        "command": " ".join(["python benchmarks/paper_scale.py", *args.argv]),
         "machine": args.machine or f"{platform.machine()} {jax.default_backend()}",
         "scale": args.scale,
         "scale_note": SCALE_NOTES[args.scale],
@@ -518,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--note", dest="notes", action="append", default=[])
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.worker is not None:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0

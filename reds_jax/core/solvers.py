@@ -223,10 +223,11 @@ class Dense:
     Memory: the Jacobian of the features through the generator costs about ``n·w`` floats per
     latent, ``n`` its tangents (``d`` in forward mode, ``m`` in reverse mode) and ``w`` the larger
     of the output size ``m`` and ``LIVE_VALUES`` (4) times the generator's largest intermediate
-    value (found from its jaxpr). When that exceeds ``memory_budget`` bytes and no ``chunk_size`` is given, the Grams are
-    accumulated in chunks automatically (``chunk_size = memory_budget // (w·itemsize)``; see
-    :func:`reds_jax.core.jacobians.auto_chunk_size`). ``N`` latents under ``vmap`` use ``N`` times
-    the budget.
+    value (found from its jaxpr). When that exceeds ``memory_budget`` bytes and no
+    ``chunk_size`` is given, the Grams are accumulated in chunks automatically
+    (``chunk_size = memory_budget // (w·itemsize)``; see
+    :func:`reds_jax.core.jacobians.auto_chunk_size`). ``N`` latents under ``vmap`` use ``N``
+    times the budget.
 
     Args:
       mode: Jacobian mode (``"auto"``, ``"fwd"``, ``"rev"``, ``"fd"``, ``"fd_forward"``: see
