@@ -73,6 +73,47 @@ def test_corrector_rejects_a_step_that_cannot_help():
     assert int(rejected) == 2
 
 
+def test_trust_region_keeps_a_gauss_newton_step_where_the_linearisation_holds():
+    # fixed feature sin(z₁), held at sin(0) = 0, corrected ⊥ v = e₀ from z₁ = 1.2: the full
+    # Gauss–Newton step −tan(1.2) = −2.57 overshoots to sin(−1.37) = −0.98 (|r| up from 0.93:
+    # rejected); inside a ball of radius 0.5 it stops on the boundary at z₁ = 0.7 (accepted).
+    g = lambda z: jnp.stack([jnp.sin(z[1]), z[0]]).reshape(1, 2, 1)  # noqa: E731
+    corr = Corrector.at(g, (RADIUS,), (1.0,), True, jnp.zeros(2), iters=1, cg_iters=4)
+    z, v = jnp.asarray([0.3, 1.2]), jnp.asarray([1.0, 0.0])
+    z_free, _, rejected_free = corr(z, v, jnp.zeros(2))
+    np.testing.assert_array_equal(np.asarray(z_free), np.asarray(z))
+    assert int(rejected_free) == 1
+    z_tr, x, rejected_tr = corr(z, v, jnp.zeros(2), 0.5)
+    np.testing.assert_allclose(np.asarray(z_tr), [0.3, 0.7], atol=1e-12)
+    np.testing.assert_allclose(np.asarray(x), [0.0, -0.5], atol=1e-12)
+    assert int(rejected_tr) == 0
+
+
+def test_truncated_cg_is_lstsq_in_a_large_ball_and_the_steepest_descent_point_in_a_tiny_one():
+    from reds_jax.core.control import _projected_cg
+
+    rng = np.random.default_rng(5)
+    J = jnp.asarray(rng.standard_normal((6, 4)) * np.array([3.0, 1.0, 0.3, 0.1]))
+    r = jnp.asarray(rng.standard_normal(6))
+    v = jnp.asarray([1.0, 0.0, 0.0, 0.0])
+    proj = lambda u: u - v * jnp.dot(v, u)  # noqa: E731
+    jvp = lambda u: J @ u  # noqa: E731
+    vjp = lambda y: (J.T @ y,)  # noqa: E731
+    # ball large enough: CG's exact answer (3 free coordinates, 3+ iterations) = least squares
+    free = np.linalg.lstsq(np.asarray(J)[:, 1:], -np.asarray(r), rcond=None)[0]
+    big = _projected_cg(jvp, vjp, r, proj, jnp.zeros(4), 6, 1e3)
+    np.testing.assert_allclose(np.asarray(big), np.r_[0.0, free], atol=1e-9)
+    # tiny ball: the first iterate already leaves it, so δ = radius · (−P Jᵀr) / ‖P Jᵀr‖
+    grad = np.asarray(proj(J.T @ r))
+    tiny = _projected_cg(jvp, vjp, r, proj, jnp.zeros(4), 6, 1e-3)
+    np.testing.assert_allclose(np.asarray(tiny), -1e-3 * grad / np.linalg.norm(grad), atol=1e-12)
+    # in between: on the boundary, and reducing the linearised residual below the tiny step's
+    mid = _projected_cg(jvp, vjp, r, proj, jnp.zeros(4), 6, 0.5 * float(np.linalg.norm(free)))
+    np.testing.assert_allclose(float(jnp.linalg.norm(mid)), 0.5 * np.linalg.norm(free), rtol=1e-9)
+    lin = lambda d: float(jnp.sum((r + J @ d) ** 2))  # noqa: E731
+    assert lin(big) < lin(mid) < lin(tiny) < lin(jnp.zeros(4))
+
+
 W = jnp.asarray(np.random.default_rng(3).standard_normal((4, 3)))
 TOP = F.region((0, 0, 1, 2), units="pixels")
 BOTTOM = F.region((1, 0, 1, 2), units="pixels")

@@ -80,6 +80,20 @@ def test_main_writes_json_table_and_figures(tmp_path):
     assert set(payload["experiments"][0]["methods"]) == {"pca", "sefa", "supervised", "random"}
     assert len(payload["runs"]) == 2 and "--experiments frequency" in payload["command"]
     assert "### frequency" in (out / "quality.md").read_text()
+    # Re-running some methods of an experiment with the same settings keeps its other methods.
+    before = payload["experiments"][0]["methods"]
+    rc = evaluate.main(
+        ["--suite", "rooms_oracle", "--out", str(out), "--quick", "--size", "16"]
+        + ["--n-starts", "2", "--steps", "3", "--k", "1", "--experiments", "sofa_pixels"]
+        + ["--methods", "random"]
+    )
+    assert rc == 0
+    payload = json.loads((out / "rooms_oracle.json").read_text())
+    res = payload["experiments"][0]
+    assert list(res["methods"]) == ["pca", "sefa", "supervised", "random"]
+    assert res["config"]["methods"] == ["pca", "sefa", "supervised", "random"]
+    assert res["methods"]["pca"] == before["pca"]
+    assert res["methods"]["random"]["drift"] == before["random"]["drift"]  # same seeds
 
 
 def test_rooms_gan_suite_ganspace_map_is_the_generators_mapping_network():

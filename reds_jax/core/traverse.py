@@ -396,7 +396,7 @@ def _paths(
             z_new = z + eps * v
             rejected = jnp.zeros((), jnp.int32)
             if corrector is not None:
-                z_new, x, rejected = corrector(z_new, v, x)
+                z_new, x, rejected = corrector(z_new, v, x, eps)
             return z_new, x, eps, rejected
 
         tracked = path == "local"
@@ -798,8 +798,8 @@ def traverse(
         clipped to ``[step_min, step_size]`` (so ``step_size`` becomes the cap). ``None``
         (default): every step has length ``step_size``. See :mod:`reds_jax.core.control`.
       correct: Gauss–Newton corrector iterations after each step that pull the fixed features
-        back towards their start values, orthogonally to the direction (0, default: none; needs
-        ``fix``). See :mod:`reds_jax.core.control`.
+        back towards their start values, orthogonally to the direction and each no longer than
+        that step (0, default: none; needs ``fix``). See :mod:`reds_jax.core.control`.
       step_min: the smallest step with ``step_target`` (default ``step_size / 100``).
       cg_iters: conjugate-gradient iterations per corrector iteration (default 8).
       preset: None or ``"official"`` (see :func:`directions`).

@@ -406,10 +406,23 @@ def _available(exp: Case, name: str) -> bool:
     return not (method in ("nullspace", "minf") and not exp.fix)
 
 
+def _merge_methods(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """One experiment's new result; where the old one ran with the same settings (all but
+    ``methods``: same starts, seed, scales), its other methods are kept too, old ones first."""
+    def same(r):  # through JSON, so that tuples and lists compare equal
+        return json.dumps({**r["config"], "methods": None, "scales": r["scales"]}, default=float)
+
+    if old is None or same(old) != same(new):
+        return new
+    methods = {**old["methods"], **new["methods"]}
+    return {**new, "config": {**new["config"], "methods": list(methods)}, "methods": methods}
+
+
 def _merge(old: dict[str, Any], new: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:
     """A suite's saved results updated by a run of some of its experiments (suite order kept)."""
     by_name = {r["experiment"]: r for r in old["experiments"]}
-    by_name.update({r["experiment"]: r for r in new["experiments"]})
+    by_name.update({r["experiment"]: _merge_methods(by_name.get(r["experiment"]), r)
+                    for r in new["experiments"]})  # fmt: skip
     rank = {n: i for i, n in enumerate(order)}
     runs = [r for r in old.get("runs", [old]) if "command" in r] + [new]
     return {
@@ -490,6 +503,12 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         path = out / f"{suite}.json"
         if wanted and path.exists():  # a partial run: keep the suite's other experiments
             payload = _merge(json.loads(path.read_text()), payload, [e.name for e in exps])
+            by_name = {e.name: e for e in exps}
+            for res in payload["experiments"]:  # figures of experiments that kept old methods
+                ran = next((r for r in results if r["experiment"] == res["experiment"]), None)
+                if ran is not None and set(res["methods"]) != set(ran["methods"]):
+                    plot_drift(res, out)
+                    redraw_grid(by_name[res["experiment"]], res, out)
         atomic_write(path, json.dumps(payload, indent=1, default=float).encode())
     table = pathlib.Path(a.table) if a.table else out / "quality.md"
     everything, commands = [], []
