@@ -240,6 +240,7 @@ class Corrector:
           ``(z_corrected [d], last correction [d] (the next warm start), rejected)`` where
           ``rejected`` is an int32 count of rejected Gauss–Newton iterations.
         """
+
         def proj(u):
             return u - v * jnp.dot(v, u)
 

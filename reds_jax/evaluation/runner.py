@@ -409,6 +409,7 @@ def _available(exp: Case, name: str) -> bool:
 def _merge_methods(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     """One experiment's new result; where the old one ran with the same settings (all but
     ``methods``: same starts, seed, scales), its other methods are kept too, old ones first."""
+
     def same(r):  # through JSON, so that tuples and lists compare equal
         return json.dumps({**r["config"], "methods": None, "scales": r["scales"]}, default=float)
 
