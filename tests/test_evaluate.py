@@ -94,6 +94,21 @@ def test_main_writes_json_table_and_figures(tmp_path):
     assert res["config"]["methods"] == ["pca", "sefa", "supervised", "random"]
     assert res["methods"]["pca"] == before["pca"]
     assert res["methods"]["random"]["drift"] == before["random"]["drift"]  # same seeds
+    # A controlled variant takes reds-local's choice: from this run, else from the saved one.
+    again = ["--suite", "rooms_oracle", "--out", str(out), "--quick", "--size", "16"]
+    again += ["--n-starts", "2", "--steps", "3", "--k", "1", "--experiments", "sofa_pixels"]
+    with pytest.raises(SystemExit, match="reds-local-c take reds-local's tuned step size"):
+        evaluate.main(again + ["--methods", "reds-local-c"])
+    assert evaluate.main(again + ["--methods", "reds-local"]) == 0
+    payload = json.loads((out / "rooms_oracle.json").read_text())
+    payload["experiments"][0]["methods"]["reds-local"]["settings"] = {
+        "step_size": 0.3,
+        "ridge": 0.2,
+    }
+    (out / "rooms_oracle.json").write_text(json.dumps(payload))
+    assert evaluate.main(again + ["--methods", "reds-local-c"]) == 0
+    res = json.loads((out / "rooms_oracle.json").read_text())["experiments"][0]
+    assert res["methods"]["reds-local-c"]["settings"] == {"step_size": 0.3, "ridge": 0.2}
 
 
 def test_rooms_gan_suite_ganspace_map_is_the_generators_mapping_network():

@@ -38,8 +38,9 @@ Two optional additions turn it into a predictor–corrector method (:func:`reds_
   step ``ε`` (Steihaug's truncated CG stops on the ball's boundary). Without it, CG's later
   iterates run along the weakly observed directions of ``Jᵀ J``: on the rooms GAN they reached
   10–100× ``ε``, raised the residual, and the accepted ones undid part of the varied change.
-  With the ball, the corrector's fixed-feature drift there fell from 0.209 to 0.057; it does
-  not make more paths arrive (38 % against 44 %: ``benchmarks/results/path_control``). A
+  With the ball the corrector alone moves little there (drift 0.209 → 0.184, 44 → 38 % of
+  paths arriving), with feature-space steps 0.239 → 0.168 at 94 % arriving
+  (``benchmarks/results/path_control``). A
   correction that does not reduce the residual (or is not finite) is rejected: the latent is
   kept and ``diagnostics.rejected_corrections`` counts it.
 

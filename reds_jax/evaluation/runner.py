@@ -273,7 +273,12 @@ def _summary_dict(s: metrics.Summary) -> dict[str, float]:
 
 
 def run_experiment(
-    exp: Case, cfg: Config, *, log: Callable[[str], None] = print, out_dir=None
+    exp: Case,
+    cfg: Config,
+    *,
+    log: Callable[[str], None] = print,
+    out_dir=None,
+    saved: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Tune every method on the tuning starts, evaluate on the test starts.
 
@@ -282,6 +287,13 @@ def run_experiment(
       cfg: run settings.
       log: progress printer.
       out_dir: optional folder for the plot and grid PNGs (None: no figures).
+      saved: this experiment's result from an earlier run; where it ran with the same settings
+        (all but ``methods``), the controlled variants take its reds-local choice when reds-local
+        is not in this run.
+
+    Raises:
+      ValueError: a controlled variant (``CONTROLLED``) without reds-local's choice (neither in
+        ``cfg.methods`` nor in ``saved``).
 
     Returns:
       JSON-able dict: experiment info and per method the chosen settings, test summaries (fixed
@@ -304,12 +316,23 @@ def run_experiment(
         "levels": levels.tolist(),
         "methods": {},
     }
+    if saved is not None and _same_settings(saved, result):
+        inherited = saved["methods"].get("reds-local", {}).get("settings")
+    else:
+        inherited = None
+    orphans = [n for n in names if n in CONTROLLED] if "reds-local" not in names else []
+    if orphans and inherited is None:
+        raise ValueError(
+            f"methods: {', '.join(orphans)} take reds-local's tuned step size and ridge; add "
+            "reds-local to --methods (or re-run into an --out whose saved results have it, "
+            "with the same settings)"
+        )
     frames = {}
     # raw varied change per step that reaches δ in T steps (controlled variants' step_target unit)
     unit = exp.delta * math.sqrt(sum(runner.scales[f.name] ** 2 for f in exp.vary)) / cfg.steps
     for name in names:
         t0 = time.perf_counter()
-        base = result["methods"].get("reds-local", {}).get("settings")
+        base = result["methods"].get("reds-local", {}).get("settings", inherited)
         grid = _grid(name, cfg, exp.step_scale, base, unit)
         tried = []
         for settings in grid if len(grid) > 1 else []:
@@ -406,14 +429,26 @@ def _available(exp: Case, name: str) -> bool:
     return not (method in ("nullspace", "minf") and not exp.fix)
 
 
+def _same_settings(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two results of one experiment can share methods: the same run settings but
+    ``methods`` (through JSON: tuples equal lists), and the same measures' scales to 1e-4 (they
+    are float32 means, whose last digits move between runs with the reduction order)."""
+
+    def key(r):
+        return json.dumps({**r["config"], "methods": None}, default=float)
+
+    sa, sb = a["scales"], b["scales"]
+    return (
+        key(a) == key(b)
+        and sa.keys() == sb.keys()
+        and all(np.isclose(sa[n], sb[n], rtol=1e-4, atol=0) for n in sa)
+    )
+
+
 def _merge_methods(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     """One experiment's new result; where the old one ran with the same settings (all but
     ``methods``: same starts, seed, scales), its other methods are kept too, old ones first."""
-
-    def same(r):  # through JSON, so that tuples and lists compare equal
-        return json.dumps({**r["config"], "methods": None, "scales": r["scales"]}, default=float)
-
-    if old is None or same(old) != same(new):
+    if old is None or not _same_settings(old, new):
         return new
     methods = {**old["methods"], **new["methods"]}
     return {**new, "config": {**new["config"], "methods": list(methods)}, "methods": methods}
@@ -488,20 +523,24 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             continue
         results = []
         t0 = time.perf_counter()
+        path = out / f"{suite}.json"
+        saved = json.loads(path.read_text())["experiments"] if path.exists() else []
         for exp in exps:
             if wanted and exp.name not in wanted:
                 continue
             print(f"[{suite}] {exp.name}: {exp.title}", flush=True)
-            results.append(
-                run_experiment(exp, cfg, out_dir=out, log=lambda s: print(s, flush=True))
-            )
+            old = next((r for r in saved if r["experiment"] == exp.name), None)
+            log = lambda s: print(s, flush=True)  # noqa: E731
+            try:
+                results.append(run_experiment(exp, cfg, out_dir=out, log=log, saved=old))
+            except ValueError as err:
+                raise SystemExit(str(err)) from None
         payload = {
             "suite": suite,
             "command": "python -m reds_jax.evaluation.runner " + args,
             "seconds": time.perf_counter() - t0,
             "experiments": results,
         }
-        path = out / f"{suite}.json"
         if wanted and path.exists():  # a partial run: keep the suite's other experiments
             payload = _merge(json.loads(path.read_text()), payload, [e.name for e in exps])
             by_name = {e.name: e for e in exps}
