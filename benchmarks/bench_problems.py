@@ -113,11 +113,15 @@ def problem(name: str, latent_dim: int | None, dtype: Any):
 
 
 def parse_solver(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"matrix_free+iters=2+sketch=128"`` -> ``("matrix_free", {"iters": 2, "sketch": 128})``."""
+    """``"matrix_free+iters=2+sketch=128"`` -> ``("matrix_free", {"iters": 2, "sketch": 128})``
+    (``=None`` gives None)."""
     base, *opts = spec.split("+")
     out: dict[str, Any] = {}
     for o in opts:
         key, _, val = o.partition("=")
+        if val == "None":
+            out[key] = None
+            continue
         try:
             out[key] = int(val)
         except ValueError:

@@ -73,7 +73,7 @@ def make_solver(spec: str):
 
 MF_W = "matrix_free"
 MF_BIG = "matrix_free+cold_start=iterative"  # W+ / S: no [d, d] array, the start included
-EXACT = "exact+max_iters=200+tol=1e-6+guard=2"
+EXACT = "exact+max_iters=200+tol=1e-6+guard=2+turn_tol=None"  # the residual rule only
 
 
 def grid(scale: str, experiments: Sequence[str]) -> list[dict[str, Any]]:

@@ -58,6 +58,30 @@ def test_lobpcg_converges_to_the_generalised_eigenvectors():
         np.testing.assert_allclose(theta[:2], vals[::-1][:2], rtol=1e-6)
 
 
+def test_turn_rule_stops_a_block_stalled_above_an_unreachable_tolerance():
+    # float32 with tol = 1e-9: the residual stalls near 1e-6 and the residual rule runs to its
+    # cap; the turn rule stops once an iteration barely moves the top vector, at the same answer.
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(20, 20)))
+    a = q @ np.diag(np.arange(1.0, 21.0)) @ q.T
+    m = rng.normal(size=(20, 20))
+    b = np.eye(20) + 0.1 * m @ m.T
+    vals, vecs = scipy.linalg.eigh(a, b)
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    pencil = matrix_free.ExplicitPencil.build(f32(a), f32(b), 0.0)
+    x0 = f32(rng.normal(size=(2, 20)))
+    runs = {}
+    for turn in (None, 1e-4):
+        res = lobpcg.lobpcg(pencil, x0, 100, tol=1e-9, check=1, turn_tol=turn)
+        x = np.asarray(res.x[0], np.float64)
+        sine = np.sqrt(max(0.0, 1 - (x @ vecs[:, -1]) ** 2 / (x @ x) / (vecs[:, -1] @ vecs[:, -1])))
+        runs[turn] = int(res.iterations), sine, float(res.theta[0])
+    assert runs[None][0] == 100 and runs[1e-4][0] < 30, runs
+    for _its, sine, theta in runs.values():
+        assert sine < 1e-4, runs
+        np.testing.assert_allclose(theta, vals[-1], rtol=1e-5)
+
+
 @pytest.mark.parametrize("q", [1, 2, 5, 8])
 def test_small_eigh_and_projection_match_numpy(q):
     rng = np.random.default_rng(q)
@@ -192,6 +216,7 @@ def test_non_finite_products_keep_trajectories_finite():
         ({"solver": "matrix_free", "precond": "always"}, "precond="),
         ({"solver": "matrix_free", "mode": "fd"}, "mode='fd'"),
         ({"solver": "matrix_free", "sketch": 0}, "sketch must be"),
+        ({"solver": "matrix_free", "turn_tol": -1.0}, r"turn_tol must be .*sine"),
     ],
 )
 def test_bad_solver_input_raises_value_error(kwargs, match):

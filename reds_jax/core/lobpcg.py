@@ -22,7 +22,7 @@ from typing import NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
-from reds_jax.core.linalg import cholesky_inverse, small_eigh, symmetrize
+from reds_jax.core.linalg import cholesky_inverse, project, small_eigh, symmetrize
 
 Array = jax.Array
 
@@ -108,8 +108,26 @@ def relative_residuals(pencil: Pencil, x: Array, jx: Array, theta: Array, r: Arr
     return num / jnp.maximum(jnp.abs(theta) * xbx, tiny)
 
 
+def turned(old: Array, new: Array) -> Array:
+    """The sine of the largest angle between a row of ``new [c, d]`` and the span of ``old [c, d]``
+    (0 when every new row lies in the old span): how far one iteration turned a block.
+
+    >>> float(turned(jnp.array([[1.0, 0.0]]), jnp.array([[3.0, 4.0]])))
+    0.8
+    """
+    unit = new / jnp.maximum(jnp.linalg.norm(new, axis=1, keepdims=True), jnp.finfo(new.dtype).tiny)
+    off = unit - jax.vmap(lambda u: project(u, old))(unit)
+    return jnp.max(jnp.linalg.norm(off, axis=1))
+
+
 def lobpcg(
-    pencil: Pencil, x: Array, iters: int, *, tol: float | None = None, check: int | None = None
+    pencil: Pencil,
+    x: Array,
+    iters: int,
+    *,
+    tol: float | None = None,
+    check: int | None = None,
+    turn_tol: float | None = None,
 ) -> Result:
     """Top-``p`` generalised eigenpairs of the pencil, warm-started from the rows of ``x [p, d]``.
 
@@ -117,7 +135,11 @@ def lobpcg(
     With ``tol``, iterations stop (a ``lax.while_loop``) as soon as the relative residual of each
     of the first ``check`` Ritz pairs is at most ``tol``, after at most ``iters``; the residual is
     then measured on the block that is returned (one more residual block per solve), and a block
-    that already meets ``tol`` costs no iteration.
+    that already meets ``tol`` costs no iteration. With ``turn_tol`` as well, they also stop once an
+    iteration turned the first ``check`` Ritz vectors by at most ``turn_tol`` (the sine of the
+    angle, :func:`turned`): the block has (nearly) stopped moving although its residual has not
+    reached ``tol``, which happens when the relative residual overstates the direction's error
+    (an ill-conditioned ``B``) or sits on a float32 rounding floor.
 
     Args:
       pencil: the pencil (see :class:`Pencil`).
@@ -126,6 +148,8 @@ def lobpcg(
       tol: relative-residual tolerance (see :func:`relative_residuals`), or None (``iters``
         iterations).
       check: leading Ritz pairs the tolerance applies to (default all ``p``).
+      turn_tol: with ``tol``, also stop when an iteration turned the first ``check`` Ritz vectors
+        by at most this sine, or None (the residual rule alone).
 
     Returns:
       :class:`Result`.
@@ -194,20 +218,24 @@ def lobpcg(
         return Result(theta, x, jx, skipped, res, bad, jnp.asarray(iters, jnp.int32))
 
     tol_ = jnp.asarray(tol, x.dtype)
+    turn_ = jnp.asarray(-1.0 if turn_tol is None else turn_tol, x.dtype)
 
     def adaptive(state):
-        x, jx, pdir, jp, theta, r, _, bad, skipped, it = state
+        x, jx, pdir, jp, theta, r, _, bad, skipped, it, _ = state
         new, bad_j = search(x, jx, pdir, jp, r)
         kept, skip = keep_finite(new, x, jx, theta)
         r, res, bad_r = measured(*kept[:2], kept[4])
-        return (*kept, r, res, bad + bad_j + bad_r, skipped + skip, it + 1)
+        turn = turned(x[:check], kept[0][:check])
+        return (*kept, r, res, bad + bad_j + bad_r, skipped + skip, it + 1, turn)
 
     def unconverged(state):
-        res, it = state[6], state[9]
-        return (it < iters) & jnp.any(res[:check] > tol_)
+        res, it, turn = state[6], state[9], state[10]
+        return (it < iters) & jnp.any(res[:check] > tol_) & (turn > turn_)
 
     r, res, bad_r = measured(x, jx, theta)
+    inf = jnp.asarray(jnp.inf, x.dtype)
     state = (x, jx, jnp.zeros_like(x), jnp.zeros_like(jx), theta, r, res, bad + bad_r, zero, zero)
-    x, jx, _, _, theta, _, res, bad, skipped, it = jax.lax.while_loop(unconverged, adaptive, state)
+    state = jax.lax.while_loop(unconverged, adaptive, (*state, inf))
+    x, jx, _, _, theta, _, res, bad, skipped, it, _ = state
     res = jnp.where(jnp.isfinite(res), res, 0.0)
     return Result(theta, x, jx, skipped, res, bad, it)
