@@ -16,9 +16,10 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_programs():
-    """Drop every compiled program after each test module: the whole suite runs in one process,
-    and the executables of ~100 modules otherwise pile up (a full CI run peaked at 6 GB and once
-    ended in a segmentation fault inside jaxlib after ~650 tests; the same files pass alone)."""
+    """Drop every compiled program after each test module: each of the two test workers runs about
+    half of the suite in one process, and the executables of ~100 modules otherwise pile up (a
+    full one-process run peaked at 6 GB and once ended in a segmentation fault inside jaxlib after
+    ~650 tests; the same files pass alone)."""
     yield
     jax.clear_caches()
     gc.collect()
