@@ -219,13 +219,14 @@ def lobpcg(
 
     tol_ = jnp.asarray(tol, x.dtype)
     turn_ = jnp.asarray(-1.0 if turn_tol is None else turn_tol, x.dtype)
+    inf = jnp.asarray(jnp.inf, x.dtype)
 
     def adaptive(state):
         x, jx, pdir, jp, theta, r, _, bad, skipped, it, _ = state
         new, bad_j = search(x, jx, pdir, jp, r)
         kept, skip = keep_finite(new, x, jx, theta)
         r, res, bad_r = measured(*kept[:2], kept[4])
-        turn = turned(x[:check], kept[0][:check])
+        turn = turned(x[:check], kept[0][:check]) if turn_tol is not None else inf
         return (*kept, r, res, bad + bad_j + bad_r, skipped + skip, it + 1, turn)
 
     def unconverged(state):
@@ -233,7 +234,6 @@ def lobpcg(
         return (it < iters) & jnp.any(res[:check] > tol_) & (turn > turn_)
 
     r, res, bad_r = measured(x, jx, theta)
-    inf = jnp.asarray(jnp.inf, x.dtype)
     state = (x, jx, jnp.zeros_like(x), jnp.zeros_like(jx), theta, r, res, bad + bad_r, zero, zero)
     state = jax.lax.while_loop(unconverged, adaptive, (*state, inf))
     x, jx, _, _, theta, _, res, bad, skipped, it, _ = state

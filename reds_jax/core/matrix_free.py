@@ -48,8 +48,8 @@ only how the top-``k`` eigenvectors are found differs (``maxc``: ``B = 0``):
   fixed ``iters``. It also stops once an iteration turned the top-``k`` Ritz vectors by a sine of
   at most ``turn_tol`` (default 1e-2; :func:`reds_jax.core.lobpcg.turned`), for when the residual
   overstates the error of the direction: at paper scale in float32 it stays at 0.06–0.09 after 8
-  iterations with the block already at |cos| 0.99996 to exact, and float32 rounding puts a floor
-  under it. ``turn_tol=None`` keeps the residual rule alone; the start solve always does.
+  iterations with the block already at |cos| 0.99996 to exact. ``turn_tol=None`` keeps the
+  residual rule alone; the start solve always does.
 * **Sketch** (option ``sketch=m'``): each fixed feature with more than ``m'`` entries is replaced by
   a seeded Gaussian sketch ``S f / √m'`` (``S [m', m]``, seed ``sketch_seed``), so the problem
   solved is the Rayleigh form with ``B_s = Σ c_k J_kᵀSᵀS J_k / m'`` (``E[B_s] = B``). It shrinks

@@ -457,7 +457,9 @@ class MatrixFree:
             return "dense" if d <= self.dense_start_max_d else "iterative"
         return self.cold_start
 
-    def _solve(self, pencil, x: Array, k: int, iters: int, tol: float | None, turn_tol=None):
+    def _solve(
+        self, pencil, x: Array, k: int, iters: int, tol: float | None, turn_tol: float | None = None
+    ):
         if tol is None:
             return lobpcg(pencil, x, iters)
         return lobpcg(pencil, x, iters, tol=tol, check=k, turn_tol=turn_tol)
