@@ -129,6 +129,55 @@ def test_iterative_cold_start_sketch_and_maxc():
     assert step_cosines(dense_maxc.latents, mf_maxc.latents).mean() >= 0.99
 
 
+def test_iterative_start_raises_the_ridge_as_the_dense_solver_does():
+    # float32, B's spectrum spread over 8 decades: the ridge floor 10·d·eps·max diag(B) is active.
+    # The products-only start must find the dense solver's λ (from its Nyström diagonal, a lower
+    # bound of diag B); an upper bound of ‖B‖_F (what it used before) was 5.3× too large here,
+    # and at paper scale (StyleSpace, d = 448) 8.4× too large, which turned the answer by
+    # |cos| 0.79.
+    d = 40
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    jf = rng.standard_normal((48, d)) @ np.diag(np.geomspace(1.0, 1e-4, d)) @ q.T
+    jac = jnp.asarray(np.concatenate([rng.standard_normal((16, d)), jf]), jnp.float32)
+    from reds_jax.core import traverse as tv
+
+    problem, solver = tv._make_config(
+        lambda z: (jac @ z).reshape(8, 8, 1), jnp.zeros(d, jnp.float32), [lambda im: im[:2]],
+        [lambda im: im[2:]], "reds", 1, {}, reds_jax.MatrixFree(cold_start="iterative"),
+    )  # fmt: skip
+    b = jf.T @ jf
+    b /= np.linalg.norm(b)  # the Gram over its Frobenius norm (weight 1)
+    floor = 10 * d * np.finfo(np.float32).eps * b.diagonal().max()
+    assert floor > problem.ridge  # the floor is what sets λ here
+    start = jax.jit(lambda z: solver.start(problem, z, jax.random.key(0)))(
+        jnp.zeros(d, jnp.float32)
+    )
+    assert int(start.diagnostics.ridge_raised) == 1
+    # Nyström (32 probes of d = 40) underestimates max diag B a little; Hutchinson's norm is an
+    # estimate too (relative s.d. <= √(2/32)).
+    assert 0.6 * floor <= float(start.context.lam) <= 1.1 * floor
+
+
+def test_nystrom_is_exact_on_the_probe_span_and_bounds_the_diagonal():
+    d, r = 30, 10
+    rng = np.random.default_rng(4)
+    jf = rng.standard_normal((d, d)) * np.geomspace(1.0, 1e-3, d)[None, :]
+    b = jf.T @ jf
+    omega = rng.standard_normal((r, d))
+    u, sigma = matrix_free.nystrom(jnp.asarray(omega), jnp.asarray(omega @ b))
+    u, sigma = np.asarray(u), np.asarray(sigma)
+    approx = u.T @ np.diag(sigma) @ u
+    # B̂ = (BΩᵀ)(ΩBΩᵀ)⁻¹(ΩB): equal to B on the probes' span, below B everywhere (PSD order).
+    exact = (b @ omega.T) @ np.linalg.solve(omega @ b @ omega.T, omega @ b)
+    np.testing.assert_allclose(approx, exact, atol=1e-8 * np.abs(b).max())
+    np.testing.assert_allclose(omega @ approx, omega @ b, atol=1e-8 * np.abs(b).max())
+    assert np.linalg.eigvalsh(b - approx).min() > -1e-10 * np.abs(b).max()
+    diag = np.asarray(matrix_free.nystrom_diagonal(jnp.asarray(u), jnp.asarray(sigma)))
+    np.testing.assert_allclose(diag, np.diagonal(approx), rtol=1e-10)
+    assert np.all(diag <= np.diagonal(b) * (1 + 1e-10))
+
+
 def test_one_compile_per_configuration():
     traverse_mod = sys.modules["reds_jax.core.traverse"]
     kw = dict(KW, steps=3)

@@ -400,7 +400,7 @@ class MatrixFree:
     precond: str = "both"
     cold_start: str = "auto"
     cold_iters: int = 50
-    probes: int = 8
+    probes: int = 32
     sketch: int | None = None
     sketch_seed: int = 0
     mode: str = "auto"
@@ -544,16 +544,20 @@ class MatrixFree:
         norms = jnp.where((est > 0) & problem.normalize, est, 1.0)
         scales = weights / norms
         if fixed:
-            b_norm = jnp.sum(scales[n_vary:] * est[n_vary:])  # >= ‖B‖_F (triangle inequality)
-            floor = 10.0 * d * jnp.finfo(dtype).eps * b_norm
+            bg = jnp.einsum("k,ksd->sd", scales[n_vary:], ag[n_vary:])  # B g
+            u, sigma = matrix_free.nystrom(g, bg)
+            # The dense solver's ridge floor, 10·d·eps·max diag(B), with the Nyström
+            # approximation's diagonal (a lower bound of diag B): the answer can depend on λ
+            # as strongly as on B (a nearly singular B), so the two starts must agree on it.
+            diag_max = jnp.max(matrix_free.nystrom_diagonal(u, sigma))
+            floor = 10.0 * d * jnp.finfo(dtype).eps * diag_max
             lam = jnp.maximum(ridge, floor)
             info = info._replace(
-                ridge_raised=_flag(floor > ridge), solve_fallback=_flag(~(b_norm > 0))
+                ridge_raised=_flag(floor > ridge), solve_fallback=_flag(~(diag_max > 0))
             )
-            bg = jnp.einsum("k,ksd->sd", scales[n_vary:], ag[n_vary:])  # B g
             pre = None
             if self.precond != "none":
-                pre = matrix_free.nystrom_preconditioner(g, bg, lam)
+                pre = matrix_free.low_rank_preconditioner(u, sigma, lam)
         else:
             lam, pre = jnp.asarray(1.0, dtype), None
         pencil = matrix_free.ProductPencil.build(
