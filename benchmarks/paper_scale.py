@@ -216,9 +216,12 @@ def run_solve(spec: dict[str, Any]) -> dict[str, Any]:
         problem, solver = tv._make_config(gen, zs[0], vary, fix, "reds", 1, {}, solver)
         key = jax.random.key(0)
         z_start = jnp.asarray(latents[0, 0, 0], dtype)
-
-        # The context (Gram norms, ridge) of the path's start latent, as the path row used it.
-        ctx = jax.jit(lambda z: solver.start(problem, z, key).context)(z_start)
+        # The context (Gram norms, ridge) of the path's start latent, as the path row used it:
+        # from the same key (traverse's default key(0), split into one key per latent, the first
+        # half of latent 0's to its start solve). The iterative start's ridge floor comes from
+        # random probes, so another key poses a (slightly) different problem.
+        path_key = jax.random.split(jax.random.split(key, spec["n"])[0])[0]
+        ctx = jax.jit(lambda z: solver.start(problem, z, path_key).context)(z_start)
 
         def solve(z, x0, ctx):
             block = jnp.concatenate([x0[None], jax.random.normal(key, (solver.guard, d), dtype)])

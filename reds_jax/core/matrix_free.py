@@ -38,7 +38,8 @@ only how the top-``k`` eigenvectors are found differs (``maxc``: ``B = 0``):
     its weight relative to the other fixed Grams and to ``λ``), a rank-``s`` Nyström
     approximation of ``B`` whose inverse (:class:`LowRankPreconditioner`, ``[s, d]`` factors)
     preconditions the residuals at the start and along the paths, and the start block: the top
-    ``p`` Ritz vectors of the probes' span. ``cold_iters`` (or ``cold_tol``) preconditioned
+    ``p`` Ritz vectors of ``span{g, T A g}`` (the probes and one preconditioned power step from
+    them: ``A g`` is known, ``T`` is the preconditioner; 32 more JVPs). ``cold_iters`` (or ``cold_tol``) preconditioned
     iterations refine it. The ridge floor is the dense solver's, ``10·d·eps·max diag(B)``, with
     the Nyström approximation's diagonal (:func:`nystrom_diagonal`, a lower bound of ``diag B``):
     where the floor sets ``λ`` and ``B`` is nearly singular on the answer, the direction depends on
