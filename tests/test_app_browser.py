@@ -119,6 +119,19 @@ def _set(page, elem_id: str, value: str) -> None:
     field.press("Tab")
 
 
+_START_SRC = "() => document.querySelector('#start img')?.src"
+
+
+def _settle(page, quiet: float = 0.6, timeout: float = 180.0) -> None:
+    """Wait until no Gradio event has shown a progress bar on the page for ``quiet`` seconds."""
+    deadline, since = time.monotonic() + timeout, time.monotonic()
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, f"the page was still busy after {timeout:g} s"
+        if page.locator(".eta-bar").count():
+            since = time.monotonic()
+        time.sleep(0.1)
+
+
 def test_explore_rooms_in_a_browser(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -141,12 +154,21 @@ def test_explore_rooms_in_a_browser(tmp_path):
         _set(page, "model-args", ", ".join(f"{k}={v}" for k, v in MODEL_ARGS.items()))
         _set(page, "seed", str(SEED))
         # 2. the varied box: two clicks on the start image (the builder keeps lowpass sigma 4)
+        # as a user does: each click once the page has shown the last one (a click sent while an
+        # earlier event is in flight carries the state from before it, so the box is lost)
         image = page.locator("#start img").first
         for fx, fy in CLICKS:
+            _settle(page)
+            before = page.evaluate(_START_SRC)
             box = image.bounding_box()
             image.click(position={"x": fx * box["width"], "y": fy * box["height"]})
-            time.sleep(0.3)
-        expect(_field(page, "vary-box")).not_to_have_value("")
+            page.wait_for_function(f"s => ({_START_SRC})() !== s", arg=before, timeout=120_000)
+        try:
+            expect(_field(page, "vary-box")).not_to_have_value("", timeout=30_000)
+        except AssertionError:
+            raise AssertionError(
+                f"two clicks set no box; messages: {page.locator('.toast-body').all_inner_texts()}"
+            ) from None
         box = [float(v) for v in _field(page, "vary-box").input_value().split(",")]
         np.testing.assert_allclose(box, BOX, atol=0.02)  # clicks land within a few pixels
         vary = f"lowpass:4@region:{','.join(f'{v:g}' for v in box)}"
