@@ -13,6 +13,13 @@ medians of ``--repeats`` calls after compiling:
   vectors: 2 JVPs and 2 VJPs), from the slope of an ``n``-iteration ``fori_loop`` over the same
   linearization (n = 1 and ``--iters``), so the compile and the linearization cancel.
 
+* ``track_s``: one tracking solve of the default ``MatrixFree`` alone (``solver.track``, as the
+  path runs it: its own linearization, LOBPCG until the stopping rule, true quotients) at the
+  first point of the path (one step of ``--step-size`` from the start along its direction),
+  warm-started from the start block; ``track_iterations`` are its LOBPCG iterations.
+  ``track_pair_s``: the two tracking solves of the ``±`` paths of one latent, vmapped as the
+  path runs them (the path row's step is this pair's time / 2 plus the path's own work).
+
 From these: ``iterations_for_50x`` = how many such iterations one step may spend to be 50× the
 reference step. Writes ``benchmarks/results/paper_scale_profile.{json,md}``.
 """
@@ -32,7 +39,7 @@ from paper_scale import _compile, _timed
 from reds_jax.core.matrix_free import linearize
 
 
-def profile(scale: str, experiment: str, iters: int, repeats: int) -> dict:
+def profile(scale: str, experiment: str, iters: int, repeats: int, step_size: float) -> dict:
     gen, vary, fix, d, g = paper_problem(scale, experiment, "w")
     feats = (*vary, *fix)
     z = jnp.asarray(start_latents(g, 1, seed=0)[0])
@@ -61,6 +68,19 @@ def profile(scale: str, experiment: str, iters: int, repeats: int) -> dict:
 
         return jax.lax.fori_loop(0, n, body, x)
 
+    import reds_jax
+    from reds_jax.core.traverse import _make_config
+
+    problem, solver = _make_config(gen, z, vary, fix, "reds", 1, {}, solver=reds_jax.MatrixFree())
+    key = jax.random.key(0)
+    start = jax.jit(lambda v: solver.start(problem, v, key))(z)
+    pair = jnp.stack([z + step_size * start.vectors[0], z - step_size * start.vectors[0]])
+    track = lambda v, s: solver.track(problem, start.context, v, s, key)  # noqa: E731
+    one, _ = _compile(track, pair[0], start.state)
+    step, t_track = _timed(one, pair[0], start.state, repeats=repeats)
+    both, _ = _compile(jax.vmap(track), pair, jnp.stack([start.state] * 2))
+    _, t_pair = _timed(both, pair, jnp.stack([start.state] * 2), repeats=repeats)
+
     times = {}
     for n in (1, iters):
         fn, _ = _compile(lambda v, x, n=n: products(v, x, n), z, x0)
@@ -78,6 +98,9 @@ def profile(scale: str, experiment: str, iters: int, repeats: int) -> dict:
         "loop_s": {str(n): t for n, t in times.items()},
         "iteration_s": t_iter,
         "iteration_passes": t_iter / pass_s,
+        "track_s": t_track,
+        "track_iterations": int(step.diagnostics.iterations),
+        "track_pair_s": t_pair,
         "iterations_for_50x": (reference_s / 50 - t_lin) / t_iter,
     }
 
@@ -87,12 +110,13 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", default="cpu-small")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--step-size", type=float, default=0.2, help="as paper_scale's paths")
     ap.add_argument("--out", default="benchmarks/results/paper_scale_profile")
     ap.add_argument("--machine", default=None, help="how the report names the machine")
     a = ap.parse_args(argv)
     rows = []
     for exp in ("hair", "frequency"):
-        rows.append(profile(a.scale, exp, a.iters, a.repeats))
+        rows.append(profile(a.scale, exp, a.iters, a.repeats, a.step_size))
         print(json.dumps(rows[-1]), flush=True)
     report = {
         "command": " ".join(["python", *sys.argv]),
@@ -109,18 +133,22 @@ def main(argv=None) -> int:
         f"Scale `{a.scale}`, jax {jax.__version__}, float32, first start latent, medians of "
         f"{a.repeats} calls after compiling. Command: `{report['command']}`. One pass = generator "
         "+ features, batched by 10 as the reference loop runs it; one iteration = the products of "
-        "the default LOBPCG block (2 JVPs + 2 VJPs) on one linearization.",
+        "the default LOBPCG block (2 JVPs + 2 VJPs) on one linearization; a tracking solve = "
+        "`MatrixFree().track` alone at the path's first point, warm-started from the start block "
+        "(alone, and the ± pair of one latent vmapped as the path runs it).",
         "",
         "| experiment | d | pass s | reference step s (2d+2 passes) | linearize s | iteration s "
-        "| iteration / pass | iterations a 50× step may spend |",
-        "|---|---|---|---|---|---|---|---|",
+        "| iteration / pass | iterations a 50× step may spend | tracking solve s (iterations) "
+        "| ± pair vmapped s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['experiment']} | {r['d']} | {r['pass_s']:.4f} | "
             f"{r['reference_step_s_predicted']:.1f} | {r['linearize_s']:.3f} | "
             f"{r['iteration_s']:.3f} | {r['iteration_passes']:.1f} | "
-            f"{max(r['iterations_for_50x'], 0.0):.1f} |"
+            f"{max(r['iterations_for_50x'], 0.0):.1f} | {r['track_s']:.2f} "
+            f"({r['track_iterations']}) | {r['track_pair_s']:.2f} |"
         )
     with open(a.out + ".md", "w") as fh:
         fh.write("\n".join(lines) + "\n")
