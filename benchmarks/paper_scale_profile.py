@@ -9,8 +9,9 @@ medians of ``--repeats`` calls after compiling:
   10, divided by 10); the reference loop's step is ``2d + 2`` such passes.
 * ``linearize_s``: ``jax.linearize`` of generator + features at the latent (what each tracking
   step does once before its iterations).
-* ``iteration_s``: the products of one LOBPCG iteration of the default block (``k + guard = 2``
-  vectors: 2 JVPs and 2 VJPs), from the slope of an ``n``-iteration ``fori_loop`` over the same
+* ``iteration_s``: the products of one LOBPCG iteration of the default ``MatrixFree`` (block
+  ``k + guard = 2``, ``precond="both"``: JVPs of the residuals and of the preconditioned
+  residuals, 4, and VJPs of the next residuals, 2), from the slope of an ``n``-iteration ``fori_loop`` over the same
   linearization (n = 1 and ``--iters``), so the compile and the linearization cancel.
 
 * ``track_s``: one tracking solve of the default ``MatrixFree`` alone (``solver.track``, as the
@@ -62,8 +63,9 @@ def profile(scale: str, experiment: str, iters: int, repeats: int, step_size: fl
     def products(v, x, n):
         jv, jt = linearize(gen, feats, v)
 
-        def body(_, x):
-            r = jax.vmap(jt)(jax.vmap(jv)(x))
+        def body(_, x):  # the search block [r, T r] (4 JVPs), the next residuals (2 VJPs)
+            js = jax.vmap(jv)(jnp.concatenate([x, jnp.roll(x, 1, axis=1)]))
+            r = jax.vmap(jt)(js[:2] + js[2:])
             return r / jnp.linalg.norm(r, axis=1, keepdims=True)
 
         return jax.lax.fori_loop(0, n, body, x)
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
         f"Scale `{a.scale}`, jax {jax.__version__}, float32, first start latent, medians of "
         f"{a.repeats} calls after compiling. Command: `{report['command']}`. One pass = generator "
         "+ features, batched by 10 as the reference loop runs it; one iteration = the products of "
-        "the default LOBPCG block (2 JVPs + 2 VJPs) on one linearization; a tracking solve = "
+        "one default LOBPCG iteration (4 JVPs + 2 VJPs) on one linearization; a tracking solve = "
         "`MatrixFree().track` alone at the path's first point, warm-started from the start block "
         "(alone, and the ± pair of one latent vmapped as the path runs it).",
         "",
