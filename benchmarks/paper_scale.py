@@ -503,12 +503,16 @@ def write(args, results, load_start) -> dict[str, Any]:
         "targets": targets(results),
         "notes": args.notes,
     }
-    path = os.path.join(args.out, args.name)
+    save(report, os.path.join(args.out, args.name))
+    return report
+
+
+def save(report: dict[str, Any], path: str) -> None:
+    """``path.json`` and its Markdown ``path.md``."""
     with open(path + ".json", "w") as fh:
         json.dump(report, fh, indent=1)
     with open(path + ".md", "w") as fh:
         fh.write(markdown(report))
-    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -542,10 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summarise(report["results"])
         report["targets"] = targets(report["results"])
         report["notes"] = report.get("notes", []) + args.notes
-        with open(args.render, "w") as fh:
-            json.dump(report, fh, indent=1)
-        with open(args.render.removesuffix(".json") + ".md", "w") as fh:
-            fh.write(markdown(report))
+        save(report, args.render.removesuffix(".json"))
         return 0
     if args.worker is not None:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)

@@ -10,10 +10,10 @@ medians of ``--repeats`` calls after compiling:
 * ``linearize_s``: ``jax.linearize`` of generator + features at the latent (what each tracking
   step does once before its iterations).
 * ``iteration_s``: the products of one LOBPCG iteration of the default ``MatrixFree`` (block
-  ``k + guard = 2``, ``precond="both"``: JVPs of the residuals and of the preconditioned
-  residuals, 4, and VJPs of the next residuals, 2), from the slope of an ``n``-iteration ``fori_loop`` over the same
-  linearization (n = 1 and ``--iters``), so the compile and the linearization cancel.
-
+  ``k + guard = 2``, ``precond="both"``: 4 JVPs of the residuals and the preconditioned
+  residuals, 2 VJPs of the next residuals), from the slope of an ``n``-iteration ``fori_loop``
+  over the same linearization (n = 1 and ``--iters``), so the compile and the linearization
+  cancel.
 * ``track_s``: one tracking solve of the default ``MatrixFree`` alone (``solver.track``, as the
   path runs it: its own linearization, LOBPCG until the stopping rule, true quotients) at the
   first point of the path (one step of ``--step-size`` from the start along its direction),
@@ -80,8 +80,9 @@ def profile(scale: str, experiment: str, iters: int, repeats: int, step_size: fl
     track = lambda v, s: solver.track(problem, start.context, v, s, key)  # noqa: E731
     one, _ = _compile(track, pair[0], start.state)
     step, t_track = _timed(one, pair[0], start.state, repeats=repeats)
-    both, _ = _compile(jax.vmap(track), pair, jnp.stack([start.state] * 2))
-    _, t_pair = _timed(both, pair, jnp.stack([start.state] * 2), repeats=repeats)
+    states = jnp.stack([start.state] * 2)
+    both, _ = _compile(jax.vmap(track), pair, states)
+    _, t_pair = _timed(both, pair, states, repeats=repeats)
 
     times = {}
     for n in (1, iters):

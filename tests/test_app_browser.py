@@ -154,8 +154,8 @@ def test_explore_rooms_in_a_browser(tmp_path):
         _set(page, "model-args", ", ".join(f"{k}={v}" for k, v in MODEL_ARGS.items()))
         _set(page, "seed", str(SEED))
         # 2. the varied box: two clicks on the start image (the builder keeps lowpass sigma 4)
-        # as a user does: each click once the page has shown the last one (a click sent while an
-        # earlier event is in flight carries the state from before it, so the box is lost)
+        # as a user does: each click once the page is idle and has shown the last one (CI once
+        # lost the box with clicks 0.3 s apart while the start image was re-rendering)
         image = page.locator("#start img").first
         for fx, fy in CLICKS:
             _settle(page)
