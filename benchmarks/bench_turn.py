@@ -1,13 +1,16 @@
-"""The matrix-free tracking stopping rule on the hard cases: the residual rule alone against the
-residual rule plus the turn rule (``MatrixFree(turn_tol=...)``), agreement with the dense solver.
+"""The matrix-free tracking stopping rule on the hard cases: the default (residual rule, turn rule
+of two iterations in a row, cap 16) against its variants, agreement with the dense solver.
 
-``python benchmarks/bench_turn.py [--n 4] [--steps 8] [--out benchmarks/results]`` writes
+``python benchmarks/bench_turn.py [--n 16] [--steps 8] [--out benchmarks/results]`` writes
 ``turn_rule.json`` and ``turn_rule.md``. Problems (float32, k = 1, local paths, step 0.25): the
 rooms oracle with low-pass varied and high-pass fixed (d = 16; ``B`` nearly singular on the
 answer) and the face DCGAN with the top quarter varied and the rest fixed (d = 100), the two
 cases where one LOBPCG iteration per step was furthest from dense. Per setting: per-step |cos| of
 the path directions to dense (mean, min), |cos| of the whole displacement ``z_T − z_0`` (mean,
 min) and LOBPCG iterations per path (the start solve's included). Seconds include compiling.
+Also, on the rooms oracle, dense in float32 against dense in float64 at the same start latents:
+how far the problem itself moves with the precision. N = 16 (32 paths), because one path that
+takes another branch at a sign flip moves the mean of 8 paths by 0.025.
 The paper-scale rows of the same rule are ``paper_scale_turn.json`` (``paper_scale_variant.py``).
 """
 
@@ -27,10 +30,17 @@ from bench_problems import problem
 import reds_jax
 
 SETTINGS = {
+    "default (tol=1e-2, turn_tol=1e-2 twice in a row, max_iters=16)": {},
     "residual rule alone (turn_tol=None)": {"turn_tol": None},
-    "turn_tol=1e-2 (default)": {"turn_tol": 1e-2},
-    "turn_tol=3e-2": {"turn_tol": 3e-2},
+    "cap 8 (max_iters=8)": {"max_iters": 8},
+    "no guard row (guard=0)": {"guard": 0},
     "one iteration per step (tol=None)": {"tol": None},
+}
+# The rule before this file's settings (commit fe0d9c5: ONE turn <= 1e-2 stopped a step, cap 8),
+# measured on the same problems, latents and N = 16 before it was replaced.
+BEFORE = {
+    "rooms_oracle": "path |cos| 0.9826 / 0.847, step 0.9648 / 0.398, 100.7 iterations per path",
+    "face_dcgan": "path |cos| 0.9864 / 0.584, step 0.9943 / 0.489, 96.9 iterations per path",
 }
 
 
@@ -53,7 +63,7 @@ def agreement(ref, got) -> dict[str, float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args(argv)
@@ -63,6 +73,15 @@ def main(argv=None) -> int:
         z0 = jax.random.normal(jax.random.key(1), (a.n, d), jnp.float32)
         kw = dict(vary=vary, fix=[fix], k=1, steps=a.steps, step_size=0.25)
         dense = reds_jax.traverse(gen, z0, **kw)
+        if name == "rooms_oracle":  # the problem's own sensitivity to the precision
+            with jax.enable_x64(True):
+                gen64, vary64, fix64, _ = problem(name, None, jnp.float64)
+                kw64 = {**kw, "vary": vary64, "fix": [fix64]}
+                dense64 = reds_jax.traverse(gen64, z0.astype(jnp.float64), **kw64)
+            row = {"problem": name, "d": d, "setting": "dense float64 (against dense float32)",
+                   **agreement(dense, dense64), "iterations_per_path": 0.0, "seconds": None}  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
         for label, opts in SETTINGS.items():
             t = time.perf_counter()
             mf = reds_jax.traverse(gen, z0, solver=reds_jax.MatrixFree(**opts), **kw)
@@ -89,6 +108,11 @@ def main(argv=None) -> int:
         "paths, step 0.25; agreement with the dense solver at the same start latents. Command: "
         f"`{meta['command'].strip()}`.",
         "",
+        *(
+            f"- Before (fe0d9c5: one turn ≤ 1e-2 stopped a step, cap 8), {name}: {before}."
+            for name, before in BEFORE.items()
+        ),  # fmt: skip
+        "",
         "| problem | setting | step \\|cos\\| mean / min | path \\|cos\\| mean / min "
         "| iterations per path | s (compile included) |",
         "|---|---|---|---|---|---|",
@@ -97,7 +121,7 @@ def main(argv=None) -> int:
         lines.append(
             f"| {r['problem']} (d = {r['d']}) | {r['setting']} | {r['step_cos_mean']:.4f} / "
             f"{r['step_cos_min']:.3f} | {r['path_cos_mean']:.4f} / {r['path_cos_min']:.3f} | "
-            f"{r['iterations_per_path']:.1f} | {r['seconds']} |"
+            f"{r['iterations_per_path']:.1f} | {r['seconds'] or '–'} |"
         )
     with open(os.path.join(a.out, "turn_rule.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")

@@ -23,6 +23,12 @@ experiment, in order:
 * ``reference``: the reference code's way on the same jitted generator in ``w``: central
   differences in batches of 10 (``2d`` passes), numpy Gram and eigen-solve, one seed at a time;
   ONE step is timed (a whole path is ``T`` times that).
+* ``pass`` (``w``, ``w+``, ``s``): one forward + backward pass of generator + features (a VJP at
+  the first start latent), compiled and run in a process of its own: the matrix-free rows' peak
+  memory is reported as a multiple of this row's.
+
+The path rows' programs compute no feature distances along the paths (``distances=False``): a
+step is the solve and the move, as the reference loop's step is.
 
 Accuracy of a path row: per tracked step, |cos| between the step it took and the exact top
 direction at the same latent, and the fixed features' change over that step relative to a step
@@ -76,6 +82,12 @@ MF_BIG = "matrix_free+cold_start=iterative"  # W+ / S: no [d, d] array, the star
 EXACT = "exact+max_iters=200+tol=1e-6+guard=2+turn_tol=None"  # the residual rule only
 
 
+# "Peak memory a small multiple of one forward + backward pass" (issue 14), made a number: the
+# path program runs the 2k = 2 paths of a latent at once, each with a linearization and up to
+# 2(k + guard) = 4 product rows, and the start solve; a Jacobian would hold d (512-5120) tangents.
+PLAN_MULTIPLE = 32
+
+
 def checked_path(exp: str, space: str) -> str:
     """The path row of ``exp`` in ``space`` that the exact solves check (W: the dense start)."""
     return f"{exp}/{space}/{MF_W if space == 'w' else MF_BIG}"
@@ -107,6 +119,11 @@ def grid(scale: str, experiments: Sequence[str]) -> list[dict[str, Any]]:
             {"kind": "reference", "experiment": exp, "space": "w", "solver": "reference",
              "name": f"{exp}/w/reference"}
         )  # fmt: skip
+        rows += [
+            {"kind": "pass", "experiment": exp, "space": space, "solver": "pass",
+             "name": f"{exp}/{space}/pass"}
+            for space in ("w", "w+", "s")
+        ]  # fmt: skip
     if ordered:  # the target row first, the least informative last (a --budget cuts the tail)
         first = [f"/w+/{MF_BIG}", f"/w/{MF_W}", "/w/chunked@track", "/w/dense@start",
                  "/w+/exact@all", f"/s/{MF_BIG}", "/w/reference", "/s/exact@all"]  # fmt: skip
@@ -140,6 +157,17 @@ def _compile(fn, *args) -> tuple[Any, float]:
     return compiled, time.perf_counter() - t0
 
 
+def _plan_mb(compiled) -> float | None:
+    """MB of buffers in a compiled program's XLA memory plan (temporaries + arguments + outputs):
+    the working memory of one call, without the compiler's own and the runtime's."""
+    try:
+        m = compiled.memory_analysis()
+        used = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+        return (used - m.alias_size_in_bytes) / 2**20
+    except Exception:  # a backend without memory analysis
+        return None
+
+
 def _diag(diagnostics) -> dict[str, Any]:
     if diagnostics is None:
         return {}
@@ -163,7 +191,7 @@ def run_path(spec: dict[str, Any]) -> dict[str, Any]:
     kw = dict(vary=vary, fix=fix, k=k, solver=solver)
 
     def path(z):
-        return reds_jax.traverse(gen, z, steps=steps, step_size=size, **kw)
+        return reds_jax.traverse(gen, z, steps=steps, step_size=size, distances=False, **kw)
 
     def start(z):
         return reds_jax.directions(gen, z, **kw)
@@ -190,6 +218,7 @@ def run_path(spec: dict[str, Any]) -> dict[str, Any]:
         "compile_s": compile_s,
         "start_compile_s": start_compile_s,
         "peak_rss_path_mb": peak_after_path,
+        "plan_mb": _plan_mb(compiled),
         "diagnostics": _diag(getattr(tr, "diagnostics", None)),
     }
 
@@ -306,7 +335,23 @@ def run_reference(spec: dict[str, Any]) -> dict[str, Any]:
     return {"d": d, "step_s": step_s, "compile_s": compile_s, "generator_passes": 2 * d + 2}
 
 
-WORKERS = {"path": run_path, "solve": run_solve, "reference": run_reference}
+def run_pass(spec: dict[str, Any]) -> dict[str, Any]:
+    """One forward + backward pass (a VJP) of generator + features at the first start latent."""
+    gen, vary, fix, d, g = paper_problem(spec["scale"], spec["experiment"], spec["space"])
+    z0 = start_latents(g, 1, seed=spec.get("seed", 0))[0]
+    feats = (*vary, *fix)
+
+    def forward_backward(z):
+        out, vjp = jax.vjp(lambda v: jnp.concatenate([jnp.ravel(f(gen(v))) for f in feats]), z)
+        return vjp(jnp.ones_like(out))[0]
+
+    compiled, compile_s = _compile(forward_backward, z0)
+    _, pass_s = _timed(compiled, z0, repeats=spec["repeats"])
+    return {"d": d, "step_s": None, "pass_s": pass_s, "compile_s": compile_s,
+            "plan_mb": _plan_mb(compiled)}  # fmt: skip
+
+
+WORKERS = {"path": run_path, "solve": run_solve, "reference": run_reference, "pass": run_pass}
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -387,6 +432,11 @@ def summarise(results: list[dict[str, Any]]) -> None:
         if w_mf and space != "w":
             ok = w_mf["step_s"] and r["step_s"] is not None
             r["vs_w_mf"] = r["step_s"] / w_mf["step_s"] if ok else None
+        one_pass = _row(results, f"{exp}/{space}/pass")
+        if one_pass and one_pass.get("peak_rss_mb"):
+            r["x_pass_rss"] = r["peak_rss_mb"] / one_pass["peak_rss_mb"]
+        if one_pass and one_pass.get("plan_mb") and r.get("plan_mb"):
+            r["x_pass_plan"] = r["plan_mb"] / one_pass["plan_mb"]
 
 
 def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -412,6 +462,12 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             add(f"{exp}: {space} matrix-free step ≤ 3× W matrix-free step",
                 (r or {}).get("vs_w_mf"), lambda x: x <= 3, "{:.2f}×",
                 "not measured (path − start ≤ 0)" if unmeasured else "not run")  # fmt: skip
+        for r in results:  # the products-only rows (a dense start holds [d, d] Grams)
+            if r["experiment"] == exp and r["kind"] == "path" and "error" not in r:
+                if r["solver"] == MF_BIG:
+                    add(f"{exp}: {r['space']} {r['solver']}: working memory (XLA plan) ≤ "
+                        f"{PLAN_MULTIPLE}× one forward + backward pass", r.get("x_pass_plan"),
+                        lambda x: x <= PLAN_MULTIPLE, "{:.1f}×")  # fmt: skip
         for r in results:  # the W row with the products-only start has no exact check
             checked = r["name"] == checked_path(exp, r["space"])
             if r["experiment"] != exp or r["kind"] != "path" or "error" in r or not checked:
@@ -453,10 +509,18 @@ def markdown(report: dict[str, Any]) -> str:
             diag = r.get("diagnostics", {})
             its = diag.get("iterations")
             note = f"iterations {its}" if its is not None else ""
+            if r.get("x_pass_plan") is not None:
+                note += (f"; working memory {fmt(r['plan_mb'])} MB = {r['x_pass_plan']:.2f}× one "
+                         f"forward + backward pass (peak RSS {r['x_pass_rss']:.2f}×)")  # fmt: skip
         elif r["kind"] == "solve" and r.get("exact_residual"):
             note = f"residual ≤ {max(r['exact_residual']):.1e}"
         elif r["kind"] == "reference":
             note = f"one step: {r['generator_passes']} generator passes"
+        elif r["kind"] == "pass":
+            note = (
+                f"one forward + backward pass: {fmt(r['pass_s'])} s, working memory "
+                f"{fmt(r.get('plan_mb'))} MB"
+            )
         lines.append(
             f"| {r['name']} | {r['d']} | {fmt(r['step_s'])} | {fmt(r.get('start_s'))} | "
             f"{fmt(r['compile_s'], 2)} | {fmt(r['peak_rss_mb'], 4)} | "

@@ -60,7 +60,8 @@ def test_lobpcg_converges_to_the_generalised_eigenvectors():
 
 def test_turn_rule_stops_a_block_stalled_above_an_unreachable_tolerance():
     # float32 with tol = 1e-9: the residual stalls near 1e-6 and the residual rule runs to its
-    # cap; the turn rule stops once an iteration barely moves the top vector, at the same answer.
+    # cap; the turn rule stops once two iterations in a row barely move the top vector, at the
+    # same answer.
     rng = np.random.default_rng(0)
     q, _ = np.linalg.qr(rng.normal(size=(20, 20)))
     a = q @ np.diag(np.arange(1.0, 21.0)) @ q.T
@@ -80,6 +81,23 @@ def test_turn_rule_stops_a_block_stalled_above_an_unreachable_tolerance():
     for _its, sine, theta in runs.values():
         assert sine < 1e-4, runs
         np.testing.assert_allclose(theta, vals[-1], rtol=1e-5)
+
+
+def test_turn_rule_needs_two_small_turns_in_a_row():
+    # The stopping decision of the adaptive loop: the residuals of the checked pairs, or the last
+    # two turns (float32 turns on a nearly singular B jitter below and above turn_tol).
+    res = jnp.asarray([0.5, 1e-3])  # the first checked pair is not converged
+
+    def stop(res, turns, turn_tol=1e-2):
+        return bool(lobpcg.converged(res, 1e-2, jnp.asarray(turns), turn_tol))
+
+    assert not stop(res, [jnp.inf, 1e-3])  # one small turn (the first iteration)
+    assert not stop(res, [0.05, 1e-3])  # one small turn after a large one
+    assert not stop(res, [1e-3, 0.05])
+    assert stop(res, [9e-3, 1e-3])
+    assert stop(res, [1e-2, 1e-2])  # at the tolerance
+    assert stop(jnp.asarray([1e-2, 1e-3]), [jnp.inf, jnp.inf])  # the residual rule alone
+    assert not stop(res, [0.0, 0.0], turn_tol=-1.0)  # turn_tol=None is passed as -1: no turn rule
 
 
 @pytest.mark.parametrize("q", [1, 2, 5, 8])

@@ -120,6 +120,20 @@ def turned(old: Array, new: Array) -> Array:
     return jnp.max(jnp.linalg.norm(off, axis=1))
 
 
+def converged(res: Array, tol: Array, turns: Array, turn_tol: Array) -> Array:
+    """The adaptive stopping rule of :func:`lobpcg`: every relative residual ``res [c]`` is at
+    most ``tol``, or each of the last two turns ``turns [2]`` (:func:`turned`) is at most
+    ``turn_tol``. One small turn alone does not stop: on a nearly singular ``B`` in float32 the
+    turns jitter between 0.005 and 0.1 from one iteration to the next without settling.
+
+    >>> converged(jnp.array([0.5]), 1e-2, jnp.array([0.3, 0.004]), 1e-2)
+    Array(False, dtype=bool)
+    >>> converged(jnp.array([0.5]), 1e-2, jnp.array([0.008, 0.004]), 1e-2)
+    Array(True, dtype=bool)
+    """
+    return jnp.all(res <= tol) | jnp.all(turns <= turn_tol)
+
+
 def lobpcg(
     pencil: Pencil,
     x: Array,
@@ -135,11 +149,14 @@ def lobpcg(
     With ``tol``, iterations stop (a ``lax.while_loop``) as soon as the relative residual of each
     of the first ``check`` Ritz pairs is at most ``tol``, after at most ``iters``; the residual is
     then measured on the block that is returned (one more residual block per solve), and a block
-    that already meets ``tol`` costs no iteration. With ``turn_tol`` as well, they also stop once an
-    iteration turned the first ``check`` Ritz vectors by at most ``turn_tol`` (the sine of the
-    angle, :func:`turned`): the block has (nearly) stopped moving although its residual has not
-    reached ``tol``, which happens when the relative residual overstates the direction's error
-    (an ill-conditioned ``B``) or sits on a float32 rounding floor.
+    that already meets ``tol`` costs no iteration. With ``turn_tol`` as well, they also stop once
+    two iterations in a row each turned the first ``check`` Ritz vectors by at most ``turn_tol``
+    (the sine of the angle, :func:`turned`): the block has (nearly) stopped moving although its
+    residual has not reached ``tol``, which happens when the relative residual overstates the
+    direction's error (an ill-conditioned ``B``) or sits on a float32 rounding floor. Two in a row,
+    not one: on a nearly singular ``B`` in float32 the turns jitter between 0.005 and 0.1 from one
+    iteration to the next without settling, and a single small one stopped steps far from the
+    answer (``benchmarks/results/turn_rule.md``).
 
     Args:
       pencil: the pencil (see :class:`Pencil`).
@@ -148,8 +165,8 @@ def lobpcg(
       tol: relative-residual tolerance (see :func:`relative_residuals`), or None (``iters``
         iterations).
       check: leading Ritz pairs the tolerance applies to (default all ``p``).
-      turn_tol: with ``tol``, also stop when an iteration turned the first ``check`` Ritz vectors
-        by at most this sine, or None (the residual rule alone).
+      turn_tol: with ``tol``, also stop when two iterations in a row each turned the first
+        ``check`` Ritz vectors by at most this sine, or None (the residual rule alone).
 
     Returns:
       :class:`Result`.
@@ -222,20 +239,20 @@ def lobpcg(
     inf = jnp.asarray(jnp.inf, x.dtype)
 
     def adaptive(state):
-        x, jx, pdir, jp, theta, r, _, bad, skipped, it, _ = state
+        x, jx, pdir, jp, theta, r, _, bad, skipped, it, _, last = state
         new, bad_j = search(x, jx, pdir, jp, r)
         kept, skip = keep_finite(new, x, jx, theta)
         r, res, bad_r = measured(*kept[:2], kept[4])
         turn = turned(x[:check], kept[0][:check]) if turn_tol is not None else inf
-        return (*kept, r, res, bad + bad_j + bad_r, skipped + skip, it + 1, turn)
+        return (*kept, r, res, bad + bad_j + bad_r, skipped + skip, it + 1, last, turn)
 
     def unconverged(state):
-        res, it, turn = state[6], state[9], state[10]
-        return (it < iters) & jnp.any(res[:check] > tol_) & (turn > turn_)
+        res, it, turns = state[6], state[9], jnp.stack(state[10:12])
+        return (it < iters) & ~converged(res[:check], tol_, turns, turn_)
 
     r, res, bad_r = measured(x, jx, theta)
     state = (x, jx, jnp.zeros_like(x), jnp.zeros_like(jx), theta, r, res, bad + bad_r, zero, zero)
-    state = jax.lax.while_loop(unconverged, adaptive, (*state, inf))
-    x, jx, _, _, theta, _, res, bad, skipped, it, _ = state
+    state = jax.lax.while_loop(unconverged, adaptive, (*state, inf, inf))
+    x, jx, _, _, theta, _, res, bad, skipped, it, _, _ = state
     res = jnp.where(jnp.isfinite(res), res, 0.0)
     return Result(theta, x, jx, skipped, res, bad, it)

@@ -47,7 +47,7 @@ Array = jax.Array
 METHODS = ("reds", "nullspace", "maxc", "minf", "random")
 SOLVERS = ("dense", "matrix_free")
 COLD_STARTS = ("auto", "dense", "iterative")
-TURN_TOL = 1e-2  # MatrixFree.turn_tol: sine of the turn of one tracking iteration that stops it
+TURN_TOL = 1e-2  # MatrixFree.turn_tol: sine of the turns of two tracking iterations that stops them
 PRECONDS = matrix_free.PRECONDS
 PROBLEM_OPTIONS = (
     "weights",
@@ -380,12 +380,14 @@ class MatrixFree:
         most ``tol``, at most ``max_iters`` times per tracking step (``cold_iters`` at the start);
         ``None``: fixed ``iters`` per step. A step whose warm-started block already meets ``tol``
         runs no iteration.
-      max_iters: the cap of a tracking step with ``tol``.
-      turn_tol: with ``tol``, a tracking step also stops once an iteration turned the top-``k``
-        Ritz vectors by at most this sine (:func:`reds_jax.core.lobpcg.turned`), for when the
-        relative residual overstates the direction's error (in float32 at paper scale it stays
-        at 0.06–0.09 with the block at |cos| 0.99996 to exact). None: the residual rule alone.
-        Not applied to the start solve.
+      max_iters: the cap of a tracking step with ``tol`` (16: on a nearly singular ``B`` in
+        float32 neither rule below stops a step, and 8 iterations left whole paths at |cos|
+        0.983 to dense where 16 reach 0.995, ``benchmarks/results/turn_rule.md``).
+      turn_tol: with ``tol``, a tracking step also stops once two iterations in a row each turned
+        the top-``k`` Ritz vectors by at most this sine (:func:`reds_jax.core.lobpcg.turned`), for
+        when the relative residual overstates the direction's error (in float32 at paper scale
+        it stays at 0.06–0.09 with the block at |cos| 0.99996 to exact). None: the residual rule
+        alone. Not applied to the start solve.
       cold_tol: the start solve's tolerance (the same rule, at most ``cold_iters`` iterations;
         tighter than ``tol``: the start direction sets the paths), or None (``cold_iters``).
       dense_start_max_d: the largest ``d`` of a ``"dense"`` cold start under ``"auto"``.
@@ -407,7 +409,7 @@ class MatrixFree:
     mode: str = "auto"
     chunk_size: int | None = None
     tol: float | None = 1e-2
-    max_iters: int = 8
+    max_iters: int = 16
     turn_tol: float | None = TURN_TOL
     cold_tol: float | None = 1e-6
     dense_start_max_d: int = 1024

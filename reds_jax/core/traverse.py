@@ -439,17 +439,20 @@ def _paths(
             latents, counts, residual, lengths = jax.vmap(one_path)(v0, keys)
     diagnostics = Diagnostics(*counts, residual)
 
-    def distance(feature):
-        # The reference and the path points go through one batched program: an unbatched
-        # ``feature(gen(z0))`` rounds differently from its batched twin (≈ 1e-7 at t = 0 on CPU).
-        # Every path starts at z0 exactly, so t = 0 is set to 0, not measured.
+    vary_d, fix_d = (), ()
+    if distances:
+        # One generator pass per frame serves every feature. The reference and the path points
+        # go through one batched program: an unbatched ``feature(gen(z0))`` rounds differently
+        # from its batched twin (≈ 1e-7 at t = 0 on CPU). Every path starts at z0 exactly, so
+        # t = 0 is set to 0, not measured.
+        feats = problem.vary + problem.fix
         flat = latents.reshape(-1, latents.shape[-1])
-        feats = jax.vmap(lambda z: jnp.ravel(feature(gen(z))))(flat)
-        d = jnp.linalg.norm(feats - feats[:1], axis=-1).reshape(latents.shape[:2])
-        return d.at[:, 0].set(0.0)
-
-    vary_d = tuple(distance(f) for f in problem.vary) if distances else ()
-    fix_d = tuple(distance(f) for f in problem.fix) if distances else ()
+        values = jax.vmap(lambda z: (lambda img: [jnp.ravel(f(img)) for f in feats])(gen(z)))(flat)
+        dists = tuple(
+            jnp.linalg.norm(v - v[:1], axis=-1).reshape(latents.shape[:2]).at[:, 0].set(0.0)
+            for v in values
+        )
+        vary_d, fix_d = dists[: len(problem.vary)], dists[len(problem.vary) :]
     return Trajectories(latents, vary_d, fix_d, start.values, diagnostics, lengths)
 
 
