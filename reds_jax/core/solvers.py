@@ -380,9 +380,11 @@ class MatrixFree:
         most ``tol``, at most ``max_iters`` times per tracking step (``cold_iters`` at the start);
         ``None``: fixed ``iters`` per step. A step whose warm-started block already meets ``tol``
         runs no iteration.
-      max_iters: the cap of a tracking step with ``tol`` (16: on a nearly singular ``B`` in
-        float32 neither rule below stops a step, and 8 iterations left whole paths at |cos|
-        0.983 to dense where 16 reach 0.995, ``benchmarks/results/turn_rule.md``).
+      max_iters: the cap of a tracking step with ``tol``. On a nearly singular ``B`` in float32
+        neither rule below stops a step and the cap decides: whole paths agree with dense at
+        |cos| 0.982 with 8, 0.995 with 16 on the rooms oracle, while at paper scale 16 doubles a
+        W+ step that 8 already leaves at |cos| 0.993 to exact (``benchmarks/results/turn_rule.md``,
+        README "At paper scale").
       turn_tol: with ``tol``, a tracking step also stops once two iterations in a row each turned
         the top-``k`` Ritz vectors by at most this sine (:func:`reds_jax.core.lobpcg.turned`), for
         when the relative residual overstates the direction's error (in float32 at paper scale
@@ -409,7 +411,7 @@ class MatrixFree:
     mode: str = "auto"
     chunk_size: int | None = None
     tol: float | None = 1e-2
-    max_iters: int = 16
+    max_iters: int = 8
     turn_tol: float | None = TURN_TOL
     cold_tol: float | None = 1e-6
     dense_start_max_d: int = 1024
