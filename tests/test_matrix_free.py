@@ -81,6 +81,12 @@ def test_turn_rule_stops_a_block_stalled_above_an_unreachable_tolerance():
     for _its, sine, theta in runs.values():
         assert sine < 1e-4, runs
         np.testing.assert_allclose(theta, vals[-1], rtol=1e-5)
+    # Warm-started at the answer: the Rayleigh-Ritz step on the start block counts as the first
+    # small turn, so one iteration ends it (the residual rule alone still runs to its cap).
+    x_exact = f32(vecs[:, ::-1][:, :2].T)
+    warm = lobpcg.lobpcg(pencil, x_exact, 100, tol=1e-9, check=1, turn_tol=1e-4)
+    assert int(warm.iterations) == 1
+    assert int(lobpcg.lobpcg(pencil, x_exact, 100, tol=1e-9, check=1).iterations) == 100
 
 
 def test_turn_rule_needs_two_small_turns_in_a_row():

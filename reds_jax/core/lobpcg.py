@@ -153,10 +153,11 @@ def lobpcg(
     two iterations in a row each turned the first ``check`` Ritz vectors by at most ``turn_tol``
     (the sine of the angle, :func:`turned`): the block has (nearly) stopped moving although its
     residual has not reached ``tol``, which happens when the relative residual overstates the
-    direction's error (an ill-conditioned ``B``) or sits on a float32 rounding floor. Two in a row,
-    not one: on a nearly singular ``B`` in float32 the turns jitter between 0.005 and 0.1 from one
-    iteration to the next without settling, and a single small one stopped steps far from the
-    answer (``benchmarks/results/turn_rule.md``).
+    direction's error (an ill-conditioned ``B``) or sits on a float32 rounding floor. The
+    Rayleigh-Ritz step on ``x`` before the first iteration counts as one, so a block that barely
+    moves stops after one iteration. Two in a row, not one: on a nearly singular ``B`` in float32
+    the turns jitter between 0.005 and 0.1 from one iteration to the next without settling, and a
+    single small one stopped steps far from the answer (``benchmarks/results/turn_rule.md``).
 
     Args:
       pencil: the pencil (see :class:`Pencil`).
@@ -186,6 +187,7 @@ def lobpcg(
     jx, bad = pencil.apply(x)
     theta, coef = rayleigh_ritz(pencil, x, jx)
     ok = jnp.all(jnp.isfinite(coef)) & jnp.all(jnp.isfinite(theta))
+    x_in = x
     x, jx = jnp.where(ok, coef @ x, x), jnp.where(ok, coef @ jx, jx)
     theta = jnp.where(ok, theta, 0.0)
 
@@ -252,7 +254,10 @@ def lobpcg(
 
     r, res, bad_r = measured(x, jx, theta)
     state = (x, jx, jnp.zeros_like(x), jnp.zeros_like(jx), theta, r, res, bad + bad_r, zero, zero)
-    state = jax.lax.while_loop(unconverged, adaptive, (*state, inf, inf))
+    # The Rayleigh-Ritz step on the start block is the 0th iteration: its turn counts, so a
+    # warm-started block that barely moves stops after one iteration.
+    turn0 = jnp.where(ok, turned(x_in[:check], x[:check]), inf) if turn_tol is not None else inf
+    state = jax.lax.while_loop(unconverged, adaptive, (*state, inf, turn0))
     x, jx, _, _, theta, _, res, bad, skipped, it, _, _ = state
     res = jnp.where(jnp.isfinite(res), res, 0.0)
     return Result(theta, x, jx, skipped, res, bad, it)
