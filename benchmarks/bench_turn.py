@@ -1,7 +1,7 @@
 """The matrix-free tracking stopping rule on the hard cases: the default (residual rule, turn rule
 of two iterations in a row, cap 8) against its variants, agreement with the dense solver.
 
-``python benchmarks/bench_turn.py [--n 16] [--steps 8] [--out benchmarks/results]`` writes
+``python benchmarks/bench_turn.py [--n 16] [--steps 8] [--out benchmarks/results] [--machine LABEL]`` writes
 ``turn_rule.json`` and ``turn_rule.md``. Problems (float32, k = 1, local paths, step 0.25): the
 rooms oracle with low-pass varied and high-pass fixed (d = 16; ``B`` nearly singular on the
 answer) and the face DCGAN with the top quarter varied and the rest fixed (d = 100), the two
@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--machine", default=None, help="machine label for the report")
     a = ap.parse_args(argv)
     rows = []
     for name in ("rooms_oracle", "face_dcgan"):
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
     meta = {
         "command": "python benchmarks/bench_turn.py " + " ".join(argv or []),
-        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
+        "machine": a.machine or f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "jax": jax.__version__,
         "n": a.n,
         "steps": a.steps,
