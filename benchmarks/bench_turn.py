@@ -77,6 +77,7 @@ def main(argv=None) -> int:
         z0 = jax.random.normal(jax.random.key(1), (a.n, d), jnp.float32)
         kw = dict(vary=vary, fix=[fix], k=1, steps=a.steps, step_size=0.25)
         dense = reds_jax.traverse(gen, z0, **kw)
+        jax.block_until_ready(dense.latents)  # or the first timed row waits for it
         if name == "rooms_oracle":  # the problem's own sensitivity to the precision
             with jax.enable_x64(True):
                 gen64, vary64, fix64, _ = problem(name, None, jnp.float64)
