@@ -15,8 +15,9 @@ experiment, in order:
   the start solve alone (``directions``) is timed too, and the **step** is the rest divided by the
   ``N·2k·(T − 1)`` tracking solves. The latents are saved for the accuracy rows.
 * ``solve`` rows at the latents a ``path`` row visited (start latent and tracked latents of its
-  first start latent): ``dense`` and ``chunked`` (``Dense(chunk_size=...)``) in ``w`` — the exact
-  reference and the dense step time (one solve per latent = one step of one path) — and ``exact``
+  first start latent): ``dense`` in ``w`` at all of them — the exact reference and the dense step
+  time (one solve per latent = one step of one path) — ``chunked`` (``Dense(chunk_size=...)``) at
+  the first tracked latent only (its step time; a solve takes minutes), and ``exact``
   in ``w+``/``s``: a long LOBPCG (``MatrixFree.track`` with a tight tolerance) warm-started at each
   latent from the path's own direction, since a ``[d, d]`` Gram at d in the thousands is what the
   matrix-free solver exists to avoid.
@@ -105,8 +106,8 @@ def grid(scale: str, experiments: Sequence[str]) -> list[dict[str, Any]]:
         rows += [path("w+", MF_BIG), path("w", MF_W), path("s", MF_BIG)]
         rows.append(path("w", MF_BIG))
         for space, solver, at in [
-            ("w", "dense", "start"),
-            ("w", "chunked", "track"),
+            ("w", "dense", "all"),
+            ("w", "chunked", "track1"),
             ("w+", EXACT, "all"),
             ("s", EXACT, "all"),
         ]:
@@ -125,7 +126,7 @@ def grid(scale: str, experiments: Sequence[str]) -> list[dict[str, Any]]:
             for space in ("w", "w+", "s")
         ]  # fmt: skip
     if ordered:  # the target row first, the least informative last (a --budget cuts the tail)
-        first = [f"/w+/{MF_BIG}", f"/w/{MF_W}", "/w/chunked@track", "/w/dense@start",
+        first = [f"/w+/{MF_BIG}", f"/w/{MF_W}", "/w/chunked@track1", "/w/dense@all",
                  "/w+/exact@all", f"/s/{MF_BIG}", "/w/reference", "/s/exact@all"]  # fmt: skip
         rank = lambda r: next((i for i, f in enumerate(first) if r["name"].endswith(f)), 99)  # noqa: E731
         rows.sort(key=lambda r: (rank(r), r["experiment"] != experiments[0]))
@@ -225,11 +226,12 @@ def run_path(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _points(latents: np.ndarray, at: str) -> list[tuple[int, int]]:
-    """``(path, t)`` pairs of the first start latent: ``start`` (0, 0), ``track`` t >= 1."""
+    """``(path, t)`` pairs of the first start latent: ``start`` (0, 0), ``track`` t >= 1,
+    ``track1`` the first of those (one solve: a chunked solve takes minutes), ``all``."""
     _, p, t1, _ = latents.shape
     start = [(0, 0)]
     track = [(i, t) for i in range(p) for t in range(1, t1 - 1)]
-    return {"start": start, "track": track, "all": start + track}[at]
+    return {"start": start, "track": track, "track1": track[:1], "all": start + track}[at]
 
 
 def run_solve(spec: dict[str, Any]) -> dict[str, Any]:
@@ -400,8 +402,10 @@ def _run_worker(spec: dict[str, Any], timeout: float, nice: int) -> dict[str, An
 
 
 def _row(results, name):
+    """The finished row called ``name`` (``name`` ending in ``@``: the first row it begins)."""
     for r in results:
-        if r["name"] == name and "error" not in r:
+        hit = r["name"].startswith(name) if name.endswith("@") else r["name"] == name
+        if hit and "error" not in r:
             return r
     return None
 
@@ -412,17 +416,18 @@ def summarise(results: list[dict[str, Any]]) -> None:
         if r["kind"] != "path" or "error" in r:
             continue
         exp, space = r["experiment"], r["space"]
-        cos, drift = [], []
+        checked = {}  # point -> (|cos|, drift): a point that two solve rows checked counts once
         for s in results:
             if s["kind"] == "solve" and s.get("source") == r["name"] and "cos" in s:
-                cos += s["cos"]
-                drift += s["drift_ratio"]
+                for pt, c, dr in zip(s["points"], s["cos"], s["drift_ratio"], strict=True):
+                    checked.setdefault(tuple(pt), (c, dr))
+        cos, drift = [c for c, _ in checked.values()], [dr for _, dr in checked.values()]
         if cos:
             r["cos_mean"], r["cos_min"] = float(np.mean(cos)), float(np.min(cos))
             r["drift_ratio_median"] = float(np.median(drift))
         ref = _row(results, f"{exp}/w/reference")
-        chunk = _row(results, f"{exp}/w/chunked@track")
-        dense = _row(results, f"{exp}/w/dense@start")
+        chunk = _row(results, f"{exp}/w/chunked@")  # @track1 (before 2026-12-07: @track)
+        dense = _row(results, f"{exp}/w/dense@")
         w_mf = _row(results, f"{exp}/w/{MF_W}")
         if ref:
             r["x_reference"] = ref["step_s"] / r["step_s"] if r["step_s"] else None
