@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import jax
@@ -97,7 +98,8 @@ def main(argv=None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     meta = {
-        "command": "python benchmarks/bench_turn.py " + " ".join(argv or []),
+        "command": "python benchmarks/bench_turn.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": a.machine or f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "jax": jax.__version__,
         "n": a.n,
