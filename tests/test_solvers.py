@@ -101,6 +101,38 @@ def test_healthy_traversal_reports_zeros_with_the_same_structure_for_both_solver
     np.testing.assert_array_equal(mf[..., -1], 0)  # no solve at the last latent
 
 
+def test_status_reports_each_step_and_path_and_throw_raises():
+    z0 = jax.random.normal(jax.random.key(2), (2, D))
+    kw = dict(vary=BOTTOM, k=1, steps=3, step_size=0.2)
+    healthy = reds_jax.traverse(curved_gen, z0, fix=[TOP], throw=True, **kw)
+    np.testing.assert_array_equal(healthy.diagnostics.status, 0)
+
+    # A fixed feature that is constant: every solve falls back to maxc's answer (solve_fallback).
+    def zero(img):
+        return jnp.zeros(3, img.dtype)
+
+    tr = reds_jax.traverse(curved_gen, z0, fix=[zero], **kw)
+    assert tr.diagnostics.status.shape == (2, 2, 4)
+    fallback = int(reds_jax.RESULTS.fallback)
+    np.testing.assert_array_equal(tr.diagnostics.status[..., :3], fallback)  # start + 2 tracks
+    np.testing.assert_array_equal(tr.diagnostics.status[..., 3], 0)  # no solve at the end
+    np.testing.assert_array_equal(tr.status, fallback)
+    np.testing.assert_array_equal(tr.diagnostics.solve_fallback, 3)
+    assert reds_jax.RESULTS.describe(tr.status) == ["fallback"]
+    with pytest.raises(RuntimeError, match=r"traverse did not succeed.*\['fallback'\]"):
+        reds_jax.traverse(curved_gen, z0, fix=[zero], throw=True, **kw)
+    dirs = reds_jax.directions(curved_gen, z0, vary=BOTTOM, fix=[zero])
+    np.testing.assert_array_equal(dirs.diagnostics.status, fallback)
+    # An unreachable tolerance: each tracking solve stops at its cap (max_iters), reported as such.
+    capped = reds_jax.MatrixFree(tol=1e-300, max_iters=2, turn_tol=None, cold_tol=None)
+    mf = reds_jax.traverse(curved_gen, z0, fix=[TOP], solver=capped, **kw).diagnostics
+    np.testing.assert_array_equal(mf.capped_solves, 2)
+    np.testing.assert_array_equal(mf.iterations, 50 + 2 * 2)  # cold_iters, then 2 per track
+    np.testing.assert_array_equal(mf.status[..., 1:3], int(reds_jax.RESULTS.cap_reached))
+    np.testing.assert_array_equal(mf.status[..., 0], 0)
+    assert mf.nonzero() == {}  # a cap is a designed stop, not a fallback count
+
+
 @pytest.mark.parametrize("solver", SOLVERS, ids=["dense", "matrix_free"])
 def test_zero_fixed_gram_reports_solve_fallback(solver):
     const = lambda img: jnp.zeros(3)  # noqa: E731

@@ -23,6 +23,7 @@ its ``track`` runs ``iters`` iterations per step (a tolerance-based stopping rul
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -63,14 +64,60 @@ PROBLEM_OPTIONS = (
 )
 
 
-class Diagnostics(NamedTuple):
-    """What the numerical fallbacks did (the same pytree for both solvers).
+class RESULTS(enum.IntFlag):
+    """The status of a solve, a step or a path: ``successful`` (0), or the OR of what happened.
 
-    Shapes: per path ``[N, 2k]`` in :class:`~reds_jax.core.traverse.Trajectories` (``residual``
-    ``[N, 2k, T+1]``); per start latent ``[N]`` in :class:`~reds_jax.core.traverse.Directions`
-    (leading ``N`` dropped for one latent ``[d]``). Counts are int32 sums over the solves of a path;
-    the start solve counts on every path of its latent. All zero on a healthy traversal (in float64;
-    in float32 the ridge floor can exceed a small ``ridge``).
+    ``diagnostics.status`` holds these bits (int32) per solve; :attr:`Trajectories.status
+    <reds_jax.core.traverse.Trajectories.status>` ORs them over a path. ``throw=True`` in
+    :func:`~reds_jax.core.traverse.traverse` / :func:`~reds_jax.core.traverse.directions` raises
+    instead of returning a result with any bit set.
+
+    Attributes:
+      successful: nothing to report.
+      fallback: a documented fallback was taken (``solve_fallback``, ``kept_direction``,
+        ``rejected_corrections``): the result is defined but not what the method asks for there.
+      cap_reached: an iterative solve stopped at its iteration cap before its stopping rule
+        (``capped_solves``; matrix-free with ``tol``).
+      nonfinite: non-finite numbers were met and set aside (``nonfinite_jacobian``,
+        ``skipped_iterations``).
+
+    >>> RESULTS.describe(RESULTS.fallback | RESULTS.nonfinite)
+    ['fallback', 'nonfinite']
+    """
+
+    successful = 0
+    fallback = 1
+    cap_reached = 2
+    nonfinite = 4
+
+    @classmethod
+    def describe(cls, status: Any) -> list[str]:
+        """Names of the bits set anywhere in ``status`` (an int or an int array; host side)."""
+        bits = int(np.bitwise_or.reduce(np.ravel(np.asarray(status, np.int64)), initial=0))
+        return [m.name for m in cls if m.value and bits & m.value]
+
+
+# Which counts set which status bit (ridge_raised is routine in float32 and iterations is work).
+_STATUS_OF = {
+    "solve_fallback": RESULTS.fallback,
+    "kept_direction": RESULTS.fallback,
+    "rejected_corrections": RESULTS.fallback,
+    "capped_solves": RESULTS.cap_reached,
+    "nonfinite_jacobian": RESULTS.nonfinite,
+    "skipped_iterations": RESULTS.nonfinite,
+}
+
+
+class Diagnostics(NamedTuple):
+    """What a solve did: fallback counts, work done, its residual and its status (one pytree for
+    every solver; read it by name).
+
+    Shapes: per path ``[N, 2k]`` in :class:`~reds_jax.core.traverse.Trajectories` for the counts
+    (:data:`COUNTS`, summed over the solves of a path; the start solve counts on every path of its
+    latent), per step ``[N, 2k, T+1]`` for ``residual`` and ``status`` (:data:`PER_STEP`); per
+    start latent ``[N]`` in :class:`~reds_jax.core.traverse.Directions` (leading ``N`` dropped for
+    one latent ``[d]``). Counts are int32. All counts zero on a healthy traversal (in float64; in
+    float32 the ridge floor can exceed a small ``ridge``).
 
     Attributes:
       nonfinite_jacobian: non-finite Jacobian entries (dense) or Gram-vector product entries
@@ -85,15 +132,18 @@ class Diagnostics(NamedTuple):
         finite, so the previous direction was kept.
       skipped_iterations: LOBPCG iterations skipped because their Rayleigh-Ritz step was not
         finite (matrix-free; zero for dense).
-      rejected_corrections: corrector iterations (``correct > 0``) whose step did not reduce the
-        fixed features' deviation or was not finite, so the latent was kept.
+      rejected_corrections: corrector iterations whose step did not reduce the fixed features'
+        deviation or was not finite, so the latent was kept.
+      capped_solves: iterative solves stopped by their iteration cap (``cold_iters`` at the
+        start, ``max_iters`` along a path) before their stopping rule (matrix-free with ``tol``
+        or ``cold_tol``; zero for dense).
       iterations: LOBPCG iterations run (matrix-free: the start solve's and every tracking
-        step's, summed like the counts; with ``MatrixFree(tol=...)`` the adaptive counts; zero for
-        dense).
+        step's, summed like the counts; zero for dense).
       residual: float, relative Ritz residual ``max_i ‖A xᵢ − θᵢ B xᵢ‖·‖xᵢ‖ / (|θᵢ|·xᵢᵀBxᵢ)``
         over the top-``k`` block of the solve at each latent, measured before LOBPCG's last
         iteration (matrix-free; zero for dense, and where no solve ran: the last latent, and every
         latent after the start of a ``linear`` path).
+      status: int32 :class:`RESULTS` bits of the solve (and step) at each latent.
     """
 
     nonfinite_jacobian: Array
@@ -102,21 +152,44 @@ class Diagnostics(NamedTuple):
     kept_direction: Array
     skipped_iterations: Array
     rejected_corrections: Array
+    capped_solves: Array
     iterations: Array
     residual: Array
+    status: Array
 
     @classmethod
     def zeros(cls, dtype) -> Diagnostics:
         """Scalars of one solve where nothing happened."""
         zero = jnp.zeros((), jnp.int32)
-        return cls(zero, zero, zero, zero, zero, zero, zero, jnp.zeros((), dtype))
+        return cls(**dict.fromkeys(COUNTS, zero), residual=jnp.zeros((), dtype), status=zero)
+
+    def counts(self) -> dict[str, Array]:
+        """The count fields (:data:`COUNTS`) by name."""
+        return {f: getattr(self, f) for f in COUNTS}
+
+    def plus(self, other: Diagnostics) -> Diagnostics:
+        """The counts of both added (``residual`` and ``status`` are ``self``'s)."""
+        return self._replace(**{f: getattr(self, f) + getattr(other, f) for f in COUNTS})
+
+    def with_status(self) -> Diagnostics:
+        """``status`` set from this solve's counts (the :class:`RESULTS` bits they imply)."""
+        status = jnp.zeros((), jnp.int32)
+        for name, bit in _STATUS_OF.items():
+            status = status | jnp.where(getattr(self, name) > 0, int(bit), 0).astype(jnp.int32)
+        return self._replace(status=status)
 
     def nonzero(self) -> dict[str, int]:
-        """Totals of the non-zero fallback counts (host side), e.g. for a warning line
-        (``iterations`` is work, not a fallback, and is left out)."""
-        names = [f for f in self._fields[:-1] if f != "iterations"]
-        counts = {f: int(np.sum(np.asarray(getattr(self, f)))) for f in names}
+        """Totals of the non-zero fallback counts (:data:`FALLBACKS`, host side), e.g. for a
+        warning line."""
+        counts = {f: int(np.sum(np.asarray(getattr(self, f)))) for f in FALLBACKS}
         return {f: c for f, c in counts.items() if c}
+
+
+PER_STEP = ("residual", "status")  # Diagnostics fields with a step axis in a traversal
+COUNTS = tuple(f for f in Diagnostics._fields if f not in PER_STEP)  # summed along a path
+# Counts of things that went wrong (for warnings): not work (iterations), nor a designed stop
+# (capped_solves: with tol the cap is part of the rule; its RESULTS bit still reports it).
+FALLBACKS = tuple(f for f in COUNTS if f not in ("iterations", "capped_solves"))
 
 
 def _flag(x: Array) -> Array:
@@ -462,6 +535,11 @@ class MatrixFree:
             return "dense" if d <= self.dense_start_max_d else "iterative"
         return self.cold_start
 
+    @staticmethod
+    def _capped(res, cap: int, tol: float | None) -> Array:
+        """1 if a solve with a stopping rule ran to its iteration ``cap`` (0 without ``tol``)."""
+        return _flag(res.iterations >= cap) if tol is not None else jnp.zeros((), jnp.int32)
+
     def _solve(
         self, pencil, x: Array, k: int, iters: int, tol: float | None, turn_tol: float | None = None
     ):
@@ -529,6 +607,7 @@ class MatrixFree:
                 ridge_raised=_flag(lam > ridge),
                 solve_fallback=_flag(fell_back) | _flag(~jnp.any(b != 0)),
                 skipped_iterations=res.skipped,
+                capped_solves=self._capped(res, self.cold_iters, self.cold_tol),
                 iterations=res.iterations,
                 residual=jnp.max(res.residual[:k]),
             )
@@ -584,6 +663,7 @@ class MatrixFree:
         info = info._replace(
             nonfinite_jacobian=info.nonfinite_jacobian + res.nonfinite,
             skipped_iterations=res.skipped,
+            capped_solves=self._capped(res, self.cold_iters, self.cold_tol),
             iterations=res.iterations,
             residual=jnp.max(res.residual[order][:k]),
         )
@@ -611,6 +691,7 @@ class MatrixFree:
             nonfinite_jacobian=res.nonfinite,
             solve_fallback=fallback,
             skipped_iterations=res.skipped,
+            capped_solves=self._capped(res, iters, self.tol),
             iterations=res.iterations,
             residual=jnp.max(res.residual[order][:k]),
         )

@@ -47,6 +47,7 @@ from reds_jax.core.linalg import project
 from reds_jax.core.solvers import (
     METHODS,
     PROBLEM_OPTIONS,
+    RESULTS,
     SOLVER_OPTIONS,
     SOLVERS,
     Dense,
@@ -116,6 +117,12 @@ class Trajectories(NamedTuple):
     values: Array
     diagnostics: Diagnostics | None = None
     step_lengths: Array | None = None
+
+    @property
+    def status(self) -> Array:
+        """``[N, 2k]`` int32 :class:`~reds_jax.core.solvers.RESULTS` bits of each path: the OR of
+        ``diagnostics.status`` over its steps (0: ``RESULTS.successful``)."""
+        return jnp.bitwise_or.reduce(self.diagnostics.status, axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +347,12 @@ def local_step(v: Array, rows: Array, span: Array | None = None) -> tuple[Array,
 
 def _directions(problem: Problem, solver: Solver, z: Array, key: Array) -> Directions:
     start = solver.start(problem, z, key)
-    return Directions(start.values, start.vectors, start.diagnostics)
+    return Directions(start.values, start.vectors, start.diagnostics.with_status())
+
+
+def _per_path(d: Diagnostics, paths: int) -> Diagnostics:
+    """The counts of one solve broadcast to ``[paths]`` (the per-step fields are set later)."""
+    return jax.tree_util.tree_map(lambda c: jnp.broadcast_to(c, (paths,)), d)
 
 
 def _paths(
@@ -364,14 +376,15 @@ def _paths(
     signs = jnp.tile(jnp.asarray([1.0, -1.0], z0.dtype), k)
     v0 = jnp.repeat(start.vectors, 2, axis=0) * signs[:, None]  # [2k, d]
     size = jnp.asarray(step_size, z0.dtype)
-    d0 = start.diagnostics
-    counts0 = d0[:-1]
+    d0 = start.diagnostics.with_status()
     res_start = jnp.zeros((steps + 1,), z0.dtype).at[0].set(d0.residual)
+    status_start = jnp.zeros((steps + 1,), jnp.int32).at[0].set(d0.status)
     if (path == "linear" or steps < 2) and not control.active:
         t = jnp.arange(steps + 1, dtype=z0.dtype) * size
         latents = z0[None, None, :] + t[None, :, None] * v0[:, None, :]
-        counts = jax.tree_util.tree_map(lambda c: jnp.broadcast_to(c, (2 * k,)), counts0)
+        counts = _per_path(d0, 2 * k)
         residual = jnp.broadcast_to(res_start, (2 * k, steps + 1))
+        status = jnp.broadcast_to(status_start, (2 * k, steps + 1))
         lengths = jnp.broadcast_to(size, (2 * k, steps))
     else:
         target = jnp.asarray(step_target, z0.dtype)
@@ -419,25 +432,27 @@ def _paths(
                 else:
                     v_new, info = v, Diagnostics.zeros(z0.dtype)
                 z_new, x, eps, rejected = advance(z, v_new, x, t)
-                info = info._replace(rejected_corrections=rejected)
-                counts = tuple(a + b for a, b in zip(counts, info[:-1], strict=True))
-                return (z_new, v_new, state, counts, x), (z_new, info.residual, eps)
+                info = info._replace(rejected_corrections=rejected).with_status()
+                out = (z_new, info.residual, info.status, eps)
+                return (z_new, v_new, state, counts.plus(info), x), out
 
-            init = (z0, v, start.state, tuple(counts0), jnp.zeros_like(z0))
-            (_, _, _, counts, _), (zs, res, eps) = jax.lax.scan(step, init, jnp.arange(steps))
+            init = (z0, v, start.state, d0, jnp.zeros_like(z0))
+            (_, _, _, counts, _), (zs, res, st, eps) = jax.lax.scan(step, init, jnp.arange(steps))
             latents = jnp.concatenate([z0[None], zs], axis=0)
             residual = res_start.at[1:steps].set(res[1:]) if tracked else res_start
-            return latents, counts, residual, eps
+            status = status_start.at[:steps].set(status_start[:steps] | st)
+            return latents, counts, residual, status, eps
 
         if steps == 0:
             latents = jnp.broadcast_to(z0, (2 * k, 1, z0.shape[0]))
-            counts = jax.tree_util.tree_map(lambda c: jnp.broadcast_to(c, (2 * k,)), counts0)
+            counts = _per_path(d0, 2 * k)
             residual = jnp.broadcast_to(res_start, (2 * k, 1))
+            status = jnp.broadcast_to(status_start, (2 * k, 1))
             lengths = jnp.zeros((2 * k, 0), z0.dtype)
         else:
             keys = jax.random.split(key_paths, 2 * k)
-            latents, counts, residual, lengths = jax.vmap(one_path)(v0, keys)
-    diagnostics = Diagnostics(*counts, residual)
+            latents, counts, residual, status, lengths = jax.vmap(one_path)(v0, keys)
+    diagnostics = counts._replace(residual=residual, status=status)
 
     vary_d, fix_d = (), ()
     if distances:
@@ -689,6 +704,16 @@ def _unbatch(out, n: int, single: bool):
     return jax.tree_util.tree_map(lambda x: x[0] if single else x[:n], out)
 
 
+def _throw(status: Array, what: str) -> None:
+    """``throw=True``: raise when any solve or step reports a :class:`RESULTS` bit."""
+    names = RESULTS.describe(status)
+    if names:
+        raise RuntimeError(
+            f"{what} did not succeed everywhere: {names} (see diagnostics.status and the counts "
+            "of reds_jax.Diagnostics); pass throw=False to get the result with its fallbacks."
+        )
+
+
 def directions(
     generator: Callable[[Array], Array],
     z: Array,
@@ -700,6 +725,7 @@ def directions(
     key: Array | None = None,
     solver: Solver | str = "dense",
     preset: str | None = None,
+    throw: bool = False,
     **options: Any,
 ) -> Directions:
     """Top-``k`` REDs (or baseline) directions at one or many latents.
@@ -728,6 +754,8 @@ def directions(
         ``eps`` (in :func:`traverse`: the step size, unless ``eps`` is given).
       preset: None (reds_jax's defaults) or ``"official"``: the reference code's defaults
         (:mod:`reds_jax.core.presets`); explicit arguments override it.
+      throw: raise a RuntimeError if any solve reports a
+        :class:`~reds_jax.core.solvers.RESULTS` bit (default False).
       **options: problem options ``weights`` (per fixed feature, default 1), ``vary_weights``,
         ``normalize`` (Frobenius-normalise each Gram, default True), ``ridge`` (default 1e-6),
         ``beta_fix`` (default 0.99), ``beta_vary`` (default None: no cut), ``local_span``
@@ -752,8 +780,10 @@ def directions(
     problem, solver, batch_s, keys_s, n = _prepare(
         generator, z, vary, fix, method, k, key, options, solver, preset
     )
-    out = _directions_jit(problem, solver, batch_s, keys_s)
-    return _unbatch(out, n, z.ndim == 1)
+    out = _unbatch(_directions_jit(problem, solver, batch_s, keys_s), n, z.ndim == 1)
+    if throw:
+        _throw(out.diagnostics.status, "directions")
+    return out
 
 
 def traverse(
@@ -775,6 +805,7 @@ def traverse(
     step_min: float | None = None,
     cg_iters: int = 8,
     preset: str | None = None,
+    throw: bool = False,
     **options: Any,
 ) -> Trajectories:
     """Traverse from start latents along the top-``k`` directions, both signs.
@@ -810,6 +841,9 @@ def traverse(
       step_min: the smallest step with ``step_target`` (default ``step_size / 100``).
       cg_iters: conjugate-gradient iterations per corrector iteration (default 8).
       preset: None or ``"official"`` (see :func:`directions`).
+      throw: raise a RuntimeError if any solve or step reports a
+        :class:`~reds_jax.core.solvers.RESULTS` bit (default False: return the result; its
+        ``diagnostics.status`` and :attr:`Trajectories.status` say what happened).
       **options: see :func:`directions`.
 
     Returns:
@@ -835,4 +869,7 @@ def traverse(
         problem, solver, path, int(steps), bool(distances), control,
         float(step_size), target, lo, batch_s, keys_s,
     )  # fmt: skip
-    return _unbatch(out, n, z0.ndim == 1)
+    out = _unbatch(out, n, z0.ndim == 1)
+    if throw:
+        _throw(out.diagnostics.status, "traverse")
+    return out

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reds_jax.core.solvers import Diagnostics
+from reds_jax.core.solvers import FALLBACKS
 from reds_jax.core.traverse import shard_batch, traverse_one
 from reds_jax.core.validate import check_memory
 from reds_jax.jobs import models
@@ -55,8 +55,8 @@ diagnostics_* arrays; see the README, Numerical fallbacks)'
     """
     counts = {
         f: int(np.sum(arrays[DIAGNOSTICS_PREFIX + f]))
-        for f in Diagnostics._fields
-        if f != "residual" and DIAGNOSTICS_PREFIX + f in arrays
+        for f in FALLBACKS
+        if DIAGNOSTICS_PREFIX + f in arrays
     }
     counts = {f: c for f, c in counts.items() if c}
     if not counts:
