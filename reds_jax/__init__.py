@@ -1,9 +1,13 @@
 """reds_jax: Rayleigh EigenDirections (REDs) in JAX.
 
-Public API: :func:`jacobian`, :func:`gram`, :func:`solve_rayleigh`, :func:`directions`,
-:func:`traverse` (solver objects :class:`Dense` / :class:`MatrixFree`, fallback counts in
-:class:`Diagnostics`), :func:`invert`, :func:`enable_compile_cache`, and the :mod:`reds_jax.features` / :mod:`reds_jax.generators`
-namespaces (imported on first use, so ``import reds_jax`` loads no network and no flax).
+Public API: a :class:`Problem` (generator, what to vary and fix, the method), solved at a latent by
+:func:`directions` or followed by :func:`traverse` with a solver (:class:`Dense`,
+:class:`MatrixFree`, or a :class:`Solver` of your own), a step controller (:class:`FixedStep`,
+:class:`FeatureStep`) and an optional :class:`Corrector`; every result carries
+:class:`Diagnostics` with a :class:`RESULTS` status. Also :func:`jacobian`, :func:`gram`,
+:func:`solve_rayleigh`, :func:`invert`, :func:`enable_compile_cache`, and the
+:mod:`reds_jax.features` / :mod:`reds_jax.generators` namespaces (imported on first use, so
+``import reds_jax`` loads no network and no flax).
 
 Module map (one line each; boundaries: core below features/generators below jobs/evaluation;
 the full map and the layer rules are in ``docs/architecture.md``):
@@ -11,10 +15,11 @@ the full map and the layer rules are in ``docs/architecture.md``):
 * ``core/``: the numeric core, plain callables only (no flax, models or jobs).
   ``jacobians`` exact Jacobians and Grams; ``linalg`` small shared linear algebra; ``rayleigh``
   dense direction systems; ``lobpcg`` block LOBPCG on products; ``matrix_free`` Gram-vector
-  product pencils; ``solvers`` the Dense / MatrixFree objects and diagnostics; ``traverse`` the
-  step rule, the per-latent traversal and the public directions/traverse; ``control`` path
-  control (feature-space steps, drift corrector); ``baselines`` linear peers; ``invert`` GAN
-  inversion; ``presets`` named defaults; ``validate`` shared argument checks.
+  product pencils; ``problem`` the Problem; ``solvers`` the Solver interface, Dense /
+  MatrixFree, diagnostics and status; ``control`` step controllers and the corrector; ``path``
+  the step rule and the per-latent path loop; ``api`` the public directions/traverse (validation,
+  vmap, jit, sharding); ``baselines`` linear peers; ``invert`` GAN inversion; ``presets`` the
+  reference's settings; ``validate`` shared argument checks.
 * ``features/``: pure ``image -> vector`` functions (closed form, face-api, ArcFace, rooms nets).
 * ``generators/``: generator modules, the procedural rooms oracle, StyleGAN2 (``stylegan2_nets``,
   ``stylegan2_checkpoint``, the ``stylegan2_convert`` / ``stylegan2_ada`` converters).
@@ -46,20 +51,28 @@ __version__ = "0.1.0"
 # Public name -> defining module. Everything is imported on first use (PEP 562), so
 # ``import reds_jax`` (and the ``reds-jax`` CLI's ``--help``) loads neither jax nor flax.
 _EXPORTS = {
+    "Corrector": "reds_jax.core.control",
     "Dense": "reds_jax.core.solvers",
     "Diagnostics": "reds_jax.core.solvers",
-    "Directions": "reds_jax.core.traverse",
-    "MatrixFree": "reds_jax.core.solvers",
-    "RESULTS": "reds_jax.core.solvers",
+    "Directions": "reds_jax.core.api",
+    "FeatureStep": "reds_jax.core.control",
+    "FixedStep": "reds_jax.core.control",
     "Inversion": "reds_jax.core.invert",
-    "Trajectories": "reds_jax.core.traverse",
-    "directions": "reds_jax.core.traverse",
+    "MatrixFree": "reds_jax.core.solvers",
+    "Problem": "reds_jax.core.problem",
+    "RESULTS": "reds_jax.core.solvers",
+    "Solver": "reds_jax.core.solvers",
+    "Start": "reds_jax.core.solvers",
+    "Step": "reds_jax.core.solvers",
+    "Trajectories": "reds_jax.core.path",
+    "directions": "reds_jax.core.api",
     "enable_compile_cache": "reds_jax.compile_cache",
     "gram": "reds_jax.core.jacobians",
     "invert": "reds_jax.core.invert",
     "jacobian": "reds_jax.core.jacobians",
     "solve_rayleigh": "reds_jax.core.rayleigh",
-    "traverse": "reds_jax.core.traverse",
+    "traverse": "reds_jax.core.api",
+    "traverse_one": "reds_jax.core.path",
 }
 _LAZY = ("features", "generators")
 
@@ -78,21 +91,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-__all__ = [
-    "Dense",
-    "Diagnostics",
-    "Directions",
-    "Inversion",
-    "MatrixFree",
-    "RESULTS",
-    "Trajectories",
-    "directions",
-    "enable_compile_cache",
-    "features",
-    "generators",
-    "gram",
-    "invert",
-    "jacobian",
-    "solve_rayleigh",
-    "traverse",
-]
+__all__ = sorted([*_EXPORTS, *_LAZY])

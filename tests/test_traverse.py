@@ -12,6 +12,7 @@ import scipy.linalg
 from helpers import arrays_on_devices
 
 import reds_jax
+from reds_jax import FixedStep, Problem
 from reds_jax import features as F
 
 D = 6
@@ -37,7 +38,8 @@ def test_reds_direction_is_the_closed_form_generalised_eigenvector():
     vals, vecs = scipy.linalg.eigh(a, b + ridge * np.eye(D))
     ref = vecs[:, ::-1][:, :2].T
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
-    dirs = reds_jax.directions(linear_gen, jnp.zeros(D), vary=BOTTOM, fix=[TOP], k=2, ridge=ridge)
+    problem = Problem(linear_gen, vary=BOTTOM, fix=[TOP], k=2, ridge=ridge)
+    dirs = reds_jax.directions(problem, jnp.zeros(D))
     np.testing.assert_allclose(
         np.abs(np.sum(np.asarray(dirs.vectors) * ref, axis=1)), 1.0, atol=1e-8
     )
@@ -45,22 +47,21 @@ def test_reds_direction_is_the_closed_form_generalised_eigenvector():
 
 
 def test_nullspace_directions_are_orthogonal_to_the_fixed_rows():
-    dirs = reds_jax.directions(
-        linear_gen, jnp.zeros(D), vary=BOTTOM, fix=[TOP], method="nullspace", k=2, beta_fix=0.999999
-    )
+    problem = Problem(linear_gen, BOTTOM, [TOP], method="nullspace", k=2, beta_fix=0.999999)
+    dirs = reds_jax.directions(problem, jnp.zeros(D))
     np.testing.assert_allclose(np.asarray(dirs.vectors) @ np.asarray(W)[:4].T, 0.0, atol=1e-8)
     assert float(dirs.values[0]) > 0.01
 
 
 def test_minf_maxc_random_baselines_on_the_linear_generator():
     w = np.asarray(W)
-    minf = reds_jax.directions(linear_gen, jnp.zeros(D), vary=BOTTOM, fix=[TOP], method="minf", k=2)
+    minf = reds_jax.directions(Problem(linear_gen, BOTTOM, [TOP], method="minf", k=2), jnp.zeros(D))
     np.testing.assert_allclose(np.asarray(minf.vectors) @ w[:4].T, 0.0, atol=1e-8)
-    maxc = reds_jax.directions(linear_gen, jnp.zeros(D), vary=BOTTOM, method="maxc", k=1)
+    maxc = reds_jax.directions(Problem(linear_gen, BOTTOM, method="maxc"), jnp.zeros(D))
     top = np.linalg.eigh(w[4:].T @ w[4:])[1][:, -1]
     assert abs(float(np.dot(np.asarray(maxc.vectors[0]), top))) == pytest.approx(1.0, abs=1e-8)
     rnd = reds_jax.directions(
-        linear_gen, jnp.zeros((3, D)), vary=BOTTOM, method="random", k=3, key=jax.random.key(1)
+        Problem(linear_gen, BOTTOM, method="random", k=3), jnp.zeros((3, D)), key=jax.random.key(1)
     )
     assert rnd.vectors.shape == (3, 3, D)
     np.testing.assert_allclose(np.linalg.norm(rnd.vectors, axis=-1), 1.0, atol=1e-12)
@@ -89,14 +90,14 @@ def test_planted_factors_local_reds_keeps_part_a_fixed():
     gen = planted_generator()
     part_a = F.region((0, 0, 8, 4))
     z0 = jax.random.normal(jax.random.key(3), (8, 8))
-    kw = dict(vary=F.pixels(), fix=[part_a], k=1, steps=12, step_size=0.2)
     drift = {}
     for name, method, path in [
         ("local", "reds", "local"),
         ("linear", "reds", "linear"),
         ("maxc", "maxc", "local"),
     ]:
-        tr = reds_jax.traverse(gen, z0, method=method, path=path, **kw)
+        problem = Problem(gen, F.pixels(), [part_a], method=method)
+        tr = reds_jax.traverse(problem, z0, path=path, steps=12, step=FixedStep(0.2))
         drift[name] = np.asarray(tr.fix_distances[0][..., -1])  # [N, 2]
         if name == "local":
             change = np.asarray(tr.vary_distances[0][..., -1])
@@ -110,9 +111,8 @@ def test_planted_factors_local_reds_keeps_part_a_fixed():
 @pytest.mark.parametrize("path", ["linear", "local"])
 def test_shapes_start_point_and_step_length(path):
     z0 = jax.random.normal(jax.random.key(0), (3, D))
-    tr = reds_jax.traverse(
-        linear_gen, z0, vary=BOTTOM, fix=[TOP], path=path, k=2, steps=4, step_size=0.3
-    )
+    problem = Problem(linear_gen, vary=BOTTOM, fix=[TOP], k=2)
+    tr = reds_jax.traverse(problem, z0, path=path, steps=4, step=FixedStep(0.3))
     assert tr.latents.shape == (3, 4, 5, D)
     assert [x.shape for x in tr.vary_distances + tr.fix_distances] == [(3, 4, 5)] * 2
     assert tr.values.shape == (3, 2)
@@ -123,39 +123,38 @@ def test_shapes_start_point_and_step_length(path):
     first = np.asarray(tr.latents[:, :, 1] - tr.latents[:, :, 0])
     np.testing.assert_allclose(first[:, 0], -first[:, 1], atol=1e-12)
     np.testing.assert_allclose(tr.vary_distances[0][:, :, 0], 0.0)
-    single = reds_jax.traverse(
-        linear_gen, z0[1], vary=BOTTOM, fix=[TOP], path=path, k=2, steps=4, step_size=0.3
-    )
+    single = reds_jax.traverse(problem, z0[1], path=path, steps=4, step=FixedStep(0.3))
     assert single.latents.shape == (4, 5, D)
     np.testing.assert_allclose(single.latents, tr.latents[1], atol=1e-10)
 
 
 def test_linear_generator_local_path_equals_linear_path():
     z0 = jnp.linspace(-1, 1, D)
-    kw = dict(vary=BOTTOM, fix=[TOP], k=2, steps=5, step_size=0.1)
-    lin = reds_jax.traverse(linear_gen, z0, path="linear", **kw)
-    loc = reds_jax.traverse(linear_gen, z0, path="local", **kw)
+    problem = Problem(linear_gen, vary=BOTTOM, fix=[TOP], k=2)
+    lin = reds_jax.traverse(problem, z0, path="linear", steps=5)
+    loc = reds_jax.traverse(problem, z0, path="local", steps=5)
     np.testing.assert_allclose(loc.latents, lin.latents, atol=1e-9)
 
 
 def test_one_compile_per_configuration():
-    traverse_mod = sys.modules["reds_jax.core.traverse"]
+    api = sys.modules["reds_jax.core.api"]
     gen = planted_generator()
-    kw = dict(vary=F.pixels(), fix=[F.region((0, 0, 8, 4))], k=1, steps=3)
-    before = traverse_mod._traverse_jit._cache_size()
-    for seed in range(3):
+    vary, fix = F.pixels(), [F.region((0, 0, 8, 4))]
+    before = api._traverse_jit._cache_size()
+    for seed in range(3):  # a new Problem object, equal to the last, and a new step size
         z0 = jax.random.normal(jax.random.key(seed), (2, 8))
-        reds_jax.traverse(gen, z0, step_size=0.1 + seed, **kw)
-    assert traverse_mod._traverse_jit._cache_size() - before == 1
+        problem = Problem(gen, vary=vary, fix=fix)
+        reds_jax.traverse(problem, z0, steps=3, step=FixedStep(0.1 + seed))
+    assert api._traverse_jit._cache_size() - before == 1
 
 
 def test_exact_fd_and_chunked_solvers_agree():
     gen = planted_generator()
     z = jax.random.normal(jax.random.key(5), (8,))
-    kw = dict(vary=F.pixels(), fix=[F.region((0, 0, 8, 4))], k=2)
-    exact = reds_jax.directions(gen, z, **kw)
+    problem = Problem(gen, vary=F.pixels(), fix=[F.region((0, 0, 8, 4))], k=2)
+    exact = reds_jax.directions(problem, z)
     for opts in ({"mode": "fd", "eps": 1e-5}, {"chunk_size": 3}, {"mode": "rev"}):
-        other = reds_jax.directions(gen, z, **kw, **opts)
+        other = reds_jax.directions(problem, z, solver=reds_jax.Dense(**opts))
         cos = np.abs(np.sum(np.asarray(exact.vectors) * np.asarray(other.vectors), axis=-1))
         np.testing.assert_allclose(cos, 1.0, atol=1e-6)
 
@@ -168,47 +167,57 @@ def test_non_finite_jacobian_and_singular_fixed_gram_keep_trajectories_finite():
     const = lambda img: jnp.zeros(3)  # noqa: E731  (zero Gram: B is singular)
     z0 = jnp.zeros(D).at[0].set(-1.0)
     for method in ("reds", "nullspace", "maxc", "minf"):
-        tr = reds_jax.traverse(gen, z0, vary=F.pixels(), fix=[const], method=method, k=2, steps=4)
+        tr = reds_jax.traverse(Problem(gen, F.pixels(), [const], method=method, k=2), z0, steps=4)
         assert bool(jnp.all(jnp.isfinite(tr.latents))), method
         assert all(bool(jnp.all(jnp.isfinite(x))) for x in tr.vary_distances + tr.fix_distances)
-    tr = reds_jax.traverse(gen, z0, vary=F.pixels(), fix=[const], k=1, steps=3)
-    maxc = reds_jax.traverse(gen, z0, vary=F.pixels(), method="maxc", k=1, steps=3)
+    tr = reds_jax.traverse(Problem(gen, F.pixels(), [const]), z0, steps=3)
+    maxc = reds_jax.traverse(Problem(gen, F.pixels(), method="maxc"), z0, steps=3)
     np.testing.assert_allclose(tr.latents, maxc.latents, atol=1e-8)
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("problem", "call", "match"),
     [
-        ({"z0": jnp.zeros((2, 2, D))}, "z0 must have shape"),
-        ({"z0": jnp.full(D, jnp.nan)}, "non-finite"),
-        ({"k": D + 1}, "k="),
-        ({"k": 5, "vary": F.region((0, 0, 1, 1))}, "k="),
-        ({"method": "pca"}, "method="),
-        ({"path": "curvy"}, "path="),
-        ({"steps": -1}, "steps"),
-        ({"step_size": 0.0}, "step_size"),
-        ({"bogus": 1}, "unknown option"),
-        ({"method": "random"}, "PRNG key"),
-        ({"method": "nullspace", "fix": ()}, "needs fixed features"),
-        ({"weights": [1.0, 2.0]}, "weights needs 1"),
-        ({"beta_fix": 1.5}, "beta_fix"),
-        ({"vary": "pixels"}, "vary must be"),
-        ({"vary": ()}, "at least one"),
-        ({"mode": "sideways"}, "mode="),
+        ({}, {"z0": jnp.zeros((2, 2, D))}, "z0 must have shape"),
+        ({}, {"z0": jnp.full(D, jnp.nan)}, "non-finite"),
+        ({"k": D + 1}, {}, "k="),
+        ({"k": 5, "vary": F.region((0, 0, 1, 1))}, {}, "k="),
+        ({"k": 0}, {}, "k must be an int >= 1"),
+        ({"method": "pca"}, {}, "method="),
+        ({}, {"path": "curvy"}, "path="),
+        ({}, {"steps": -1}, "steps"),
+        ({}, {"step": 0.1}, "step must be a step controller"),
+        ({}, {"solver": "dense"}, "solver must be a reds_jax.Solver"),
+        ({"method": "random"}, {}, "PRNG key"),
+        ({"method": "nullspace", "fix": ()}, {}, "needs fixed features"),
+        ({"weights": [1.0, 2.0]}, {}, "weights needs 1"),
+        ({"beta_fix": 1.5}, {}, "beta_fix"),
+        ({"vary": "pixels"}, {}, "vary must be"),
+        ({"vary": ()}, {}, "at least one"),
+        ({"local_span": "all"}, {}, "local_span="),
     ],
 )
-def test_bad_input_raises_value_error_naming_the_argument(kwargs, match):
-    args = dict(z0=jnp.zeros(D), vary=BOTTOM, fix=[TOP])
-    args.update(kwargs)
+def test_bad_input_raises_value_error_naming_the_argument(problem, call, match):
+    args = {"generator": linear_gen, "vary": BOTTOM, "fix": [TOP], **problem}
+    call = dict(dict(z0=jnp.zeros(D)), **call)
     with pytest.raises(ValueError, match=match):
-        reds_jax.traverse(linear_gen, **args)
+        reds_jax.traverse(Problem(**args), **call)
+
+
+def test_bad_objects_raise_value_errors_naming_the_field():
+    with pytest.raises(ValueError, match="FixedStep\\(size\\) must be"):
+        FixedStep(0.0)
+    with pytest.raises(ValueError, match="mode="):
+        reds_jax.Dense(mode="sideways")
+    with pytest.raises(ValueError, match="problem must be a reds_jax.Problem"):
+        reds_jax.traverse(linear_gen, jnp.zeros(D))
 
 
 def test_generator_that_does_not_return_an_image_is_rejected():
     with pytest.raises(ValueError, match=r"image \[H, W, C\]"):
-        reds_jax.directions(lambda z: W @ z, jnp.zeros(D), vary=lambda x: x)
+        reds_jax.directions(Problem(lambda z: W @ z, vary=lambda x: x), jnp.zeros(D))
     with pytest.raises(ValueError, match="generator could not be applied"):
-        reds_jax.directions(linear_gen, jnp.zeros(D + 1), vary=F.pixels())
+        reds_jax.directions(Problem(linear_gen, vary=F.pixels()), jnp.zeros(D + 1))
 
 
 def test_sharded_batch_matches_single_device():
@@ -222,10 +231,11 @@ def test_sharded_batch_matches_single_device():
         w = jnp.asarray(np.random.default_rng(0).standard_normal((16, 6)))
         gen = lambda z: jnp.tanh(w @ z).reshape(4, 4, 1)
         z0 = jax.random.normal(jax.random.key(0), (11, 6))  # not a multiple of 8: padded
-        tr = reds_jax.traverse(gen, z0, vary=F.region((1, 0, 3, 4)), fix=[F.region((0, 0, 1, 4))],
-                               k=2, steps=3)
-        pc = reds_jax.traverse(gen, z0, vary=F.region((1, 0, 3, 4)), fix=[F.region((0, 0, 1, 4))],
-                               k=1, steps=2, step_target=0.05, correct=1)  # path control
+        problem = reds_jax.Problem(gen, F.region((1, 0, 3, 4)), [F.region((0, 0, 1, 4))], k=2)
+        tr = reds_jax.traverse(problem, z0, steps=3)
+        one = reds_jax.Problem(gen, F.region((1, 0, 3, 4)), [F.region((0, 0, 1, 4))])
+        pc = reds_jax.traverse(one, z0, steps=2, step=reds_jax.FeatureStep(0.05),
+                               corrector=reds_jax.Corrector(1))  # path control
         np.save("OUT", np.concatenate([np.ravel(tr.latents), np.ravel(pc.latents)]))
         """
     )
@@ -236,15 +246,11 @@ def test_sharded_batch_matches_single_device():
 
 def test_public_functions_run_inside_user_jit_and_vmap():
     z0 = jax.random.normal(jax.random.key(2), (2, D))
-    kw = dict(vary=BOTTOM, fix=[TOP], k=1, steps=3, step_size=0.2)
-    eager = reds_jax.traverse(linear_gen, z0, **kw).latents
-    jitted = jax.jit(lambda z: reds_jax.traverse(linear_gen, z, **kw).latents)(z0)
+    problem = Problem(linear_gen, vary=BOTTOM, fix=[TOP])
+    kw = dict(steps=3, step=FixedStep(0.2))
+    eager = reds_jax.traverse(problem, z0, **kw).latents
+    jitted = jax.jit(lambda z: reds_jax.traverse(problem, z, **kw).latents)(z0)
     np.testing.assert_allclose(jitted, eager, atol=1e-10)
-    per = jax.vmap(
-        lambda z: reds_jax.directions(linear_gen, z, vary=BOTTOM, fix=[TOP], k=2).vectors
-    )
-    np.testing.assert_allclose(
-        per(z0),
-        reds_jax.directions(linear_gen, z0, vary=BOTTOM, fix=[TOP], k=2).vectors,
-        atol=1e-10,
-    )
+    two = Problem(linear_gen, vary=BOTTOM, fix=[TOP], k=2)
+    per = jax.vmap(lambda z: reds_jax.directions(two, z).vectors)
+    np.testing.assert_allclose(per(z0), reds_jax.directions(two, z0).vectors, atol=1e-10)

@@ -4,7 +4,8 @@ One :class:`Explorer` lives in the server process. It keeps the loaded models, t
 features (one object per spec string, so JAX's compile cache recognises them) and jitted renderers,
 and turns the page's inputs (:class:`Inputs`, plain strings and numbers) into a validated
 :class:`reds_jax.jobs.experiment.JobConfig` and then into exactly the library call
-``reds_jax.traverse(generator, z0, vary=..., fix=..., ...)`` with the start latent and PRNG key that
+``reds_jax.traverse(problem, z0, ...)`` (the job config's objects, :meth:`JobConfig.traverse_args
+<reds_jax.jobs.config.JobConfig.traverse_args>`) with the start latent and PRNG key that
 ``reds-jax traverse --seeds SEED`` uses. A new step size or seed reuses the compiled traversal
 (``step_size`` and the start latent are traced arguments of the compiled function); only a new
 model, feature, method, path, ``k``, ``steps``, solver or option compiles.
@@ -40,9 +41,10 @@ from reds_jax import imageio
 from reds_jax.app import access
 from reds_jax.app.access import AccessError, Allowed
 from reds_jax.core import presets
-from reds_jax.core.traverse import METHODS, PATHS, SOLVERS
+from reds_jax.core.path import PATHS
+from reds_jax.core.problem import METHODS
 from reds_jax.jobs import models
-from reds_jax.jobs.config import ConfigError, JobConfig
+from reds_jax.jobs.config import SOLVERS, ConfigError, JobConfig
 from reds_jax.jobs.experiment import DIAGNOSTICS_PREFIX
 
 __all__ = [
@@ -832,14 +834,8 @@ class Explorer:
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.key), seed), 1)
         progress(0.2, desc="traversing (the first run of a configuration compiles)")
         try:
-            tr = reds_jax.traverse(
-                model.generator,
-                jnp.asarray(z0),
-                vary=vary,
-                fix=fix,
-                key=key,
-                **cfg.traverse_options(),
-            )
+            problem, options = cfg.traverse_args(model.generator, vary, fix)
+            tr = reds_jax.traverse(problem, jnp.asarray(z0), key=key, **options)
             jax.block_until_ready(tr.latents)
         except ValueError as err:
             raise AppError(str(err)) from None

@@ -236,7 +236,7 @@ def linear_paths(z0: Array, directions: Array, *, steps: int, step_size: float) 
 
     Returns:
       ``[N, 2k, T+1, d]`` latents (``[2k, T+1, d]`` for ``z0 [d]``), paths ordered
-      ``[+v1, -v1, +v2, -v2, …]`` as in ``reds_jax.core.traverse``.
+      ``[+v1, -v1, +v2, -v2, …]`` as in :mod:`reds_jax.core.path`.
 
     >>> import jax.numpy as jnp
     >>> linear_paths(jnp.zeros(2), jnp.array([[1.0, 0.0]]), steps=2, step_size=0.5)[:, -1].tolist()

@@ -2,9 +2,10 @@
 
 A REDs path is a first-order continuation: every step moves ``ε`` along the current direction.
 Two optional additions turn it into a predictor–corrector method (:func:`reds_jax.traverse`'s
-``step_target`` and ``correct``):
+``step=FeatureStep(δ)`` and ``corrector=Corrector(n)``; the default, :class:`FixedStep`, moves
+``ε`` every step):
 
-* **Feature-space steps** (``step_target=δ``): the varied features' distance from the start,
+* **Feature-space steps** (:class:`FeatureStep`, ``target=δ``): the varied features' distance from the start,
   ``‖e_t‖`` with ``e_t = f_vary(z_t) − f_vary(z₀)``, should grow by ``δ`` per step: after ``t``
   steps it should be ``t·δ``. Step ``t`` solves the linearised equation
 
@@ -12,7 +13,7 @@ Two optional additions turn it into a predictor–corrector method (:func:`reds_
 
   for its positive root ``ε`` (one JVP of the concatenated varied features along the direction
   ``v``; the root is unique because the right side exceeds ``‖e_t‖``), clipped to
-  ``[step_min, step_size]``. At the start, and on a path whose change stays on one line (a linear
+  ``[min_size, max_size]``. At the start, and on a path whose change stays on one line (a linear
   generator), it is ``ε = δ / ‖J_vary v‖``. Why not that simpler rule everywhere: a REDs path
   curves in feature space (its varied change turns as the directions are re-solved), so equal
   per-step changes add up to much less distance from the start (on the rooms oracle the
@@ -21,8 +22,8 @@ Two optional additions turn it into a predictor–corrector method (:func:`reds_
   shortfall of the previous steps (a corrector's move, or the linearisation's second-order
   error, included) — a secant-like correction from the measured distance. The varied features
   are concatenated unweighted, so ``δ`` is in the units of
-  :attr:`~reds_jax.core.traverse.Trajectories.vary_distances`.
-* **Corrector** (``correct=n``): after each predictor step, ``n`` Gauss–Newton iterations on the
+  :attr:`~reds_jax.core.path.Trajectories.vary_distances`.
+* **Corrector** (:class:`Corrector`, ``iters=n``): after each predictor step, ``n`` Gauss–Newton iterations on the
   fixed features' deviation from their start values,
 
   ``min_δ  Σ_k c_k ‖f_k(G(z + δ)) − f_k(G(z₀))‖²   subject to  δ ⊥ v``,
@@ -56,7 +57,7 @@ Two optional additions turn it into a predictor–corrector method (:func:`reds_
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -64,78 +65,142 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reds_jax.core.validate import integer, number
+
 Array = jax.Array
 
-__all__ = ["Control", "check_control", "step_length", "varied_change", "Corrector"]
+__all__ = ["Corrector", "FeatureStep", "FixedStep", "GaussNewton", "step_length", "varied_change"]
+
+
+def _size(x: Any, name: str) -> Any:
+    """A concrete step length as a finite float > 0; anything else that is not a number (a tracer
+    under ``jit``, a placeholder that jax's tree utilities put in a pytree) passes unchecked."""
+    if isinstance(x, jax.core.Tracer) or type(x) is object or x is None:
+        return x
+    return number(x, name, low=0.0, open_low=True)
 
 
 @dataclasses.dataclass(frozen=True)
-class Control:
-    """Static (compile-time) part of the path control; the step target is a traced value.
+class FixedStep:
+    """Every step has latent length ``size`` (``ε``).
 
-    Attributes:
-      adaptive: choose ``ε`` per step from ``step_target`` (feature-space steps).
-      correct: Gauss–Newton corrector iterations per step (0: none).
-      cg_iters: conjugate-gradient iterations per Gauss–Newton iteration.
+    A pytree (``size`` is traced under ``jit``: a new size reuses the compiled traversal).
+
+    >>> FixedStep(0.5).length(None, None, None, None, 3)
+    0.5
     """
 
-    adaptive: bool = False
-    correct: int = 0
-    cg_iters: int = 8
+    size: Any = 0.1
+
+    constant = True  # every step the same length: a linear path is closed form
+
+    def __post_init__(self):
+        object.__setattr__(self, "size", _size(self.size, "FixedStep(size)"))
 
     @property
-    def active(self) -> bool:
-        return self.adaptive or self.correct > 0
+    def max_size(self) -> Any:
+        """The largest step (``size``)."""
+        return self.size
+
+    def init(self, problem: Any, z0: Array) -> None:
+        """Nothing to carry."""
+
+    def length(self, problem: Any, z: Array, v: Array, state: Any, t: Array) -> Any:
+        """``ε`` of step ``t`` from ``z`` along ``v``: ``size``."""
+        return self.size
 
 
-def _finite_positive(x: Any, name: str) -> float:
-    numeric = isinstance(x, int | float | np.number) or (
-        hasattr(x, "dtype") and np.issubdtype(x.dtype, np.number)
-    )
-    if isinstance(x, bool) or not numeric or np.ndim(x) != 0:
-        raise ValueError(f"{name} must be a finite number > 0; got {x!r}.")
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number > 0; got {x!r}.") from None
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a finite number > 0; got {x!r}.")
-    return v
+@dataclasses.dataclass(frozen=True)
+class FeatureStep:
+    """Feature-space steps: the varied features' distance from the start grows by ``target`` per
+    step (``t·target`` after ``t`` steps); each step is the linearised root (see the module
+    docstring and :func:`step_length`), clipped to ``[min_size, max_size]``.
 
+    A pytree (its numbers are traced under ``jit``).
 
-def check_control(
-    step_size: float, step_target: Any, step_min: Any, correct: Any, cg_iters: Any, fixed: bool
-) -> tuple[Control, float, float]:
-    """Validate the path-control arguments (before tracing).
+    Args:
+      target: ``δ``, in the units of :attr:`~reds_jax.core.path.Trajectories.vary_distances`.
+      max_size: the longest latent step (default 0.1).
+      min_size: the shortest (default ``max_size / 100``).
 
-    Returns:
-      ``(Control, target, step_min)``: the static part and the two traced values (``target`` is
-      0 when ``step_target`` is None).
-
-    >>> check_control(0.5, 0.1, None, 2, 8, fixed=True)
-    (Control(adaptive=True, correct=2, cg_iters=8), 0.1, 0.005)
+    >>> FeatureStep(0.2, max_size=0.5).min_size
+    0.005
+    >>> FeatureStep(0.2, max_size=0.5, min_size=1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: FeatureStep(min_size=1.0) exceeds max_size=0.5 (the largest step): pass min_size <= max_size.
     """
-    for name, x, lo in (("correct", correct, 0), ("cg_iters", cg_iters, 1)):
-        if isinstance(x, bool) or not isinstance(x, int | np.integer) or x < lo:
-            raise ValueError(f"{name} must be an int >= {lo}; got {x!r}.")
-    if correct and not fixed:
-        raise ValueError(
-            "correct > 0 needs fixed features to hold (the corrector reduces their drift): pass "
-            "fix=[...] or correct=0."
-        )
-    target = 0.0 if step_target is None else _finite_positive(step_target, "step_target")
-    if step_min is None:
-        lo = 0.01 * step_size
-    else:
-        lo = _finite_positive(step_min, "step_min")
-        if lo > step_size:
+
+    target: Any
+    max_size: Any = 0.1
+    min_size: Any = None
+
+    constant = False
+
+    def __post_init__(self):
+        put = functools.partial(object.__setattr__, self)
+        put("target", _size(self.target, "FeatureStep(target)"))
+        put("max_size", _size(self.max_size, "FeatureStep(max_size)"))
+        if self.min_size is None and isinstance(self.max_size, float):
+            put("min_size", 0.01 * self.max_size)
+        elif self.min_size is not None:
+            put("min_size", _size(self.min_size, "FeatureStep(min_size)"))
+        lo, hi = self.min_size, self.max_size
+        if isinstance(lo, float) and isinstance(hi, float) and lo > hi:
             raise ValueError(
-                f"step_min={step_min!r} exceeds step_size={step_size!r} (the largest step): "
-                "pass step_min <= step_size."
+                f"FeatureStep(min_size={lo!r}) exceeds max_size={hi!r} (the largest step): pass "
+                "min_size <= max_size."
             )
-    if step_target is None and step_min is not None:
-        raise ValueError("step_min applies to feature-space steps only: pass step_target too.")
-    return Control(step_target is not None, int(correct), int(cg_iters)), target, lo
+
+    def init(self, problem: Any, z0: Array) -> Array:
+        """The varied features at the start ``[m]`` (what the distance is measured from)."""
+        return _stacked(problem.generator, problem.vary)(z0)
+
+    def length(self, problem: Any, z: Array, v: Array, ref: Array, t: Array) -> Array:
+        """``ε`` of step ``t`` from ``z`` along ``v`` (one JVP of the varied features)."""
+        e, jv = varied_change(problem.generator, problem.vary, z, v, ref)
+        target = jnp.asarray(self.target, z.dtype)
+        lo = 0.01 * self.max_size if self.min_size is None else self.min_size
+        behind = (t + 1).astype(z.dtype) * target - jnp.linalg.norm(e)
+        hi = jnp.asarray(self.max_size, z.dtype)
+        return step_length(e, jv, target, jnp.asarray(lo, z.dtype), hi, behind)
+
+
+for _cls, _fields in ((FixedStep, ["size"]), (FeatureStep, ["target", "max_size", "min_size"])):
+    jax.tree_util.register_dataclass(_cls, data_fields=_fields, meta_fields=[])
+
+
+@dataclasses.dataclass(frozen=True)
+class Corrector:
+    """The drift corrector (see the module docstring): after each step, ``iters`` Gauss–Newton
+    iterations pull the fixed features back towards their start values, orthogonally to the
+    direction, each no longer than that step; ``cg_iters`` conjugate-gradient iterations each.
+
+    >>> Corrector(iters=2)
+    Corrector(iters=2, cg_iters=8)
+    """
+
+    iters: int = 1
+    cg_iters: int = 8
+
+    def __post_init__(self):
+        integer(self.iters, "Corrector(iters)", 1)
+        integer(self.cg_iters, "Corrector(cg_iters)", 1)
+
+    def check(self, problem: Any) -> None:
+        """Raise a ValueError if ``problem`` has nothing to hold fixed."""
+        if not problem.fix:
+            raise ValueError(
+                "corrector=Corrector(...) needs fixed features to hold (it reduces their drift): "
+                "pass Problem(..., fix=[...]) or corrector=None."
+            )
+
+    def at(self, problem: Any, z0: Array) -> GaussNewton:
+        """The corrector of the paths from ``z0 [d]``."""
+        return GaussNewton.at(
+            problem.generator, problem.fix, problem.weights, problem.normalize, z0,
+            self.iters, self.cg_iters,
+        )  # fmt: skip
 
 
 def _stacked(generator: Callable, feats: Sequence[Callable]) -> Callable[[Array], Array]:
@@ -195,7 +260,7 @@ def step_length(
 
 
 @dataclasses.dataclass(frozen=True)
-class Corrector:
+class GaussNewton:
     """Gauss–Newton drift corrector for the fixed features of one path (see the module doc).
 
     Build it once per start latent with :meth:`at`; call it after each predictor step.
@@ -215,7 +280,7 @@ class Corrector:
         z0: Array,
         iters: int,
         cg_iters: int,
-    ) -> Corrector:
+    ) -> GaussNewton:
         """The corrector holding ``fix`` at their values at ``z0 [d]``."""
         f = _stacked(generator, fix)
         ref = jax.lax.stop_gradient(f(z0))

@@ -19,7 +19,7 @@ only how the top-``k`` eigenvectors are found differs (``maxc``: ``B = 0``):
   runs ``iters`` LOBPCG iterations: ``p`` forward products, then per iteration ``p`` transpose and
   ``2p`` forward products (``p`` with ``precond="start"``/``"none"``), instead of ``d`` Jacobian
   columns and a ``[d, d]`` eigen-solve. The step rule is the dense solver's
-  (:func:`reds_jax.core.traverse.local_step`).
+  (:func:`reds_jax.core.path.local_step`).
 * **Start latent** (option ``cold_start``):
 
   - ``"dense"`` (default): exact Grams at ``z_0`` (``mode`` / ``chunk_size`` apply; once per start

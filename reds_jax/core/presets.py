@@ -1,6 +1,7 @@
 """Named presets: sets of defaults resolved into explicit arguments before anything is traced.
 
-``preset="official"`` reproduces the public reference code of the REDs paper
+``Problem.official(...)`` with ``Dense(mode="fd_official")`` (a job's ``preset = "official"``)
+reproduces the public reference code of the REDs paper
 (github.com/balakg/rayleigh-eigendirections, commit 0f52564, ``main.py``/``utils.py``) step for step:
 
 ==============  =======================================  ==========================================
@@ -34,8 +35,9 @@ matrices in ``numpy.linalg.eig``; reds_jax symmetrises and uses ``eigh`` with de
 thresholds, which need no noise, and with the noise off the preset's paths are deterministic and
 match the reference's noiseless arithmetic to rounding.
 
-Explicit arguments always override a preset's value (``traverse(..., preset="official",
-mode="auto")`` keeps everything else of the reference but exact Jacobians).
+Explicit fields always override a preset's value (``Problem.official(g, vary, fix,
+minf_mode="sum")`` keeps everything else of the reference; ``Dense()`` instead of
+``Dense(mode="fd_official")`` gives exact Jacobians).
 """
 
 from __future__ import annotations
@@ -46,23 +48,26 @@ from typing import Any
 PRESETS = ("official",)
 
 # The reference's settings; beta values from its reproduce_examples.sh (its CLI has no defaults).
-OFFICIAL: dict[str, Any] = {
+# The problem's (reds_jax.Problem.official) and the solver's (reds_jax.Dense(mode="fd_official")).
+OFFICIAL_PROBLEM: dict[str, Any] = {
     "method": "nullspace",
     "beta_fix": 0.99,
     "beta_vary": 0.999,
     "local_span": "system",
     "minf_mode": "union",
     "cap_k": True,
-    "mode": "fd_official",
     "random_dist": "uniform",
     "normalize": True,
 }
+OFFICIAL_SOLVER: dict[str, Any] = {"mode": "fd_official"}
+OFFICIAL: dict[str, Any] = {**OFFICIAL_PROBLEM, **OFFICIAL_SOLVER}  # as job options
 
 _TABLES = {"official": OFFICIAL}
 
 
 def resolve(preset: str | None, method: str | None, options: dict[str, Any]) -> tuple[str, dict]:
-    """A preset and the user's explicit arguments → the explicit ``method`` and options.
+    """A preset and a job's explicit fields → the explicit ``method`` and options (the job format's
+    ``preset`` field; the library has :meth:`reds_jax.Problem.official`).
 
     Args:
       preset: None (reds_jax's defaults) or a name from :data:`PRESETS`.
@@ -102,7 +107,7 @@ def cap_k(k: int, rank: int, *, what: str) -> int:
     if k > rank:
         warnings.warn(
             f"k={k} cut to {rank}: {what} has only {rank} direction(s) at the start latent(s) "
-            "(the reference code caps n_eig the same way; pass cap_k=False to keep k).",
+            "(the reference code caps n_eig the same way; pass Problem(..., cap_k=False) to keep k).",
             UserWarning,
             stacklevel=5,  # the caller of traverse/directions
         )

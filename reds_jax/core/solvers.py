@@ -1,8 +1,8 @@
-"""Solver objects: how a traversal finds the top-``k`` directions at a latent.
+"""Solvers: how a traversal finds the top-``k`` directions at a latent.
 
-A solver is a frozen, hashable dataclass (part of the jit cache key) with the two operations a
-traversal needs (:mod:`reds_jax.core.traverse` applies the one local-path step rule to what they
-return):
+A solver is a frozen, hashable dataclass (part of the jit cache key) that subclasses
+:class:`Solver` and implements its two operations (:mod:`reds_jax.core.path` applies the one
+local-path step rule to what they return; it never asks which solver it holds):
 
 * ``start(problem, z, key) -> Start``: the top-``k`` directions at a start latent, a *context*
   shared by the ``2k`` paths of that latent, the *state* each path carries, and the
@@ -10,11 +10,14 @@ return):
 * ``track(problem, context, z, state, key) -> Step``: at a later latent of a ``local`` path, the
   rows whose span the previous direction is projected onto, the new state and the diagnostics.
 
+and may override ``check`` (refuse a problem it cannot solve), ``for_step`` (adapt to the
+traversal's step size) and ``span_rank`` (for ``Problem(cap_k=True)``).
+
 :class:`Dense` recomputes exact Grams and solves the dense system at every latent (any method).
 :class:`MatrixFree` (``reds``/``maxc``) solves the same Rayleigh form from Gram-vector products
 and a warm-started block LOBPCG (:mod:`reds_jax.core.matrix_free`, :mod:`reds_jax.core.lobpcg`);
-its ``track`` runs ``iters`` iterations per step (a tolerance-based stopping rule belongs inside
-:func:`reds_jax.core.lobpcg.lobpcg`; the traversal does not change).
+its ``track`` iterates until the relative Ritz residual meets ``tol`` (or the turn rule stops it),
+at most ``max_iters`` times per step (``tol=None``: a fixed ``iters``).
 
 >>> MatrixFree(iters=3).iters, Dense().mode
 (3, 'auto')
@@ -22,10 +25,10 @@ its ``track`` runs ``iters`` iterations per step (a tolerance-based stopping rul
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import enum
 import math
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -42,34 +45,21 @@ from reds_jax.core.jacobians import (
 )
 from reds_jax.core.linalg import fix_signs
 from reds_jax.core.lobpcg import lobpcg, rayleigh_ritz
+from reds_jax.core.problem import Problem
 
 Array = jax.Array
 
-METHODS = ("reds", "nullspace", "maxc", "minf", "random")
-SOLVERS = ("dense", "matrix_free")
 COLD_STARTS = ("auto", "dense", "iterative")
 TURN_TOL = 1e-2  # MatrixFree.turn_tol: sine of the turns of two tracking iterations that stops them
 PRECONDS = matrix_free.PRECONDS
-PROBLEM_OPTIONS = (
-    "weights",
-    "vary_weights",
-    "normalize",
-    "ridge",
-    "beta_fix",
-    "beta_vary",
-    "local_span",
-    "minf_mode",
-    "random_dist",
-    "gram_noise",
-)
 
 
 class RESULTS(enum.IntFlag):
     """The status of a solve, a step or a path: ``successful`` (0), or the OR of what happened.
 
     ``diagnostics.status`` holds these bits (int32) per solve; :attr:`Trajectories.status
-    <reds_jax.core.traverse.Trajectories.status>` ORs them over a path. ``throw=True`` in
-    :func:`~reds_jax.core.traverse.traverse` / :func:`~reds_jax.core.traverse.directions` raises
+    <reds_jax.core.path.Trajectories.status>` ORs them over a path. ``throw=True`` in
+    :func:`~reds_jax.core.api.traverse` / :func:`~reds_jax.core.api.directions` raises
     instead of returning a result with any bit set.
 
     Attributes:
@@ -112,10 +102,10 @@ class Diagnostics(NamedTuple):
     """What a solve did: fallback counts, work done, its residual and its status (one pytree for
     every solver; read it by name).
 
-    Shapes: per path ``[N, 2k]`` in :class:`~reds_jax.core.traverse.Trajectories` for the counts
+    Shapes: per path ``[N, 2k]`` in :class:`~reds_jax.core.path.Trajectories` for the counts
     (:data:`COUNTS`, summed over the solves of a path; the start solve counts on every path of its
     latent), per step ``[N, 2k, T+1]`` for ``residual`` and ``status`` (:data:`PER_STEP`); per
-    start latent ``[N]`` in :class:`~reds_jax.core.traverse.Directions` (leading ``N`` dropped for
+    start latent ``[N]`` in :class:`~reds_jax.core.api.Directions` (leading ``N`` dropped for
     one latent ``[d]``). Counts are int32. All counts zero on a healthy traversal (in float64; in
     float32 the ridge floor can exceed a small ``ridge``).
 
@@ -196,43 +186,6 @@ def _flag(x: Array) -> Array:
     return jnp.asarray(x, jnp.int32)
 
 
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    """What to solve at every latent (validated by :func:`reds_jax.core.traverse.traverse`).
-
-    Attributes:
-      generator: ``z [d] -> image``.
-      vary, fix: feature callables.
-      method: one of :data:`METHODS`.
-      k: directions.
-      span: rows of the direction system spanning a ``local`` step (``k`` for
-        ``local_span="k"``, ``d`` for ``"system"``: then the method's own mask selects them).
-      weights, vary_weights: per fixed / varied feature.
-      normalize: divide each Gram by its Frobenius norm.
-      ridge: ``λ``.
-      beta_fix, beta_vary: null-space form fractions (``beta_vary`` also cuts ``maxc``'s span).
-      minf_mode: ``"sum"`` or ``"union"`` (:func:`reds_jax.core.rayleigh.minf_union_system`).
-      random_dist: ``"orthogonal"`` or ``"uniform"`` (:func:`reds_jax.core.rayleigh.random_system`).
-      gram_noise: scale of the reference's ``randn(d, d)`` added to every Gram (0: none).
-    """
-
-    generator: Callable
-    vary: tuple[Callable, ...]
-    fix: tuple[Callable, ...]
-    method: str
-    k: int
-    span: int
-    weights: tuple[float, ...]
-    vary_weights: tuple[float, ...]
-    normalize: bool
-    ridge: float
-    beta_fix: tuple[float, ...]
-    beta_vary: float | None
-    minf_mode: str = "sum"
-    random_dist: str = "orthogonal"
-    gram_noise: float = 0.0
-
-
 class Start(NamedTuple):
     """A start solve: ``values [k]``, unit ``vectors [k, d]``, the ``context`` shared by the paths
     of the latent, the ``state`` each path carries and the solve's :class:`Diagnostics`."""
@@ -252,6 +205,48 @@ class Step(NamedTuple):
     span: Array
     state: Any
     diagnostics: Diagnostics
+
+
+class Solver(abc.ABC):
+    """The interface a traversal needs of a solver; subclass it (as a frozen dataclass, so it is
+    hashable) to bring your own.
+
+    >>> import dataclasses, jax.numpy as jnp
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Axes(Solver):  # the first k coordinate axes everywhere
+    ...     def start(self, problem, z, key):
+    ...         rows = jnp.eye(z.shape[0], dtype=z.dtype)[: problem.k]
+    ...         zeros = jnp.zeros(problem.k, z.dtype)
+    ...         return Start(zeros, rows, None, None, Diagnostics.zeros(z.dtype))
+    ...     def track(self, problem, context, z, state, key):
+    ...         rows = jnp.eye(z.shape[0], dtype=z.dtype)[: problem.k]
+    ...         ones = jnp.ones(problem.k, z.dtype)
+    ...         return Step(rows, ones, state, Diagnostics.zeros(z.dtype))
+    >>> hash(Axes()) == hash(Axes())
+    True
+    """
+
+    @abc.abstractmethod
+    def start(self, problem: Problem, z: Array, key: Array) -> Start:
+        """Top-``k`` directions at the start latent ``z [d]`` (see :class:`Start`)."""
+
+    @abc.abstractmethod
+    def track(self, problem: Problem, context: Any, z: Array, state: Any, key: Array) -> Step:
+        """The span at a later latent ``z`` of a ``local`` path (see :class:`Step`)."""
+
+    def check(self, problem: Problem) -> None:  # noqa: B027 - optional hook
+        """Raise a ValueError naming what to change if ``problem`` cannot be solved (default:
+        every problem can)."""
+
+    def for_step(self, size: float) -> Solver:
+        """This solver for a traversal whose largest step is ``size`` (default: unchanged)."""
+        del size
+        return self
+
+    def span_rank(self, problem: Problem, z: Array, key: Array) -> Array | None:
+        """Rows of the method's own span at the start latent ``z`` (``Problem(cap_k=True)`` cuts
+        ``k`` to it), or None when the solver does not know it (default: ``k`` is not cut)."""
+        del problem, z, key
 
 
 def _count(name: str, x: Any, lo: int) -> None:
@@ -291,7 +286,7 @@ def check_dense_size(d: int, max_d: int | None, who: str, force: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Dense:
+class Dense(Solver):
     """Exact Grams and a dense eigen-solve at every latent (every method).
 
     Memory: the Jacobian of the features through the generator costs about ``n·w`` floats per
@@ -307,10 +302,11 @@ class Dense:
       mode: Jacobian mode (``"auto"``, ``"fwd"``, ``"rev"``, ``"fd"``, ``"fd_forward"``: see
         :func:`reds_jax.core.jacobians.jacobian`; or ``"fd_official"``, the reference code's
         scheme: central differences at the start latent, forward differences along a path, both
-        with step ``eps``, which :func:`~reds_jax.core.traverse.traverse` sets to its step size).
+        with step ``eps``).
       chunk_size: accumulate each Gram in blocks of this many tangents (bounded memory), or None
         (automatic under ``memory_budget``).
-      eps: finite-difference step.
+      eps: finite-difference step, or None (default): 1e-3, and with ``mode="fd_official"``
+        in a traversal its largest step (:meth:`for_step`), as the reference does.
       memory_budget: bytes of Jacobian working memory per latent before chunking automatically
         (default 2 GiB), or None (never chunk automatically).
       max_d: refuse latent sizes above this (default 4096) with an error that names
@@ -323,7 +319,7 @@ class Dense:
 
     mode: str = "auto"
     chunk_size: int | None = None
-    eps: float = 1e-3
+    eps: float | None = None
     memory_budget: int | None = MEMORY_BUDGET
     max_d: int | None = DENSE_MAX_D
 
@@ -334,11 +330,20 @@ class Dense:
         if self.max_d is not None:
             _count("max_d", self.max_d, 1)
         ok = isinstance(self.eps, int | float) and not isinstance(self.eps, bool)
-        if not (ok and math.isfinite(self.eps) and self.eps > 0):
-            raise ValueError(f"eps must be a finite number > 0; got {self.eps!r}.")
+        if self.eps is not None and not (ok and math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"eps must be a finite number > 0 or None; got {self.eps!r}.")
 
-    def check(self, method: str) -> None:
-        """Raise a ValueError if ``method`` is not supported (every method is)."""
+    def for_step(self, size: float) -> Dense:
+        """``mode="fd_official"`` with ``eps=None``: the difference step is the traversal's step
+        size (the reference's scheme); an explicit ``eps`` is kept."""
+        concrete = isinstance(size, int | float) and not isinstance(size, bool)
+        if self.mode == "fd_official" and self.eps is None and concrete:
+            return dataclasses.replace(self, eps=float(size))
+        return self
+
+    def span_rank(self, problem: Problem, z: Array, key: Array) -> Array:
+        """Rows of the method's own span (its mask) at the start latent ``z``."""
+        return jnp.sum(self.system(problem, z, key, at_start=True)[2])
 
     def system(self, problem: Problem, z: Array, key: Array, at_start: bool = True):
         """Full sorted system at one latent: ``values [d]``, ``vectors [d, d]``, ``span [d]`` (the
@@ -353,7 +358,8 @@ class Dense:
         method, vary, fix = problem.method, problem.vary, problem.fix
         feats = (vary if method != "minf" else ()) + (fix if method != "maxc" else ())
         check_dense_size(d, self.max_d, "Dense", "pass Dense(max_d=None) to force it")
-        mode, eps = point_mode(self.mode, self.eps, None, at_start)
+        eps = 1e-3 if self.eps is None else self.eps
+        mode, eps = point_mode(self.mode, eps, None, at_start)
         chunk = self.chunk_size
         if chunk is None and self.memory_budget is not None and not mode.startswith("fd"):
             chunk = auto_chunk_size(problem.generator, feats, z, mode, self.memory_budget)
@@ -407,7 +413,8 @@ class Dense:
         """The span at a later latent ``z`` of a ``local`` path (see :class:`Step`)."""
         del context
         _, vectors, span, info = self.system(problem, z, key, at_start=False)
-        return Step(vectors[: problem.span], span[: problem.span], state, info)
+        rows = problem.rows(z.shape[0])
+        return Step(vectors[:rows], span[:rows], state, info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,7 +433,7 @@ class MFContext(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class MatrixFree:
+class MatrixFree(Solver):
     """The Rayleigh form from Gram-vector products and a warm-started block LOBPCG
     (``reds``/``maxc``; see :mod:`reds_jax.core.matrix_free`).
 
@@ -516,17 +523,17 @@ class MatrixFree:
             raise ValueError(f"precond={self.precond!r} is not valid; pass one of {PRECONDS}.")
         if isinstance(self.mode, str) and self.mode.startswith("fd"):
             raise ValueError(
-                f"solver='matrix_free' uses exact products; mode={self.mode!r} is for "
-                "solver='dense' only."
+                f"MatrixFree uses exact products; mode={self.mode!r} is for Dense "
+                "(reds_jax.Dense(mode=...)) only."
             )
         _check_jacobian_options(self.mode, self.chunk_size)
 
-    def check(self, method: str) -> None:
-        """Raise a ValueError if ``method`` is not ``reds`` or ``maxc``."""
-        if method not in ("reds", "maxc"):
+    def check(self, problem: Problem) -> None:
+        """Raise a ValueError if the method is not ``reds`` or ``maxc``."""
+        if problem.method not in ("reds", "maxc"):
             raise ValueError(
-                f"solver='matrix_free' supports method in ('reds', 'maxc'); got method={method!r}. "
-                "Use solver='dense' for it."
+                f"solver=MatrixFree() supports method in ('reds', 'maxc'); got "
+                f"method={problem.method!r}. Use solver=reds_jax.Dense() for it."
             )
 
     def cold(self, d: int) -> str:
@@ -696,45 +703,3 @@ class MatrixFree:
             residual=jnp.max(res.residual[order][:k]),
         )
         return Step(new[:k], jnp.ones((k,), z.dtype), new, info)
-
-
-Solver = Dense | MatrixFree
-SOLVER_OPTIONS = tuple(
-    dict.fromkeys(f.name for cls in (Dense, MatrixFree) for f in dataclasses.fields(cls))
-)
-
-
-def resolve(solver: Any, options: dict[str, Any]) -> tuple[Solver, dict[str, Any]]:
-    """A solver object from ``solver`` (an object, or the shorthand ``"dense"`` /
-    ``"matrix_free"`` with its options as keywords) and the remaining (problem) options.
-
-    Raises:
-      ValueError: an unknown solver name, an option of the other solver, solver keywords next to
-        a solver object, or a bad option value.
-
-    >>> solver, rest = resolve("matrix_free", {"iters": 3, "ridge": 1e-4})
-    >>> type(solver).__name__, solver.iters, rest
-    ('MatrixFree', 3, {'ridge': 0.0001})
-    """
-    given = {k: v for k, v in options.items() if k in SOLVER_OPTIONS}
-    rest = {k: v for k, v in options.items() if k not in SOLVER_OPTIONS}
-    if isinstance(solver, Dense | MatrixFree):
-        if given:
-            raise ValueError(
-                f"option(s) {sorted(given)} belong to the solver, and solver={solver!r} is an "
-                f"object: pass them to {type(solver).__name__}(...) instead of as keywords."
-            )
-        return solver, rest
-    if not isinstance(solver, str) or solver not in SOLVERS:
-        raise ValueError(
-            f"solver={solver!r} is not a solver; pass one of {SOLVERS} or a solver object "
-            "(reds_jax.Dense(...), reds_jax.MatrixFree(...))."
-        )
-    cls, other = (Dense, "matrix_free") if solver == "dense" else (MatrixFree, "dense")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    wrong = sorted(set(given) - fields)
-    if wrong:
-        raise ValueError(
-            f"option(s) {wrong} apply to solver='{other}' only; drop them or pass solver='{other}'."
-        )
-    return cls(**given), rest

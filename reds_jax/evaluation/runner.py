@@ -36,7 +36,10 @@ import numpy as np
 
 from reds_jax._io import atomic_write
 from reds_jax.core import baselines
-from reds_jax.core.traverse import directions, traverse
+from reds_jax.core.api import directions, traverse
+from reds_jax.core.control import Corrector, FeatureStep, FixedStep
+from reds_jax.core.problem import Problem
+from reds_jax.core.solvers import Dense
 from reds_jax.evaluation import metrics, runner_args
 from reds_jax.evaluation.report import image_grid, plot_drift, render_table
 from reds_jax.evaluation.runner_args import EVAL_METHODS
@@ -99,7 +102,7 @@ class Config:
     start_batch: int | None = None
 
 
-# Methods run with a preset (reds_jax.core.presets): the reference code's settings, step size tuned.
+# Methods run with the reference's settings (Problem.official, Dense(mode='fd_official')): the reference code's settings, step size tuned.
 PRESET_METHODS = {
     "official-local": "official",
     "official-maxc-local": "official",
@@ -205,30 +208,25 @@ class _Runner:
         if kind != "core":
             dirs = self._global(kind, settings.get("condition", 0))
             return baselines.linear_paths(z0, dirs, steps=cfg.steps, step_size=step)
-        opts = {k: settings[k] for k in ("ridge", "beta_fix", "step_target") if k in settings}
-        if name in CONTROLLED:
-            opts["correct"] = CONTROLLED[name]
-        common = dict(vary=exp.vary, fix=exp.fix, method=method, k=cfg.k, key=self.key_random)
+        fields = {k: settings[k] for k in ("ridge", "beta_fix") if k in settings}
+        make = Problem.official if name in PRESET_METHODS else Problem
+        solver = Dense(chunk_size=cfg.chunk_size or None)
         if name in PRESET_METHODS:  # fd_official's difference step is the step size (linear too)
-            common.update(preset=PRESET_METHODS[name], eps=step)
-        if cfg.chunk_size:
-            common["chunk_size"] = cfg.chunk_size
+            solver = dataclasses.replace(solver, mode="fd_official", eps=step)
+        target = settings.get("step_target")
+        control = FixedStep(step) if target is None else FeatureStep(target, max_size=step)
+        corrector = Corrector(CONTROLLED[name]) if CONTROLLED.get(name) else None
 
         def walk(z, key):
-            kw = {**common, **opts, "key": key}
+            problem = make(exp.generator, exp.vary, exp.fix, method=method, k=cfg.k, **fields)
             if path == "linear":
-                dirs = directions(exp.generator, z, **kw).vectors
+                dirs = directions(problem, z, solver=solver, key=key).vectors
                 return baselines.linear_paths(z, dirs, steps=cfg.steps, step_size=step)
             # Distances are measured by `measure` (normalised, with truth measures): skip them here.
             return traverse(
-                exp.generator,
-                z,
-                **kw,
-                path="local",
-                steps=cfg.steps,
-                step_size=step,
-                distances=False,
-            ).latents
+                problem, z, solver=solver, steps=cfg.steps, step=control, corrector=corrector,
+                key=key, distances=False,
+            ).latents  # fmt: skip
 
         if not cfg.start_batch:
             return walk(z0, self.key_random)

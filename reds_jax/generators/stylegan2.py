@@ -3,7 +3,7 @@
 :func:`stylegan2` takes a checkpoint converted by :mod:`reds_jax.generators.stylegan2_convert`
 (``.msgpack``), or converts a rosinality ``.pt`` / stylegan2-ada-pytorch ``.pkl`` on the fly (no
 torch needed), and returns ``generator(latent [d]) -> image [H, W, 3]`` in ``[0, 1]`` for
-:func:`reds_jax.core.traverse`. The architecture is in :mod:`reds_jax.generators.stylegan2_nets`.
+:func:`reds_jax.traverse`. The architecture is in :mod:`reds_jax.generators.stylegan2_nets`.
 
 Latent spaces (``space``):
 
@@ -184,7 +184,7 @@ def stylegan2(
 
     >>> g = stylegan2("ffhq.msgpack", space="w+", truncation=0.7)  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
     >>> w0 = jax.vmap(g.from_z)(jax.random.normal(jax.random.key(0), (4, 512)))  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
-    >>> reds_jax.traverse(g.generator, w0, vary=features.lowpass(4.0))  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
+    >>> reds_jax.traverse(reds_jax.Problem(g.generator, vary=features.lowpass(4.0)), w0)  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
     """
     if space not in SPACES:
         raise ValueError(f"space={space!r}; pass one of {SPACES}.")

@@ -14,14 +14,17 @@ import dataclasses
 import json
 import math
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from reds_jax._io import sha256_file
 from reds_jax.core import presets
-from reds_jax.core.traverse import METHODS, OPTIONS, PATHS, SOLVERS
+from reds_jax.core.control import Corrector, FeatureStep, FixedStep
+from reds_jax.core.path import PATHS
+from reds_jax.core.problem import METHODS, Problem
+from reds_jax.core.solvers import Dense, MatrixFree, Solver
 from reds_jax.jobs import models
 from reds_jax.jobs.shards import FORMATS
 
@@ -209,6 +212,41 @@ def load_latents(path: str | pathlib.Path, *, where: str = "config") -> np.ndarr
     return z
 
 
+# The job format's solver names and its flat `options` table: the fields of the Problem (beyond
+# generator, features, method and k) and of the named solver. `JobConfig.traverse_args` is the one
+# place that maps them onto the library's objects.
+SOLVERS: dict[str, type[Solver]] = {"dense": Dense, "matrix_free": MatrixFree}
+_PROBLEM_FIELDS = ("generator", "vary", "fix", "method", "k")
+PROBLEM_OPTIONS = tuple(
+    f.name for f in dataclasses.fields(Problem) if f.name not in _PROBLEM_FIELDS
+)
+SOLVER_OPTIONS = tuple(
+    dict.fromkeys(f.name for cls in SOLVERS.values() for f in dataclasses.fields(cls))
+)
+OPTIONS = PROBLEM_OPTIONS + SOLVER_OPTIONS
+
+
+def solver_from(name: str, options: Mapping[str, Any]) -> Solver:
+    """The solver object of a job's ``solver`` name and the solver keys of its ``options``.
+
+    Raises:
+      ValueError: a key of the other solver, or a bad value.
+
+    >>> solver_from("matrix_free", {"iters": 3, "ridge": 1e-4}).iters
+    3
+    """
+    cls = SOLVERS[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    given = {k: v for k, v in options.items() if k in SOLVER_OPTIONS}
+    wrong = sorted(set(given) - fields)
+    if wrong:
+        other = next(n for n in SOLVERS if n != name)
+        raise ValueError(
+            f"option(s) {wrong} apply to solver='{other}' only; drop them or pass solver='{other}'."
+        )
+    return cls(**given)
+
+
 _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "model": ((str,), "a model name"),
     "model_args": ((dict,), "a table of loader arguments"),
@@ -225,7 +263,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "step_size": ((int, float), "a number > 0"),
     "step_target": ((int, float), "a number > 0 (varied-feature change per step)"),
     "correct": ((int,), "an int >= 0 (corrector iterations per step)"),
-    "solver": ((str,), f"one of {SOLVERS}"),
+    "solver": ((str,), f"one of {tuple(SOLVERS)}"),
     "options": ((dict,), f"a table with keys from {OPTIONS}"),
     "dtype": ((str,), "'float32' or 'float64'"),
     "shard_size": ((int,), "an int >= 1"),
@@ -262,8 +300,10 @@ class JobConfig:
       step_target: feature-space steps: varied-feature change per step (None: fixed steps; see
         :mod:`reds_jax.core.control`).
       correct: drift-corrector iterations per step (0: none).
-      solver: ``dense`` (default) or ``matrix_free`` (see :func:`reds_jax.core.traverse`).
-      options: extra :func:`reds_jax.core.traverse` options (``ridge``, ``beta_fix``, ...).
+      solver: ``dense`` (default) or ``matrix_free``: :class:`reds_jax.Dense` /
+        :class:`reds_jax.MatrixFree`.
+      options: fields of :class:`reds_jax.Problem` (``ridge``, ``beta_fix``, ...) and of the
+        solver (``mode``, ``iters``, ...) in one table (:meth:`traverse_args` splits them).
       dtype: ``float32`` or ``float64`` (the latter needs ``JAX_ENABLE_X64=1``).
       shard_size: start latents per shard file.
       batch_size: start latents per compiled call (changes outputs only by float rounding; not
@@ -411,7 +451,7 @@ class JobConfig:
         ):
             raise bad("step_size", f"must be a finite number > 0; got {self.step_size!r}.")
         if self.solver not in SOLVERS:
-            raise bad("solver", f"is {self.solver!r}; pass one of {SOLVERS}.")
+            raise bad("solver", f"is {self.solver!r}; pass one of {tuple(SOLVERS)}.")
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise bad("options", f"has unknown key(s) {unknown}; valid keys are {OPTIONS}.")
@@ -464,24 +504,37 @@ class JobConfig:
             )
         return StartItems(parse_seeds(spec), None)
 
-    def traverse_options(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`reds_jax.traverse` / ``traverse_one`` that this config
-        sets (everything but the generator, the features and the key), for every caller alike.
+    def traverse_args(
+        self, generator: Callable, vary: Sequence[Callable], fix: Sequence[Callable]
+    ) -> tuple[Problem, dict[str, Any]]:
+        """The :class:`reds_jax.Problem` and the keyword arguments of :func:`reds_jax.traverse` /
+        :func:`reds_jax.traverse_one` (``solver``, ``path``, ``steps``, ``step``, ``corrector``)
+        that this config sets: the one place where a job's fields become the library's objects.
 
-        >>> JobConfig(model="rooms", k=3).traverse_options()["k"]
-        3
+        Raises:
+          ValueError: an option value the objects refuse (names it).
+
+        >>> import jax.numpy as jnp
+        >>> cfg = JobConfig(model="rooms", k=3, step_target=0.5, options={"iters": 2},
+        ...                 solver="matrix_free")
+        >>> problem, kw = cfg.traverse_args(lambda z: z.reshape(1, -1, 1), [jnp.ravel], [])
+        >>> problem.k, kw["solver"].iters, type(kw["step"]).__name__, kw["corrector"]
+        (3, 2, 'FeatureStep', None)
         """
         cfg = self.resolved()
-        return dict(
-            method=cfg.method,
+        options = dict(cfg.options)
+        fields = {k: v for k, v in options.items() if k in PROBLEM_OPTIONS}
+        problem = Problem(generator, vary, fix, method=cfg.method, k=cfg.k, **fields)
+        if cfg.step_target is None:
+            step = FixedStep(cfg.step_size)
+        else:
+            step = FeatureStep(cfg.step_target, max_size=cfg.step_size)
+        return problem, dict(
+            solver=solver_from(cfg.solver, options),
             path=cfg.path,
-            k=cfg.k,
             steps=cfg.steps,
-            step_size=cfg.step_size,
-            step_target=cfg.step_target,
-            correct=cfg.correct,
-            solver=cfg.solver,
-            **cfg.options,
+            step=step,
+            corrector=Corrector(cfg.correct) if cfg.correct else None,
         )
 
     def identity(self) -> dict[str, Any]:

@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reds_jax.core.api import shard_batch
+from reds_jax.core.path import traverse_one
 from reds_jax.core.solvers import FALLBACKS
-from reds_jax.core.traverse import shard_batch, traverse_one
 from reds_jax.core.validate import check_memory
 from reds_jax.jobs import models
 from reds_jax.jobs.config import ConfigError, JobConfig, parse_seeds
@@ -81,7 +82,7 @@ class Experiment:
       config: a :class:`JobConfig` (``seeds``/``latents``/sharding fields are not used here).
 
     Raises:
-      ConfigError: a bad field, or options that :func:`reds_jax.core.traverse` rejects (e.g. ``k``
+      ConfigError: a bad field, or options that :class:`reds_jax.Problem` or the solver rejects (e.g. ``k``
         larger than the varied feature or latent size).
 
     >>> exp = Experiment(JobConfig(model="rooms", model_args={"latent_dim": 4, "size": 16},
@@ -124,14 +125,8 @@ class Experiment:
     def _one(self, z: jax.Array, seed: jax.Array):
         cfg = self.config
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.key), seed), 1)
-        tr = traverse_one(
-            self.model.generator,
-            z,
-            key,
-            vary=self.vary,
-            fix=self.fix,
-            **cfg.traverse_options(),
-        )
+        problem, options = cfg.traverse_args(self.model.generator, self.vary, self.fix)
+        tr = traverse_one(problem, z, key, **options)
         images = jax.vmap(jax.vmap(self.model.generator))(tr.latents)
         images = jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0).astype(jnp.uint8)
         paths = tr.latents.shape[:2]
