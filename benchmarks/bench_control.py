@@ -47,23 +47,28 @@ def main(argv=None) -> int:
     s = a.size / 64.0
     vary, fix = F.lowpass(4.0 * s), F.highpass(2.0 * s)
     z0 = jax.random.normal(jax.random.key(0), (a.n, oracle.latent_dim), jax.numpy.float32)
-    base = dict(vary=vary, fix=[fix], k=1, steps=a.steps, step_size=0.5)
+    problem = reds_jax.Problem(oracle.generator, vary, [fix])
+    base = dict(steps=a.steps, step=reds_jax.FixedStep(0.5))
     t0 = time.perf_counter()
-    ref = reds_jax.traverse(oracle.generator, z0, **base)
+    ref = reds_jax.traverse(problem, z0, **base)
     jax.block_until_ready(ref.latents)
     first_plain = time.perf_counter() - t0  # the plain variant's first call is this one
     unit = float(np.median(np.asarray(ref.vary_distances[0])[..., 1]))  # plain first-step change
     rows = []
     for name, extra in VARIANTS.items():
-        kw = {**base, **{k: (unit if v == "unit" else v) for k, v in extra.items()}}
+        kw = dict(base)
+        if "step_target" in extra:
+            kw["step"] = reds_jax.FeatureStep(unit, max_size=0.5)
+        if "correct" in extra:
+            kw["corrector"] = reds_jax.Corrector(extra["correct"], extra.get("cg_iters", 8))
         t0 = time.perf_counter()
-        tr = reds_jax.traverse(oracle.generator, z0, **kw)
+        tr = reds_jax.traverse(problem, z0, **kw)
         jax.block_until_ready(tr.latents)
         compile_s = first_plain if not extra else time.perf_counter() - t0
         times = []
         for _ in range(a.repeats):
             t0 = time.perf_counter()
-            jax.block_until_ready(reds_jax.traverse(oracle.generator, z0, **kw).latents)
+            jax.block_until_ready(reds_jax.traverse(problem, z0, **kw).latents)
             times.append(time.perf_counter() - t0)
         run = statistics.median(times)
         fixd = np.asarray(tr.fix_distances[0])[..., -1]

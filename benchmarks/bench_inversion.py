@@ -128,9 +128,8 @@ def _traversals(oracle, inverted, n: int) -> dict:
     }
     res = {"delta": 0.25, "scale": scale}
     for name, z0 in (("inverted", inverted), ("sampled", sampled)):
-        tr = reds_jax.traverse(
-            oracle.generator, z0, vary=vary, fix=fix, k=1, steps=12, step_size=0.3
-        )
+        problem = reds_jax.Problem(oracle.generator, vary, fix)
+        tr = reds_jax.traverse(problem, z0, steps=12, step=reds_jax.FixedStep(0.3))
         change = tr.vary_distances[0] / scale["vary"]
         drift = tr.fix_distances[0] / scale["fix"]
         value, ok = metrics.value_at_change(change, drift, 0.25)

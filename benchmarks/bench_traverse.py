@@ -21,6 +21,7 @@ Solvers compared on the same jitted generator and features:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -84,7 +85,7 @@ def solver_check(spec: dict[str, Any], path: str, limit: int = 48) -> dict[str, 
     zs = lat[..., 1:-1, :].reshape(-1, d)
     steps = np.diff(lat, axis=-2)[..., 1:, :].reshape(-1, d)
     pick = np.unique(np.linspace(0, len(zs) - 1, min(limit, len(zs))).astype(int))
-    dirs = reds_jax.directions(gen, jnp.asarray(zs[pick], dtype), vary=vary, fix=[fix], k=1)
+    dirs = reds_jax.directions(reds_jax.Problem(gen, vary, [fix]), jnp.asarray(zs[pick], dtype))
     top = np.asarray(dirs.vectors[:, 0])
     cos = np.abs(np.sum(top * steps[pick], -1)) / np.linalg.norm(steps[pick], axis=-1)
     return {
@@ -142,15 +143,17 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
             kw["chunk_size"] = int(opts.pop("chunk_size", 64))
         elif base == "fd":
             kw["mode"] = "fd"
-        elif base == "matrix_free":
-            kw["solver"] = "matrix_free"
-        elif base != "dense":
+        elif base not in ("dense", "matrix_free"):
             raise ValueError(f"solver {base!r} is unknown; pass one of {VARIANTS}.")
+        problem_fields = {f.name for f in dataclasses.fields(reds_jax.Problem)}
+        fields = {name: opts.pop(name) for name in list(opts) if name in problem_fields}
         kw.update(opts)
+        solver = (reds_jax.MatrixFree if base == "matrix_free" else reds_jax.Dense)(**kw)
+        task = reds_jax.Problem(gen, vary, [fix], k=k, **fields)
 
         def run(z):
             return reds_jax.traverse(
-                gen, z, vary=vary, fix=[fix], k=k, steps=steps, step_size=size, **kw
+                task, z, solver=solver, steps=steps, step=reds_jax.FixedStep(size)
             )
 
         # One compile (timed on its own), XLA's memory plan, one warm-up call, timed repeats.

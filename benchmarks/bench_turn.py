@@ -76,21 +76,22 @@ def main(argv=None) -> int:
     for name in ("rooms_oracle", "face_dcgan"):
         gen, vary, fix, d = problem(name, None, jnp.float32)
         z0 = jax.random.normal(jax.random.key(1), (a.n, d), jnp.float32)
-        kw = dict(vary=vary, fix=[fix], k=1, steps=a.steps, step_size=0.25)
-        dense = reds_jax.traverse(gen, z0, **kw)
+        kw = dict(steps=a.steps, step=reds_jax.FixedStep(0.25))
+        dense = reds_jax.traverse(reds_jax.Problem(gen, vary, [fix]), z0, **kw)
         jax.block_until_ready(dense.latents)  # or the first timed row waits for it
         if name == "rooms_oracle":  # the problem's own sensitivity to the precision
             with jax.enable_x64(True):
                 gen64, vary64, fix64, _ = problem(name, None, jnp.float64)
-                kw64 = {**kw, "vary": vary64, "fix": [fix64]}
-                dense64 = reds_jax.traverse(gen64, z0.astype(jnp.float64), **kw64)
+                problem64 = reds_jax.Problem(gen64, vary64, [fix64])
+                dense64 = reds_jax.traverse(problem64, z0.astype(jnp.float64), **kw)
             row = {"problem": name, "d": d, "setting": "dense float64 (against dense float32)",
                    **agreement(dense, dense64), "iterations_per_path": 0.0, "seconds": None}  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
         for label, opts in SETTINGS.items():
             t = time.perf_counter()
-            mf = reds_jax.traverse(gen, z0, solver=reds_jax.MatrixFree(**opts), **kw)
+            solver = reds_jax.MatrixFree(**opts)
+            mf = reds_jax.traverse(reds_jax.Problem(gen, vary, [fix]), z0, solver=solver, **kw)
             jax.block_until_ready(mf.latents)
             row = {"problem": name, "d": d, "setting": label, **agreement(dense, mf)}
             row["iterations_per_path"] = float(np.asarray(mf.diagnostics.iterations).mean())

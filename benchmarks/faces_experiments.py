@@ -132,17 +132,9 @@ def run_experiment(name, spec, gan, render, steps) -> tuple[dict, np.ndarray]:
     runs, summary = {}, {}
     for run_name, method, path, step_size in runs_spec:
         t = time.perf_counter()
-        tr = reds_jax.traverse(
-            gan.generator,
-            z0,
-            vary=vary,
-            fix=fix,
-            method=method,
-            path=path,
-            k=1,
-            steps=steps,
-            step_size=step_size,
-        )
+        problem = reds_jax.Problem(gan.generator, vary, fix, method=method)
+        step = reds_jax.FixedStep(step_size)
+        tr = reds_jax.traverse(problem, z0, path=path, steps=steps, step=step)
         jax.block_until_ready(tr.latents)
         runs[run_name] = render(tr.latents)  # [N, 2, T+1, 64, 64, 3]
         dists = {

@@ -189,13 +189,14 @@ def run_path(spec: dict[str, Any]) -> dict[str, Any]:
     z0 = jax.block_until_ready(start_latents(g, n, seed=spec.get("seed", 0)))
     _say(f"{spec['name']}: problem and start latents built in {time.perf_counter() - t0:.1f} s")
     solver = make_solver(spec["solver"])
-    kw = dict(vary=vary, fix=fix, k=k, solver=solver)
+    problem = reds_jax.Problem(gen, vary, fix, k=k)
+    step = reds_jax.FixedStep(size)
 
     def path(z):
-        return reds_jax.traverse(gen, z, steps=steps, step_size=size, distances=False, **kw)
+        return reds_jax.traverse(problem, z, solver=solver, steps=steps, step=step, distances=False)
 
     def start(z):
-        return reds_jax.directions(gen, z, **kw)
+        return reds_jax.directions(problem, z, solver=solver)
 
     compiled, compile_s = _compile(path, z0)
     _say(f"{spec['name']}: path compiled in {compile_s:.1f} s")
@@ -238,7 +239,6 @@ def run_solve(spec: dict[str, Any]) -> dict[str, Any]:
     """A ``solve`` row: exact top directions at a path row's latents (timed per latent), and the
     accuracy of that row's steps there."""
     import reds_jax
-    from reds_jax.core import traverse as tv
 
     gen, vary, fix, d, g = paper_problem(spec["scale"], spec["experiment"], spec["space"])
     saved = np.load(spec["source_npz"])
@@ -250,7 +250,7 @@ def run_solve(spec: dict[str, Any]) -> dict[str, Any]:
     # the path row's own direction at each point: its step from there
     own = [latents[0, i, t + 1] - latents[0, i, t] for i, t in pts]
     if spec["solver"].startswith("exact"):
-        problem, solver = tv._make_config(gen, zs[0], vary, fix, "reds", 1, {}, solver)
+        problem = reds_jax.Problem(gen, vary, fix).at(zs[0])
         key = jax.random.key(0)
         z_start = jnp.asarray(latents[0, 0, 0], dtype)
         # The context (Gram norms, ridge) of the path's start latent, as the path row used it:
@@ -277,7 +277,7 @@ def run_solve(spec: dict[str, Any]) -> dict[str, Any]:
     else:
 
         def solve(z):
-            dirs = reds_jax.directions(gen, z, vary=vary, fix=fix, k=1, solver=solver)
+            dirs = reds_jax.directions(reds_jax.Problem(gen, vary, fix), z, solver=solver)
             return dirs.vectors[0]
 
         compiled, compile_s = _compile(solve, zs[0])

@@ -71,9 +71,8 @@ def profile(scale: str, experiment: str, iters: int, repeats: int, step_size: fl
         return jax.lax.fori_loop(0, n, body, x)
 
     import reds_jax
-    from reds_jax.core.traverse import _make_config
 
-    problem, solver = _make_config(gen, z, vary, fix, "reds", 1, {}, solver=reds_jax.MatrixFree())
+    problem, solver = reds_jax.Problem(gen, vary, fix).at(z), reds_jax.MatrixFree()
     key = jax.random.key(0)
     start = jax.jit(lambda v: solver.start(problem, v, key))(z)
     pair = jnp.stack([z + step_size * start.vectors[0], z - step_size * start.vectors[0]])

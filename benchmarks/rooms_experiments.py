@@ -97,17 +97,9 @@ def main() -> None:
             rows, summary = [], {}
             for method, path in (("reds", "local"), ("maxc", "linear")):
                 t = time.perf_counter()
-                tr = reds_jax.traverse(
-                    gen,
-                    z0,
-                    vary=vary,
-                    fix=fix,
-                    method=method,
-                    path=path,
-                    k=1,
-                    steps=args.steps,
-                    step_size=step_size,
-                )
+                problem = reds_jax.Problem(gen, vary, fix, method=method)
+                step = reds_jax.FixedStep(step_size)
+                tr = reds_jax.traverse(problem, z0, path=path, steps=args.steps, step=step)
                 f = np.asarray(truth_all(tr.latents))  # [N, 2, T+1, F]
                 moved = np.abs(f[:, :, -1] - f[:, :, 0])  # [N, 2, F]
                 summary[f"{method}_{path}"] = {

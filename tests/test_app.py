@@ -50,11 +50,12 @@ def _library(explorer, inputs, seed):
     model = explorer.model(cfg.model, cfg.model_args)
     z0 = models.start_latents([seed], model.latent_dim, dtype=jnp.float32)[0]
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), seed), 1)
-    return reds_jax.traverse(
-        model.generator, z0, vary=explorer.features(cfg.vary), fix=explorer.features(cfg.fix),
-        method=cfg.method, path=cfg.path, k=cfg.k, steps=cfg.steps, step_size=cfg.step_size,
-        key=key,
+    problem = reds_jax.Problem(
+        model.generator, explorer.features(cfg.vary), explorer.features(cfg.fix),
+        method=cfg.method, k=cfg.k,
     )  # fmt: skip
+    step = reds_jax.FixedStep(cfg.step_size)
+    return reds_jax.traverse(problem, z0, path=cfg.path, steps=cfg.steps, step=step, key=key)
 
 
 def test_run_is_the_library_traversal(explorer, first):

@@ -99,10 +99,11 @@ def _reference(out: dict, vary: str) -> None:
         m = models.load_model("rooms", **MODEL_ARGS)
         z0 = models.start_latents([SEED], m.latent_dim, dtype=jnp.float32)[0]
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), SEED), 1)
-        tr = reds_jax.traverse(
-            m.generator, z0, vary=models.parse_features([vary]), fix=models.parse_features([FIX]),
-            method="reds", path="local", k=1, steps=STEPS, step_size=STEP_SIZE, key=key,
-        )  # fmt: skip
+        problem = reds_jax.Problem(
+            m.generator, models.parse_features([vary]), models.parse_features([FIX])
+        )
+        step = reds_jax.FixedStep(STEP_SIZE)
+        tr = reds_jax.traverse(problem, z0, steps=STEPS, step=step, key=key)
         out["tr"] = jax.tree_util.tree_map(np.asarray, tr)
     except BaseException as err:  # noqa: BLE001 - re-raised in the test thread
         out["error"] = err

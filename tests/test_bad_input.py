@@ -309,11 +309,11 @@ def _raises(x):
         ({"vary_weights": "x"}, "vary_weights must be one number"),
         ({"weights": [1.0, 2.0]}, "weights needs 1 values"),
         ({"normalize": "no"}, "normalize must be True or False; got 'no'"),
-        ({"step_size": "0.1"}, "step_size must be a finite number > 0; got '0.1' (a str)"),
-        ({"step_size": float("nan")}, "step_size must be a finite number > 0"),
+        ({"step_size": "0.1"}, "FixedStep(size) must be a finite number > 0; got '0.1' (a str)"),
+        ({"step_size": float("nan")}, "FixedStep(size) must be a finite number > 0"),
         ({"key": 5}, "key must be a PRNG key, e.g. key=jax.random.key(5)"),
-        ({"k": True}, "k=True is out of range"),
-        ({"k": 1.0}, "k=1.0 is out of range"),
+        ({"k": True}, "k must be an int >= 1; got True (a bool)"),
+        ({"k": 1.0}, "k must be an int >= 1; got 1.0"),
         ({"steps": True}, "steps must be an int"),
         ({"z0": np.zeros((0, 3))}, "N, d >= 1; got shape (0, 3)"),
         ({"vary": lambda x: (x > 0.5).ravel()}, "vary[0] returns a bool array"),
@@ -326,17 +326,25 @@ def _raises(x):
 )
 def test_core_refuses_bad_options_with_the_name(kwargs, words):
     args = {"z0": jnp.zeros(3), "vary": _left, "fix": [_right], "k": 1, "steps": 2, **kwargs}
-    args.setdefault("step_size", 0.1)
-    z0 = args.pop("z0")
     with pytest.raises(ValueError, match=re.escape(words)):
-        reds_jax.traverse(_gen, z0, **args)
+        _traverse(args)
+
+
+def _traverse(args):
+    """``reds_jax.traverse`` with ``args`` sorted into the step, the solver, the Problem and the
+    call (in that order, so each error comes from the object that owns the value)."""
+    z0 = args.pop("z0")
+    call = {name: args.pop(name) for name in ("key", "steps") if name in args}
+    step = reds_jax.FixedStep(args.pop("step_size", 0.1))
+    solver = reds_jax.Dense(**{name: args.pop(name) for name in ("mode", "eps") if name in args})
+    return reds_jax.traverse(reds_jax.Problem(_gen, **args), z0, solver=solver, step=step, **call)
 
 
 def test_core_accepts_the_neighbouring_valid_values():
-    tr = reds_jax.traverse(
-        _gen, jnp.asarray([0.1, -0.2, 0.3]), vary=_left, fix=[_right], k=1, steps=2,
-        step_size=0.1, ridge=0.0, vary_weights=[2.0], normalize=False, key=jax.random.key(5),
-    )  # fmt: skip
+    problem = reds_jax.Problem(
+        _gen, vary=_left, fix=[_right], ridge=0.0, vary_weights=[2.0], normalize=False
+    )
+    tr = reds_jax.traverse(problem, jnp.asarray([0.1, -0.2, 0.3]), steps=2, key=jax.random.key(5))
     assert tr.latents.shape == (2, 3, 3) and bool(jnp.all(jnp.isfinite(tr.latents)))
     steps = jnp.linalg.norm(jnp.diff(tr.latents, axis=1), axis=-1)
     np.testing.assert_allclose(steps, 0.1, rtol=1e-6)  # every step has length step_size

@@ -24,7 +24,8 @@ def test_reference_loop_walks_the_same_paths_as_traverse():
     ref = reference_traverse(
         batch_fn, [96, 96], 1, np.asarray(z0), k=1, steps=4, step_size=0.2, eps=1e-5, ridge=1e-6
     )
-    tr = reds_jax.traverse(gen, z0, vary=vary, fix=[fix], k=1, steps=4, step_size=0.2, ridge=1e-6)
+    problem = reds_jax.Problem(gen, vary, [fix], ridge=1e-6)
+    tr = reds_jax.traverse(problem, z0, steps=4, step=reds_jax.FixedStep(0.2))
     got = np.asarray(tr.latents)
     if np.dot(ref[0, 1] - ref[0, 0], got[0, 1] - got[0, 0]) < 0:  # sign convention of ±v
         ref = ref[::-1]

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import reds_jax
+from reds_jax import Corrector, FeatureStep, FixedStep, Problem
 from reds_jax import features as F
-from reds_jax.core.control import Corrector, step_length
+from reds_jax.core.control import GaussNewton, step_length
 
 RADIUS = F.region((0, 0, 1, 1), units="pixels")  # pixel 0: a₁² + a₂²
 HEIGHT = F.region((0, 1, 1, 1), units="pixels")  # pixel 1: a₂
@@ -30,18 +31,18 @@ EPS, T = 0.1, 6
 
 
 def test_uncorrected_local_path_leaves_the_level_set_as_the_closed_form_says():
-    tr = reds_jax.traverse(circle, Z0, vary=HEIGHT, fix=[RADIUS], k=1, steps=T, step_size=EPS)
+    tr = reds_jax.traverse(Problem(circle, HEIGHT, [RADIUS]), Z0, steps=T, step=FixedStep(EPS))
     r2 = np.sum(np.asarray(tr.latents) ** 2, axis=-1)  # [2, T+1]
     expected = 1.0 + EPS**2 * np.arange(T + 1)
     np.testing.assert_allclose(r2, np.broadcast_to(expected, r2.shape), rtol=1e-5)
     np.testing.assert_allclose(tr.step_lengths, EPS)
 
 
-@pytest.mark.parametrize("solver", ["dense", "matrix_free"])
+@pytest.mark.parametrize("solver", [reds_jax.Dense(), reds_jax.MatrixFree()])
 def test_corrected_path_stays_on_the_level_set_and_keeps_moving(solver):
     tr = reds_jax.traverse(
-        circle, Z0, vary=HEIGHT, fix=[RADIUS], k=1, steps=T, step_size=EPS, correct=2,
-        solver=solver,
+        Problem(circle, HEIGHT, [RADIUS]), Z0, steps=T, step=FixedStep(EPS),
+        corrector=Corrector(2), solver=solver,
     )  # fmt: skip
     z = np.asarray(tr.latents)
     np.testing.assert_allclose(np.sum(z**2, axis=-1), 1.0, atol=1e-9)
@@ -54,7 +55,7 @@ def test_corrected_path_stays_on_the_level_set_and_keeps_moving(solver):
 
 
 def test_corrector_moves_orthogonally_to_the_direction():
-    corr = Corrector.at(circle, (RADIUS,), (1.0,), True, Z0, iters=3, cg_iters=4)
+    corr = Corrector(iters=3, cg_iters=4).at(Problem(circle, HEIGHT, [RADIUS]), Z0)
     v = jnp.asarray([0.0, 1.0])
     z = Z0 + 0.3 * v  # off the circle: r² = 1.09
     z_new, _, rejected = corr(z, v, jnp.zeros(2))
@@ -66,7 +67,7 @@ def test_corrector_moves_orthogonally_to_the_direction():
 def test_corrector_rejects_a_step_that_cannot_help():
     # the fixed feature cannot be held: it is the varied direction itself (δ ⊥ v leaves nothing)
     g = lambda z: jnp.stack([z[0], z[1]]).reshape(1, 2, 1)  # noqa: E731
-    corr = Corrector.at(g, (RADIUS,), (1.0,), True, jnp.zeros(2), iters=2, cg_iters=4)
+    corr = GaussNewton.at(g, (RADIUS,), (1.0,), True, jnp.zeros(2), iters=2, cg_iters=4)
     z = jnp.asarray([0.5, 0.0])
     z_new, _, rejected = corr(z, jnp.asarray([1.0, 0.0]), jnp.zeros(2))
     np.testing.assert_array_equal(np.asarray(z_new), np.asarray(z))
@@ -78,7 +79,7 @@ def test_trust_region_keeps_a_gauss_newton_step_where_the_linearisation_holds():
     # Gauss–Newton step −tan(1.2) = −2.57 overshoots to sin(−1.37) = −0.98 (|r| up from 0.93:
     # rejected); inside a ball of radius 0.5 it stops on the boundary at z₁ = 0.7 (accepted).
     g = lambda z: jnp.stack([jnp.sin(z[1]), z[0]]).reshape(1, 2, 1)  # noqa: E731
-    corr = Corrector.at(g, (RADIUS,), (1.0,), True, jnp.zeros(2), iters=1, cg_iters=4)
+    corr = GaussNewton.at(g, (RADIUS,), (1.0,), True, jnp.zeros(2), iters=1, cg_iters=4)
     z, v = jnp.asarray([0.3, 1.2]), jnp.asarray([1.0, 0.0])
     z_free, _, rejected_free = corr(z, v, jnp.zeros(2))
     np.testing.assert_array_equal(np.asarray(z_free), np.asarray(z))
@@ -127,10 +128,8 @@ def linear(z):
 def test_feature_space_steps_change_the_varied_feature_by_the_target(path):
     z0 = jax.random.normal(jax.random.key(1), (3, 3))
     delta = 0.05
-    tr = reds_jax.traverse(
-        linear, z0, vary=BOTTOM, fix=[TOP], k=1, steps=5, step_size=1.0, step_target=delta,
-        path=path,
-    )  # fmt: skip
+    step = FeatureStep(delta, max_size=1.0)
+    tr = reds_jax.traverse(Problem(linear, BOTTOM, [TOP]), z0, steps=5, step=step, path=path)
     steps = np.diff(np.asarray(tr.vary_distances[0]), axis=-1)  # [N, 2, T]
     np.testing.assert_allclose(steps, delta, rtol=1e-9)
     v = np.asarray(tr.latents[:, :, 1] - tr.latents[:, :, 0])
@@ -140,12 +139,11 @@ def test_feature_space_steps_change_the_varied_feature_by_the_target(path):
 
 
 def test_feature_space_steps_are_clipped_to_the_step_range():
-    kw = dict(vary=BOTTOM, fix=[TOP], k=1, steps=3, path="linear")
-    big = reds_jax.traverse(linear, jnp.ones(3), step_size=1e-3, step_target=10.0, **kw)
+    problem, kw = Problem(linear, BOTTOM, [TOP]), dict(steps=3, path="linear")
+    big = reds_jax.traverse(problem, jnp.ones(3), step=FeatureStep(10.0, max_size=1e-3), **kw)
     np.testing.assert_allclose(big.step_lengths, 1e-3)
-    small = reds_jax.traverse(
-        linear, jnp.ones(3), step_size=1.0, step_target=1e-9, step_min=1e-4, **kw
-    )
+    step = FeatureStep(1e-9, max_size=1.0, min_size=1e-4)
+    small = reds_jax.traverse(problem, jnp.ones(3), step=step, **kw)
     np.testing.assert_allclose(small.step_lengths, 1e-4)
     for rate in (jnp.asarray([jnp.nan, 0.0]), jnp.zeros(2)):  # no finite root: the cap
         assert float(step_length(jnp.ones(2), rate, 1.0, 0.1, 0.5)) == 0.5
@@ -164,10 +162,8 @@ def on_circle(z):
 
 def test_feature_space_steps_keep_the_distance_from_the_start_on_schedule():
     delta, steps = 0.2, 8
-    tr = reds_jax.traverse(
-        on_circle, jnp.zeros(2), vary=ARC, fix=[LEVEL], k=1, steps=steps, step_size=10.0,
-        step_target=delta,
-    )  # fmt: skip
+    step = FeatureStep(delta, max_size=10.0)
+    tr = reds_jax.traverse(Problem(on_circle, ARC, [LEVEL]), jnp.zeros(2), steps=steps, step=step)
     theta = np.abs(np.asarray(tr.latents)[0, :, 0])  # the + path; a₂ stays 0
     np.testing.assert_allclose(np.asarray(tr.latents)[..., 1], 0.0, atol=1e-12)
     # closed form: ε_t solves ε² + 2ε·sin θ + 4 sin²(θ/2) = goal², goal = max(‖e‖ + δ, (t+1)δ)
@@ -185,8 +181,8 @@ def test_feature_space_steps_keep_the_distance_from_the_start_on_schedule():
 
 def test_control_composes_with_batches_and_matches_one_latent_at_a_time():
     z0 = jax.random.normal(jax.random.key(4), (3, 3))
-    kw = dict(vary=BOTTOM, fix=[TOP], k=1, steps=3, step_size=0.3, step_target=0.1, correct=1)
-    g = lambda z: jnp.tanh(linear(z))  # noqa: E731
+    kw = dict(steps=3, step=FeatureStep(0.1, max_size=0.3), corrector=Corrector(1))
+    g = Problem(lambda z: jnp.tanh(linear(z)), BOTTOM, [TOP])
     batch = reds_jax.traverse(g, z0, **kw)
     for i in range(3):
         one = reds_jax.traverse(g, z0[i], **kw)
@@ -197,28 +193,30 @@ def test_control_composes_with_batches_and_matches_one_latent_at_a_time():
 
 
 @pytest.mark.parametrize(
-    "kw, match",
+    "make, match",
     [
-        (dict(step_target=-1.0), "step_target"),
-        (dict(step_target=0.0), "step_target"),
-        (dict(step_target=float("nan")), "step_target"),
-        (dict(step_target="0.1"), "step_target"),
-        (dict(correct=-1), "correct"),
-        (dict(correct=1.5), "correct"),
-        (dict(correct=True), "correct"),
-        (dict(correct=1, cg_iters=0), "cg_iters"),
-        (dict(step_target=0.1, step_min=2.0), "step_min"),
-        (dict(step_min=0.01), "step_min"),
+        (lambda: FeatureStep(-1.0), r"FeatureStep\(target\)"),
+        (lambda: FeatureStep(0.0), r"FeatureStep\(target\)"),
+        (lambda: FeatureStep(float("nan")), r"FeatureStep\(target\)"),
+        (lambda: FeatureStep("0.1"), r"FeatureStep\(target\)"),
+        (lambda: FeatureStep(0.1, max_size=1.0, min_size=2.0), "min_size"),
+        (lambda: FixedStep(-0.1), r"FixedStep\(size\)"),
+        (lambda: Corrector(-1), r"Corrector\(iters\)"),
+        (lambda: Corrector(1.5), r"Corrector\(iters\)"),
+        (lambda: Corrector(True), r"Corrector\(iters\)"),
+        (lambda: Corrector(1, cg_iters=0), "cg_iters"),
     ],
 )
-def test_bad_control_values_are_clear_errors(kw, match):
+def test_bad_control_values_are_clear_errors(make, match):
     with pytest.raises(ValueError, match=match):
-        reds_jax.traverse(linear, jnp.ones(3), vary=BOTTOM, fix=[TOP], steps=2, step_size=1.0, **kw)
+        make()
 
 
 def test_corrector_needs_fixed_features():
     with pytest.raises(ValueError, match="fix="):
-        reds_jax.traverse(linear, jnp.ones(3), vary=BOTTOM, method="maxc", correct=1)
+        reds_jax.traverse(
+            Problem(linear, BOTTOM, method="maxc"), jnp.ones(3), corrector=Corrector(1)
+        )
 
 
 def test_job_config_and_cli_flags_carry_path_control_to_the_traversal(capsys):
@@ -243,8 +241,8 @@ def test_job_config_and_cli_flags_carry_path_control_to_the_traversal(capsys):
         z0 = exp.start_latents([0, 1])
         ref = [
             reds_jax.traverse(
-                exp.model.generator, z0[i], vary=exp.vary, fix=exp.fix, k=1, steps=2,
-                step_size=0.3, step_target=0.2, correct=1,
+                Problem(exp.model.generator, exp.vary, exp.fix), z0[i], steps=2,
+                step=FeatureStep(0.2, max_size=0.3), corrector=Corrector(1),
                 key=jax.random.fold_in(jax.random.fold_in(jax.random.key(0), i), 1),
             )
             for i in range(2)

@@ -72,8 +72,8 @@ def test_enable_writes_entries_and_the_library_alone_leaves_jax_config_alone(tmp
     lib = _run(
         "import jax, jax.numpy as jnp, reds_jax\n"
         "g = lambda z: jnp.tanh(jnp.arange(24.0).reshape(12, 2) @ z / 24).reshape(2, 2, 3)\n"
-        "reds_jax.traverse(g, jnp.ones(2), vary=[lambda x: x[0]], fix=[lambda x: x[1]], k=1,"
-        " steps=2, step_size=0.1)\n"
+        "p = reds_jax.Problem(g, vary=[lambda x: x[0]], fix=[lambda x: x[1]])\n"
+        "reds_jax.traverse(p, jnp.ones(2), steps=2)\n"
         "print(jax.config.jax_compilation_cache_dir)",
         {"REDS_JAX_CACHE": str(tmp_path)},
     )

@@ -322,6 +322,7 @@ _ARGUMENTS = {
     "key": [None, 5, "bad", "batch"],
 }
 _VALID = {"k": 1, "steps": 2, "step_size": 0.1, "method": "reds", "path": "linear"}
+_PROBLEM_FIELDS = ("k", "ridge", "weights", "vary_weights", "normalize", "beta_fix", "method")
 
 
 @st.composite
@@ -386,7 +387,14 @@ def test_traverse_arguments(choices, latents):
         args["key"] = _key(args["key"])
     kind, z0 = latents
     try:
-        tr = reds_jax.traverse(_gen, z0, vary=_VARY, fix=[_FIX], **args)
+        fields = {n: args[n] for n in _PROBLEM_FIELDS if n in args}
+        problem = reds_jax.Problem(_gen, _VARY, [_FIX], **fields)
+        solver = reds_jax.Dense(**{n: args[n] for n in ("mode", "eps") if n in args})
+        step = reds_jax.FixedStep(args["step_size"])
+        tr = reds_jax.traverse(
+            problem, z0, solver=solver, path=args["path"], steps=args["steps"], step=step,
+            key=args.get("key"),
+        )  # fmt: skip
     except ValueError as err:
         event(f"refused: {str(err)[:24]}")
         assert str(err).strip()
@@ -425,7 +433,7 @@ def test_feature_outputs(kind, role):
     fix = [feature] if role in ("fix", "both") else [_FIX]
     z = jnp.asarray([[0.3, -0.2, 0.1], [0.0, 0.5, -0.4]])
     try:
-        dirs = reds_jax.directions(_gen, z, vary=vary, fix=fix, k=1)
+        dirs = reds_jax.directions(reds_jax.Problem(_gen, vary, fix), z)
     except ValueError as err:
         event(f"refused {kind}")
         assert kind not in _VALID_OUTPUTS, err
@@ -449,8 +457,9 @@ def test_directions_are_unit_and_finite_or_refused(method, k, solver, latents):
     """Four compiled configurations (k = 5 > d is refused, matrix-free is reds/maxc only)."""
     kind, z = latents
     try:
-        dirs = reds_jax.directions(_gen, z, vary=_VARY, fix=[_FIX], method=method, k=k,
-                                   solver=solver)  # fmt: skip
+        problem = reds_jax.Problem(_gen, _VARY, [_FIX], method=method, k=k)
+        solver = reds_jax.Dense() if solver == "dense" else reds_jax.MatrixFree()
+        dirs = reds_jax.directions(problem, z, solver=solver)
     except ValueError as err:
         event("refused")
         assert str(err).strip()

@@ -13,13 +13,15 @@ from bench_problems import conv_generator
 from helpers import arrays_on_devices
 
 import reds_jax
+from reds_jax import FixedStep, MatrixFree, Problem
 from reds_jax import features as F
 from reds_jax.core import linalg, lobpcg, matrix_free
 
 D = 12
 GEN = conv_generator(D, size=8, channels=(6, 4), dtype=jnp.float64)
 VARY, FIX = F.region((0.0, 0.0, 0.5, 1.0)), F.region((0.5, 0.0, 0.5, 1.0))  # top / bottom half
-KW = dict(vary=VARY, fix=[FIX], k=1, steps=8, step_size=0.3)
+PROBLEM = Problem(GEN, vary=VARY, fix=[FIX])
+KW = dict(steps=8, step=FixedStep(0.3))
 
 
 def step_cosines(a, b):
@@ -124,8 +126,8 @@ def test_small_eigh_and_projection_match_numpy(q):
 
 def test_paths_agree_with_dense_along_the_whole_path():
     z0 = jax.random.normal(jax.random.key(1), (3, D))
-    dense = reds_jax.traverse(GEN, z0, **KW)
-    mf = reds_jax.traverse(GEN, z0, solver="matrix_free", **KW)
+    dense = reds_jax.traverse(PROBLEM, z0, **KW)
+    mf = reds_jax.traverse(PROBLEM, z0, solver=MatrixFree(), **KW)
     np.testing.assert_allclose(mf.values, dense.values, rtol=1e-8)  # converged start
     cos = step_cosines(dense.latents, mf.latents)  # [N, 2k, T]
     assert cos.mean() >= 0.99 and cos[..., 0].min() > 1 - 1e-8
@@ -133,23 +135,23 @@ def test_paths_agree_with_dense_along_the_whole_path():
     drift_m = np.asarray(mf.fix_distances[0][..., -1])
     np.testing.assert_allclose(np.median(drift_m), np.median(drift_d), rtol=0.1)
     steps = np.linalg.norm(np.diff(np.asarray(mf.latents), axis=-2), axis=-1)
-    np.testing.assert_allclose(steps, KW["step_size"], rtol=1e-10)
+    np.testing.assert_allclose(steps, 0.3, rtol=1e-10)
 
 
 def test_iterative_cold_start_sketch_and_maxc():
     z = jax.random.normal(jax.random.key(2), (D,))
-    dense = reds_jax.directions(GEN, z, vary=VARY, fix=[FIX], k=2)
-    cold = reds_jax.directions(
-        GEN, z, vary=VARY, fix=[FIX], k=2, solver="matrix_free", cold_start="iterative"
-    )
+    two = Problem(GEN, vary=VARY, fix=[FIX], k=2)
+    dense = reds_jax.directions(two, z)
+    cold = reds_jax.directions(two, z, solver=MatrixFree(cold_start="iterative"))
     cos = np.abs(np.sum(np.asarray(dense.vectors) * np.asarray(cold.vectors), axis=-1))
     np.testing.assert_allclose(cos, 1.0, atol=1e-6)
-    small = reds_jax.directions(GEN, z, vary=VARY, fix=[FIX], solver="matrix_free", sketch=48)
+    small = reds_jax.directions(PROBLEM, z, solver=MatrixFree(sketch=48))
     assert bool(jnp.all(jnp.isfinite(small.vectors)))
     z0 = z[None]
-    kw = dict(vary=VARY, method="maxc", k=1, steps=5, step_size=0.3)
-    dense_maxc = reds_jax.traverse(GEN, z0, **kw)
-    mf_maxc = reds_jax.traverse(GEN, z0, solver="matrix_free", **kw)
+    maxc = Problem(GEN, vary=VARY, method="maxc")
+    kw = dict(steps=5, step=FixedStep(0.3))
+    dense_maxc = reds_jax.traverse(maxc, z0, **kw)
+    mf_maxc = reds_jax.traverse(maxc, z0, solver=MatrixFree(), **kw)
     assert step_cosines(dense_maxc.latents, mf_maxc.latents).mean() >= 0.99
 
 
@@ -164,12 +166,9 @@ def test_iterative_start_raises_the_ridge_as_the_dense_solver_does():
     q, _ = np.linalg.qr(rng.standard_normal((d, d)))
     jf = rng.standard_normal((48, d)) @ np.diag(np.geomspace(1.0, 1e-4, d)) @ q.T
     jac = jnp.asarray(np.concatenate([rng.standard_normal((16, d)), jf]), jnp.float32)
-    from reds_jax.core import traverse as tv
-
-    problem, solver = tv._make_config(
-        lambda z: (jac @ z).reshape(8, 8, 1), jnp.zeros(d, jnp.float32), [lambda im: im[:2]],
-        [lambda im: im[2:]], "reds", 1, {}, reds_jax.MatrixFree(cold_start="iterative"),
-    )  # fmt: skip
+    gen = lambda z: (jac @ z).reshape(8, 8, 1)  # noqa: E731
+    problem = Problem(gen, [lambda im: im[:2]], [lambda im: im[2:]]).at(jnp.zeros(d, jnp.float32))
+    solver = MatrixFree(cold_start="iterative")
     b = jf.T @ jf
     b /= np.linalg.norm(b)  # the Gram over its Frobenius norm (weight 1)
     floor = 10 * d * np.finfo(np.float32).eps * b.diagonal().max()
@@ -193,13 +192,9 @@ def test_iterative_start_block_takes_a_preconditioned_power_step_from_the_probes
     ja = rng.standard_normal((16, d))
     jf = rng.standard_normal((d - 20, d)) * np.geomspace(1.0, 1e-2, d)[None, :]
     jac = jnp.asarray(np.concatenate([ja, jf]))
-    from reds_jax.core import traverse as tv
-
-    problem, solver = tv._make_config(
-        lambda z: (jac @ z).reshape(-1, 1, 1), jnp.zeros(d), [lambda im: im[:16]],
-        [lambda im: im[16:]], "reds", 1, {},
-        reds_jax.MatrixFree(cold_start="iterative", cold_iters=3, cold_tol=None),
-    )  # fmt: skip
+    gen = lambda z: (jac @ z).reshape(-1, 1, 1)  # noqa: E731
+    problem = Problem(gen, [lambda im: im[:16]], [lambda im: im[16:]]).at(jnp.zeros(d))
+    solver = MatrixFree(cold_start="iterative", cold_iters=3, cold_tol=None)
     start = jax.jit(lambda z: solver.start(problem, z, jax.random.key(0)))(jnp.zeros(d))
     scales, lam = np.asarray(start.context.scales), float(start.context.lam)
     a = scales[0] * ja.T @ ja
@@ -231,13 +226,13 @@ def test_nystrom_is_exact_on_the_probe_span_and_bounds_the_diagonal():
 
 
 def test_one_compile_per_configuration():
-    traverse_mod = sys.modules["reds_jax.core.traverse"]
-    kw = dict(KW, steps=3)
-    before = traverse_mod._traverse_jit._cache_size()
+    api = sys.modules["reds_jax.core.api"]
+    before = api._traverse_jit._cache_size()
     for seed in range(3):
         z0 = jax.random.normal(jax.random.key(seed), (2, D))
-        reds_jax.traverse(GEN, z0, solver="matrix_free", **dict(kw, step_size=0.1 + seed))
-    assert traverse_mod._traverse_jit._cache_size() - before == 1
+        step = FixedStep(0.1 + seed)
+        reds_jax.traverse(PROBLEM, z0, solver=MatrixFree(), steps=3, step=step)
+    assert api._traverse_jit._cache_size() - before == 1
 
 
 def test_float32_start_solve_on_near_singular_fixed_grams_matches_scipy():
@@ -298,31 +293,33 @@ def test_non_finite_products_keep_trajectories_finite():
         return GEN(z).at[0, 0, 0].set(jnp.sqrt(jnp.abs(z[0] + 1.0)))
 
     z0 = jnp.zeros(D).at[0].set(-1.0)
-    tr = reds_jax.traverse(gen, z0, solver="matrix_free", **dict(KW, steps=3))
+    problem = Problem(gen, vary=VARY, fix=[FIX])
+    tr = reds_jax.traverse(problem, z0, solver=MatrixFree(), steps=3, step=FixedStep(0.3))
     assert bool(jnp.all(jnp.isfinite(tr.latents)))
-    dirs = reds_jax.directions(
-        gen, z0, vary=VARY, fix=[FIX], solver="matrix_free", cold_start="iterative"
-    )
+    dirs = reds_jax.directions(problem, z0, solver=MatrixFree(cold_start="iterative"))
     assert bool(jnp.all(jnp.isfinite(dirs.vectors)))
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"solver": "sparse"}, r"solver='sparse'.*\('dense', 'matrix_free'\)"),
-        ({"solver": "matrix_free", "method": "nullspace"}, "supports method"),
-        ({"iters": 2}, "apply to solver='matrix_free' only"),
-        ({"solver": "matrix_free", "iters": 0}, "iters must be"),
-        ({"solver": "matrix_free", "cold_start": "warm"}, "cold_start="),
-        ({"solver": "matrix_free", "precond": "always"}, "precond="),
-        ({"solver": "matrix_free", "mode": "fd"}, "mode='fd'"),
-        ({"solver": "matrix_free", "sketch": 0}, "sketch must be"),
-        ({"solver": "matrix_free", "turn_tol": -1.0}, r"turn_tol must be .*sine"),
+        ({"iters": 0}, "iters must be"),
+        ({"cold_start": "warm"}, "cold_start="),
+        ({"precond": "always"}, "precond="),
+        ({"mode": "fd"}, "mode='fd'"),
+        ({"sketch": 0}, "sketch must be"),
+        ({"turn_tol": -1.0}, r"turn_tol must be .*sine"),
     ],
 )
 def test_bad_solver_input_raises_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        reds_jax.traverse(GEN, jnp.zeros(D), **dict(KW, **kwargs))
+        MatrixFree(**kwargs)
+
+
+def test_matrix_free_refuses_methods_it_does_not_solve():
+    nullspace = Problem(GEN, vary=VARY, fix=[FIX], method="nullspace")
+    with pytest.raises(ValueError, match="supports method"):
+        reds_jax.traverse(nullspace, jnp.zeros(D), solver=MatrixFree())
 
 
 def test_sharded_matrix_free_matches_single_device():
@@ -336,9 +333,10 @@ def test_sharded_matrix_free_matches_single_device():
         from bench_problems import conv_generator
         gen = conv_generator(12, size=8, channels=(6, 4), dtype=jnp.float64)
         z0 = jax.random.normal(jax.random.key(0), (11, 12))  # not a multiple of 8: padded
-        tr = reds_jax.traverse(gen, z0, vary=F.region((0.0, 0.0, 0.5, 1.0)),
-                               fix=[F.region((0.5, 0.0, 0.5, 1.0))], k=1, steps=3,
-                               step_size=0.3, solver="matrix_free")
+        problem = reds_jax.Problem(gen, vary=F.region((0.0, 0.0, 0.5, 1.0)),
+                                   fix=[F.region((0.5, 0.0, 0.5, 1.0))])
+        tr = reds_jax.traverse(problem, z0, steps=3, step=reds_jax.FixedStep(0.3),
+                               solver=reds_jax.MatrixFree())
         np.save("OUT", np.asarray(tr.latents))
         """
     )

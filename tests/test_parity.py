@@ -1,4 +1,4 @@
-"""Paper parity: ``preset="official"`` and the reference code's rules, against a numpy oracle.
+"""Paper parity: ``Problem.official`` with ``Dense(mode="fd_official")`` and the reference code's rules, against a numpy oracle.
 
 The oracle below is written from reading the reference code (github.com/balakg/rayleigh-eigendirections,
 ``main.py``/``utils.py`` at commit 0f52564): finite-difference Jacobians (step = traversal step,
@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from reds_jax import Dense, FixedStep, Problem, directions, traverse
 from reds_jax.core import jacobians, presets, rayleigh
-from reds_jax.core.traverse import directions, traverse
+
+OFFICIAL = Dense(mode="fd_official")  # the reference's finite differences (step = step size)
 
 # ---------------------------------------------------------------------------------------------
 # The numpy oracle (the reference's rules, float64)
@@ -151,10 +153,8 @@ def test_official_local_paths_follow_the_reference_rules(method):
     step, steps, k = 0.2, 5, 3
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # k may be cut to the span rank
-        tr = traverse(
-            _gen, jnp.asarray(_Z0), vary=_VARY, fix=_FIX, preset="official",
-            method=None if method == "nullspace" else method, k=k, steps=steps, step_size=step,
-        )  # fmt: skip
+        problem = Problem.official(_gen, _VARY, _FIX, method=method, k=k)
+        tr = traverse(problem, jnp.asarray(_Z0), solver=OFFICIAL, steps=steps, step=FixedStep(step))
     got = np.asarray(tr.latents)
     v0 = None
     if method == "minf":  # the reference's basis of the null space is arbitrary: start from ours
@@ -207,11 +207,12 @@ def test_maxc_beta_span_switches_rank_mid_path():
     # With the whole plane as span the direction no longer turns: equal increments afterwards.
     inc = np.diff(want[switch - 1 :], axis=0)
     np.testing.assert_allclose(inc, np.broadcast_to(inc[0], inc.shape), atol=1e-12)
-    common = dict(vary=lambda im: im[0, :, 0], method="maxc", steps=steps, step_size=step)
-    got = traverse(_switch_gen, jnp.asarray(z0), beta_vary=beta, **common).latents
+    vary, common = lambda im: im[0, :, 0], dict(steps=steps, step=FixedStep(step))
+    cut = Problem(_switch_gen, vary, method="maxc", beta_vary=beta)
+    got = traverse(cut, jnp.asarray(z0), **common).latents
     np.testing.assert_allclose(np.asarray(got[0]), want, atol=1e-10)
     # The top-k rule (reds_jax's default without beta_vary) keeps turning: a different path.
-    top1 = traverse(_switch_gen, jnp.asarray(z0), **common).latents
+    top1 = traverse(Problem(_switch_gen, vary, method="maxc"), jnp.asarray(z0), **common).latents
     assert float(jnp.max(jnp.abs(top1[0] - got[0]))) > 0.05
 
 
@@ -267,13 +268,13 @@ def test_minf_union_through_directions():
     fix = (lambda im: im[0, :2, 0], lambda im: im[0, 2:, 0])
     null_want = scipy.linalg.null_space(m)
     dirs = directions(
-        gen, jnp.zeros(d), vary=lambda im: im, fix=fix, method="minf", minf_mode="union", k=2
+        Problem(gen, lambda im: im, fix, method="minf", minf_mode="union", k=2), jnp.zeros(d)
     )
     v = np.asarray(dirs.vectors)
     np.testing.assert_allclose(null_want @ (null_want.T @ v.T), v.T, atol=1e-10)
     with pytest.warns(UserWarning, match="k=3 cut to 2"):
-        capped = directions(gen, jnp.zeros(d), vary=lambda im: im, fix=fix, preset="official",
-                            method="minf", k=3, eps=1e-3)  # fmt: skip
+        official = Problem.official(gen, lambda im: im, fix, method="minf", k=3)
+        capped = directions(official, jnp.zeros(d), solver=Dense(mode="fd_official", eps=1e-3))
     assert capped.vectors.shape == (2, d)
 
 
@@ -335,7 +336,10 @@ def test_preset_resolution_and_overrides():
     with pytest.raises(ValueError, match="preset='paper'"):
         presets.resolve("paper", None, {})
     with pytest.raises(ValueError, match="minf_mode"):
-        directions(_gen, jnp.asarray(_Z0), vary=_VARY, fix=_FIX, method="minf", minf_mode="x")
+        Problem(_gen, _VARY, _FIX, method="minf", minf_mode="x")
+    official = Problem.official(_gen, _VARY, _FIX, minf_mode="sum")  # a field overrides
+    assert (official.method, official.minf_mode, official.cap_k) == ("nullspace", "sum", True)
+    assert {**presets.OFFICIAL_PROBLEM, **presets.OFFICIAL_SOLVER} == presets.OFFICIAL
 
 
 def test_random_uniform_distribution():
@@ -357,12 +361,13 @@ def test_random_uniform_distribution():
 
 
 def test_gram_noise_is_seeded_and_small():
-    common = dict(vary=_VARY, fix=_FIX, method="nullspace", k=2, beta_vary=0.999)
+    common = dict(method="nullspace", k=2, beta_vary=0.999)
     z = jnp.asarray(_Z0)
-    base = directions(_gen, z, **common).vectors
-    a = directions(_gen, z, **common, gram_noise=1e-9, key=jax.random.key(5)).vectors
-    b = directions(_gen, z, **common, gram_noise=1e-9, key=jax.random.key(5)).vectors
-    c = directions(_gen, z, **common, gram_noise=1e-9, key=jax.random.key(6)).vectors
+    base = directions(Problem(_gen, _VARY, _FIX, **common), z).vectors
+    noisy = Problem(_gen, _VARY, _FIX, gram_noise=1e-9, **common)
+    a = directions(noisy, z, key=jax.random.key(5)).vectors
+    b = directions(noisy, z, key=jax.random.key(5)).vectors
+    c = directions(noisy, z, key=jax.random.key(6)).vectors
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert 0 < float(jnp.max(jnp.abs(a - c))) < 1e-6
     assert 0 < float(jnp.max(jnp.abs(a - base))) < 1e-6
@@ -391,9 +396,9 @@ def test_job_config_and_cli_preset(capsys):
 def test_official_random_local_path_is_linear():
     """The reference's ``rand`` re-draws a full basis at every step, so its local path keeps the
     direction: with the preset (span = all of R^d) the local path equals the linear one."""
-    common = dict(vary=_VARY, fix=_FIX, method="random", preset="official", k=2, steps=4)
+    problem = Problem.official(_gen, _VARY, _FIX, method="random", k=2)
     z0 = jnp.asarray(_Z0)
-    local = traverse(_gen, z0, path="local", key=jax.random.key(2), **common).latents
+    local = traverse(problem, z0, solver=OFFICIAL, steps=4, key=jax.random.key(2)).latents
     v = (np.asarray(local[:, 1]) - _Z0[None]) / 0.1
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-12)
     linear = _Z0[None, None] + 0.1 * np.arange(5.0)[None, :, None] * v[:, None, :]

@@ -97,11 +97,11 @@ def wplus():
 def test_matrix_free_in_w_plus_agrees_with_dense_from_products_only(wplus):
     gen, vary, fix, d, z0 = wplus
     assert d >= 2000
-    kw = dict(vary=vary, fix=fix, k=1)
-    dense = reds_jax.directions(gen, z0, solver=reds_jax.Dense(max_d=None), **kw)
+    problem = reds_jax.Problem(gen, vary, fix)
+    dense = reds_jax.directions(problem, z0, solver=reds_jax.Dense(max_d=None))
     solver = reds_jax.MatrixFree(cold_tol=1e-8, cold_iters=200, probes=16)
     assert solver.cold(d) == "iterative"  # no Gram at this d
-    mf = reds_jax.directions(gen, z0, solver=solver, key=jax.random.key(0), **kw)
+    mf = reds_jax.directions(problem, z0, solver=solver, key=jax.random.key(0))
     cos = abs(float(jnp.dot(mf.vectors[0], dense.vectors[0])))
     assert cos > 0.999, cos
 
@@ -114,6 +114,8 @@ def test_matrix_free_in_w_plus_agrees_with_dense_from_products_only(wplus):
     # is still ~4e-3 (measured): the cap, not cold_tol, stopped it, and the diagnostics say so.
     assert float(mf.diagnostics.residual) <= 1e-2
     assert int(mf.diagnostics.iterations) == 200
+    assert int(mf.diagnostics.capped_solves) == 1  # ... and so does the status
+    assert reds_jax.RESULTS.describe(mf.diagnostics.status) == ["cap_reached"]
 
 
 def test_matrix_free_program_holds_no_d_by_d_array(wplus):
@@ -121,8 +123,8 @@ def test_matrix_free_program_holds_no_d_by_d_array(wplus):
 
     def program(solver):
         def run(z):
-            kw = dict(vary=vary, fix=fix, k=1, steps=2, step_size=0.1, solver=solver)
-            return reds_jax.traverse(gen, z, **kw).latents
+            problem = reds_jax.Problem(gen, vary, fix)
+            return reds_jax.traverse(problem, z, steps=2, solver=solver).latents
 
         return jax.make_jaxpr(run)(z0)
 
@@ -137,16 +139,16 @@ def test_matrix_free_program_holds_no_d_by_d_array(wplus):
 def test_adaptive_rule_reaches_its_tolerance_on_the_hard_rooms_case():
     # Low-pass varied, high-pass fixed on the procedural rooms: B nearly singular on the answer.
     oracle = rooms_oracle(latent_dim=8, size=16)
-    kw = dict(vary=F.lowpass(2.0), fix=[F.highpass(1.0)], k=1, steps=4, step_size=0.25)
+    problem = reds_jax.Problem(oracle.generator, F.lowpass(2.0), [F.highpass(1.0)])
+    kw = dict(steps=4, step=reds_jax.FixedStep(0.25))
     z0 = jax.random.normal(jax.random.key(0), (2, 8), jnp.float64)
-    dense = reds_jax.traverse(oracle.generator, z0, **kw)
+    dense = reds_jax.traverse(problem, z0, **kw)
     tol = 1e-6
-    mf = reds_jax.traverse(
-        oracle.generator, z0, solver=reds_jax.MatrixFree(tol=tol, max_iters=40, turn_tol=None), **kw
-    )
+    solver = reds_jax.MatrixFree(tol=tol, max_iters=40, turn_tol=None)
+    mf = reds_jax.traverse(problem, z0, solver=solver, **kw)
     res = np.asarray(mf.diagnostics.residual)[..., :-1]  # every solve (the last latent has none)
     assert np.all(res <= tol), res.max()
-    steps = kw["steps"]
+    steps = 4
     assert np.all(np.asarray(mf.diagnostics.iterations) >= steps)  # it iterated, adaptively
     da, db = np.diff(np.asarray(dense.latents), axis=-2), np.diff(np.asarray(mf.latents), axis=-2)
     cos = np.abs(np.sum(da * db, -1)) / (np.linalg.norm(da, axis=-1) * np.linalg.norm(db, axis=-1))

@@ -322,17 +322,8 @@ def test_traverse_shapes_in_every_space(tiny, space):
     g = stylegan2(tiny, space=space, truncation=0.8)
     z = jax.random.normal(jax.random.key(3), (2, TINY.z_dim), jnp.float64)
     z0 = jax.vmap(g.from_z)(z)
-    tr = reds_jax.traverse(
-        g.generator,
-        z0,
-        vary=features.pixels(),
-        method="random",
-        path="linear",
-        k=1,
-        steps=2,
-        step_size=0.1,
-        key=jax.random.key(4),
-    )
+    problem = reds_jax.Problem(g.generator, features.pixels(), method="random")
+    tr = reds_jax.traverse(problem, z0, path="linear", steps=2, key=jax.random.key(4))
     assert tr.latents.shape == (2, 2, 3, g.latent_dim)
     np.testing.assert_allclose(np.asarray(tr.latents[:, :, 0]), np.repeat(z0[:, None], 2, 1))
 
@@ -340,17 +331,8 @@ def test_traverse_shapes_in_every_space(tiny, space):
 def test_reds_traversal_end_to_end(tiny):
     g = stylegan2(tiny, space="w", truncation=0.8)
     z0 = jax.vmap(g.from_z)(jax.random.normal(jax.random.key(5), (2, TINY.z_dim), jnp.float64))
-    tr = reds_jax.traverse(
-        g.generator,
-        z0,
-        vary=features.lowpass(1.0),
-        fix=[features.highpass(1.0)],
-        method="reds",
-        path="local",
-        k=1,
-        steps=3,
-        step_size=0.2,
-    )
+    problem = reds_jax.Problem(g.generator, features.lowpass(1.0), [features.highpass(1.0)])
+    tr = reds_jax.traverse(problem, z0, steps=3, step=reds_jax.FixedStep(0.2))
     assert tr.latents.shape == (2, 2, 4, TINY.w_dim)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tr))
     vary, fix = tr.vary_distances[0], tr.fix_distances[0]

@@ -73,9 +73,9 @@ __all__ = ["Corrector", "FeatureStep", "FixedStep", "GaussNewton", "step_length"
 
 
 def _size(x: Any, name: str) -> Any:
-    """A concrete step length as a finite float > 0; anything else that is not a number (a tracer
-    under ``jit``, a placeholder that jax's tree utilities put in a pytree) passes unchecked."""
-    if isinstance(x, jax.core.Tracer) or type(x) is object or x is None:
+    """A concrete step length as a finite float > 0; a tracer (under ``jit``) or a placeholder
+    that jax's tree utilities put in a pytree passes unchecked."""
+    if isinstance(x, jax.core.Tracer) or type(x) is object:
         return x
     return number(x, name, low=0.0, open_low=True)
 
