@@ -31,6 +31,15 @@ def to_uint8(images) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def auto_scale(size: int) -> int:
+    """The grid scale that shows frames of ``size`` pixels at about 128 pixels (at least 1).
+
+    >>> auto_scale(32), auto_scale(256)
+    (4, 1)
+    """
+    return max(1, 128 // max(size, 1))
+
+
 def grid(images, *, pad: int = 2, pad_value: int = 255, scale: int = 1) -> np.ndarray:
     """Tiles ``[rows, cols, H, W, C]`` images into one ``[H', W', C]`` uint8 image.
 

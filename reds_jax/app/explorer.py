@@ -979,7 +979,9 @@ class Explorer:
         folder.mkdir(parents=True, exist_ok=True)
         images = result.arrays["images"][0]
         files = {
-            "grid": imageio.save_grid(images, folder / "grid.png", scale=_scale(images.shape[2]))
+            "grid": imageio.save_grid(
+                images, folder / "grid.png", scale=imageio.auto_scale(images.shape[2])
+            )
         }
         files["npz"] = folder / "traversals.npz"
         atomic_write(files["npz"], npz_bytes(result.arrays, compress=True))
@@ -996,10 +998,6 @@ class Explorer:
         command = command_line(result.config, seed=result.seed, latents=latents) + "\n"
         atomic_write(files["command"], command.encode())
         return files
-
-
-def _scale(size: int) -> int:
-    return max(1, 128 // max(size, 1))
 
 
 def _int(value: Any, what: str) -> int:

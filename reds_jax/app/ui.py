@@ -263,7 +263,7 @@ class _Page:
 def _upscale_grid(images: np.ndarray) -> np.ndarray:
     from reds_jax import imageio
 
-    return imageio.grid(images, scale=ex._scale(images.shape[2]))
+    return imageio.grid(images, scale=imageio.auto_scale(images.shape[2]))
 
 
 def build(

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reds_jax.core.rayleigh import fix_signs, top_eigh, unit_rows
+from reds_jax.core.rayleigh import fix_signs, random_system, top_eigh, unit_rows
 
 Array = jax.Array
 
@@ -219,9 +219,7 @@ def random_directions(key: Array, k: int, d: int, dtype=None) -> Array:
     """
     k = _check_k(k, d, f"latent size d={d}")
     dtype = jnp.result_type(float) if dtype is None else dtype
-    q, r = jnp.linalg.qr(jax.random.normal(key, (d, d), dtype))
-    q = q * jnp.sign(jnp.diagonal(r))[None, :]
-    return q.T[:k]
+    return random_system(key, d, dtype, "orthogonal")[1][:k]
 
 
 def linear_paths(z0: Array, directions: Array, *, steps: int, step_size: float) -> Array:

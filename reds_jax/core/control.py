@@ -65,6 +65,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reds_jax.core.jacobians import stacked_features
+from reds_jax.core.matrix_free import hutchinson
 from reds_jax.core.validate import integer, number
 
 Array = jax.Array
@@ -154,7 +156,7 @@ class FeatureStep:
 
     def init(self, problem: Any, z0: Array) -> Array:
         """The varied features at the start ``[m]`` (what the distance is measured from)."""
-        return _stacked(problem.generator, problem.vary)(z0)
+        return stacked_features(problem.generator, problem.vary)(z0)
 
     def length(self, problem: Any, z: Array, v: Array, ref: Array, t: Array) -> Array:
         """``ε`` of step ``t`` from ``z`` along ``v`` (one JVP of the varied features)."""
@@ -203,14 +205,6 @@ class Corrector:
         )  # fmt: skip
 
 
-def _stacked(generator: Callable, feats: Sequence[Callable]) -> Callable[[Array], Array]:
-    def f(z):
-        image = generator(z)
-        return jnp.concatenate([jnp.ravel(g(image)) for g in feats])
-
-    return f
-
-
 def varied_change(
     generator: Callable, vary: Sequence[Callable], z: Array, v: Array, ref: Array
 ) -> tuple[Array, Array]:
@@ -222,7 +216,7 @@ def varied_change(
     >>> e.tolist(), [round(float(x), 12) for x in jv]
     ([3.0, 3.0], [1.8, 2.4])
     """
-    f, jv = jax.jvp(_stacked(generator, vary), (z,), (v,))
+    f, jv = jax.jvp(stacked_features(generator, vary), (z,), (v,))
     return f - ref, jv
 
 
@@ -282,7 +276,7 @@ class GaussNewton:
         cg_iters: int,
     ) -> GaussNewton:
         """The corrector holding ``fix`` at their values at ``z0 [d]``."""
-        f = _stacked(generator, fix)
+        f = stacked_features(generator, fix)
         ref = jax.lax.stop_gradient(f(z0))
         image0 = generator(z0)
         sizes = [int(np.prod(jax.eval_shape(g, image0).shape)) for g in fix]
@@ -396,8 +390,5 @@ def _gram_norms(f: Callable, z0: Array, sizes: Sequence[int], probes: int = 8) -
     vjp = jax.linear_transpose(jvp, z0)
     g = jax.random.normal(jax.random.key(0), (probes, z0.shape[0]), z0.dtype)
     jg = jax.vmap(jvp)(g)  # [s, m]
-    seg = np.concatenate([np.full((s,), i) for i, s in enumerate(sizes)])
-    masks = jnp.asarray(seg[None, :] == np.arange(len(sizes))[:, None], z0.dtype)  # [K, m]
-    ag = jax.vmap(lambda mk: jax.vmap(lambda row: vjp(row * mk)[0])(jg))(masks)  # [K, s, d]
-    est = jnp.sqrt(jnp.mean(jnp.sum(ag**2, axis=-1), axis=-1))
+    _, est = hutchinson(lambda w: vjp(w)[0], jg, sizes, probes)
     return jnp.where(jnp.isfinite(est) & (est > 0), est, 1.0)

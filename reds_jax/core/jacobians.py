@@ -277,18 +277,30 @@ def feature_grams(
         grams = jnp.stack([g for g, _ in parts])
         return (grams, sum(b for _, b in parts)) if count else grams
     sizes = [output_size(lambda v, f=f: f(generator(v)), z) for f in features]
-
-    def stacked(v):
-        image = generator(v)
-        return jnp.concatenate([jnp.ravel(f(image)) for f in features])
-
-    jac, bad = _jacobian_counted(stacked, z, mode, eps)
+    jac, bad = _jacobian_counted(stacked_features(generator, features), z, mode, eps)
     bounds = [0]
     for s in sizes:
         bounds.append(bounds[-1] + s)
     pairs = zip(bounds[:-1], bounds[1:], strict=True)
     grams = jnp.stack([jac[a:b].T @ jac[a:b] for a, b in pairs])
     return (grams, bad) if count else grams
+
+
+def stacked_features(generator: Callable, features: Sequence[Callable]) -> Callable:
+    """``z [d] -> [m]``: one generator pass, then every feature's output flattened and
+    concatenated (``m`` their total size), the function whose Jacobian stacks the features'.
+
+    >>> import jax.numpy as jnp
+    >>> f = stacked_features(lambda z: z.reshape(1, 2, 1), [lambda x: x[0, 0], lambda x: 3 * x])
+    >>> f(jnp.array([1.0, 2.0])).tolist()
+    [1.0, 3.0, 6.0]
+    """
+
+    def stacked(z):
+        image = generator(z)
+        return jnp.concatenate([jnp.ravel(f(image)) for f in features])
+
+    return stacked
 
 
 def jaxpr_values(jaxpr, inputs: bool = True) -> list:
@@ -341,10 +353,7 @@ def auto_chunk_size(
     1
     """
 
-    def stacked(v):
-        image = generator(v)
-        return jnp.concatenate([jnp.ravel(f(image)) for f in features])
-
+    stacked = stacked_features(generator, features)
     d = z.shape[0]
     m = output_size(stacked, z)
     width = max(m, LIVE_VALUES * largest_value(stacked, z))

@@ -72,9 +72,18 @@ def safe_ridge(b: Array, ridge: float | Array) -> Array:
     >>> float(safe_ridge(jnp.eye(2), 0.5))
     0.5
     """
-    d = b.shape[-1]
-    floor = 10.0 * d * jnp.finfo(b.dtype).eps * jnp.max(jnp.abs(jnp.diagonal(b)))
+    floor = ridge_floor(jnp.max(jnp.abs(jnp.diagonal(b))), b.shape[-1])
     return jnp.maximum(jnp.asarray(ridge, b.dtype), floor)
+
+
+def ridge_floor(diag_max: Array, d: int) -> Array:
+    """The precision floor of the ridge, ``10·d·eps·max diag(B)`` (``eps`` of ``diag_max``'s
+    dtype), from the largest diagonal entry of ``B`` (or a lower bound of it).
+
+    >>> float(ridge_floor(jnp.asarray(1.0, jnp.float32), 2)) == 20 * float(jnp.finfo(jnp.float32).eps)
+    True
+    """
+    return 10.0 * d * jnp.finfo(diag_max.dtype).eps * diag_max
 
 
 def project(v: Array, rows: Array, span: Array | None = None) -> Array:

@@ -22,7 +22,7 @@ only how the top-``k`` eigenvectors are found differs (``maxc``: ``B = 0``):
   (:func:`reds_jax.core.path.local_step`).
 * **Start latent** (option ``cold_start``):
 
-  - ``"dense"`` (default): exact Grams at ``z_0`` (``mode`` / ``chunk_size`` apply; once per start
+  - ``"dense"`` (the default, ``"auto"``, up to ``d = dense_start_max_d``): exact Grams at ``z_0`` (``mode`` / ``chunk_size`` apply; once per start
     latent, shared by its ``2k`` paths) give the Frobenius norms, the ridge (the dense solver's
     ``λ``, raised to ``10·d·eps·max diag B``) and the preconditioner ``(B(z_0) + λI)⁻¹`` from one
     Cholesky factor; the start directions come from ``cold_iters`` preconditioned LOBPCG iterations
@@ -95,7 +95,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve
 
-from reds_jax.core.jacobians import count_nonfinite, output_size, sanitize
+from reds_jax.core.jacobians import count_nonfinite, output_size, sanitize, stacked_features
 from reds_jax.core.linalg import fix_signs, safe_ridge, small_eigh, symmetrize, unit_rows
 from reds_jax.core.lobpcg import Result, lobpcg
 
@@ -167,12 +167,6 @@ def nystrom_diagonal(u: Array, sigma: Array) -> Array:
     return jnp.einsum("i,id->d", sigma, u * u)
 
 
-def nystrom_preconditioner(omega: Array, b_omega: Array, lam: Array) -> LowRankPreconditioner:
-    """The :class:`LowRankPreconditioner` of ``B + λI`` from test rows ``omega [r, d]`` and their
-    products ``b_omega = omega @ B`` (``[r, d]``; see :func:`nystrom`)."""
-    return low_rank_preconditioner(*nystrom(omega, b_omega), lam)
-
-
 def low_rank_preconditioner(u: Array, sigma: Array, lam: Array) -> LowRankPreconditioner:
     """The :class:`LowRankPreconditioner` of ``B̂ + λI`` for ``B̂ = Uᵀ diag(σ) U`` (:func:`nystrom`;
     zero rows of ``u`` are dropped directions)."""
@@ -191,6 +185,26 @@ def _precondition(pinv, precond: str, r: Array) -> tuple[Array, ...]:
     else:
         tr = r @ pinv  # the preconditioner (B(z_0) + λI)⁻¹ is symmetric
     return (tr,) if precond == "start" else (r, tr)
+
+
+def hutchinson(jt: Callable, jg: Array, sizes: Sequence[int], batch: int) -> tuple[Array, Array]:
+    """Per-feature Gram products and Frobenius norms from probe products (Hutchinson).
+
+    Args:
+      jt: ``w [m] -> Jᵀ w [d]`` for the stacked features.
+      jg: ``[s, m]`` products ``J g`` of ``s`` Gaussian probes ``g``.
+      sizes: the features' output sizes (``m`` in all).
+      batch: rows per transpose product batch (:func:`map_rows`).
+
+    Returns:
+      ``(A_k g [K, s, d], ‖A_k‖_F estimates [K])`` with ``A_k = J_kᵀJ_k``; non-finite products are
+      set to zero (``‖A‖_F² = E‖A g‖²``: relative standard deviation at most ``√(2/s)``).
+    """
+    seg = jnp.concatenate([jnp.full((n,), i) for i, n in enumerate(sizes)])  # [m]
+    masks = (seg[None, :] == jnp.arange(len(sizes))[:, None]).astype(jg.dtype)  # [K, m]
+    ag = jax.vmap(lambda mk: map_rows(jt, jg * mk[None, :], batch))(masks)
+    ag = jnp.where(jnp.isfinite(ag), ag, 0.0)
+    return ag, jnp.sqrt(jnp.mean(jnp.sum(ag**2, axis=-1), axis=-1))
 
 
 def map_rows(fn: Callable[[Array], Array], rows: Array, batch: int) -> Array:
@@ -326,11 +340,7 @@ def linearize(generator, feats: Sequence[Callable], z: Array) -> tuple[Callable,
     """``(jv, jt)``: ``u [d] -> J u [m]`` and ``w [m] -> Jᵀ w [d]`` for all features at ``z``
     (one ``jax.linearize`` through the generator; ``jt`` by ``jax.linear_transpose``)."""
 
-    def flat(v):
-        image = generator(v)
-        return jnp.concatenate([jnp.ravel(f(image)) for f in feats])
-
-    _, lin = jax.linearize(flat, z)
+    _, lin = jax.linearize(stacked_features(generator, feats), z)
     lin_t = jax.linear_transpose(lin, z)
     return lin, (lambda w: lin_t(w)[0])
 

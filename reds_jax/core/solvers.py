@@ -43,9 +43,10 @@ from reds_jax.core.jacobians import (
     output_size,
     point_mode,
 )
-from reds_jax.core.linalg import fix_signs
+from reds_jax.core.linalg import fix_signs, ridge_floor
 from reds_jax.core.lobpcg import lobpcg, rayleigh_ritz
 from reds_jax.core.problem import Problem
+from reds_jax.core.validate import integer
 
 Array = jax.Array
 
@@ -249,16 +250,11 @@ class Solver(abc.ABC):
         del problem, z, key
 
 
-def _count(name: str, x: Any, lo: int) -> None:
-    if isinstance(x, bool) or not isinstance(x, int | np.integer) or x < lo:
-        raise ValueError(f"{name} must be an int >= {lo}; got {x!r}.")
-
-
 def _check_jacobian_options(mode: Any, chunk_size: Any) -> None:
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not a Jacobian mode; pass one of {MODES}.")
     if chunk_size is not None:
-        _count("chunk_size", chunk_size, 1)
+        integer(chunk_size, "chunk_size", 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,9 +322,9 @@ class Dense(Solver):
     def __post_init__(self):
         _check_jacobian_options(self.mode, self.chunk_size)
         if self.memory_budget is not None:
-            _count("memory_budget", self.memory_budget, 1)
+            integer(self.memory_budget, "memory_budget", 1)
         if self.max_d is not None:
-            _count("max_d", self.max_d, 1)
+            integer(self.max_d, "max_d", 1)
         ok = isinstance(self.eps, int | float) and not isinstance(self.eps, bool)
         if self.eps is not None and not (ok and math.isfinite(self.eps) and self.eps > 0):
             raise ValueError(f"eps must be a finite number > 0 or None; got {self.eps!r}.")
@@ -498,12 +494,12 @@ class MatrixFree(Solver):
 
     def __post_init__(self):
         for name, lo in (("iters", 1), ("guard", 0), ("cold_iters", 1), ("probes", 1)):
-            _count(name, getattr(self, name), lo)
-        _count("sketch_seed", self.sketch_seed, 0)
-        _count("max_iters", self.max_iters, 1)
-        _count("dense_start_max_d", self.dense_start_max_d, 1)
+            integer(getattr(self, name), name, lo)
+        integer(self.sketch_seed, "sketch_seed", 0)
+        integer(self.max_iters, "max_iters", 1)
+        integer(self.dense_start_max_d, "dense_start_max_d", 1)
         if self.sketch is not None:
-            _count("sketch", self.sketch, 1)
+            integer(self.sketch, "sketch", 1)
         meanings = {
             "tol": "a relative Ritz residual, e.g. 1e-2) or None (a fixed number of iterations",
             "cold_tol": "a relative Ritz residual, e.g. 1e-6) or None (cold_iters iterations",
@@ -627,11 +623,7 @@ class MatrixFree(Solver):
         g = jax.random.normal(k_probe, (s, d), dtype)
         jg = matrix_free.map_rows(jv, g, p)  # [s, m]
         jg = jnp.where(jnp.isfinite(jg), jg, 0.0)
-        seg = jnp.concatenate([jnp.full((n,), i) for i, n in enumerate(sizes)])  # [m]
-        masks = (seg[None, :] == jnp.arange(len(feats))[:, None]).astype(dtype)  # [K, m]
-        ag = jax.vmap(lambda mk: matrix_free.map_rows(jt, jg * mk[None, :], p))(masks)
-        ag = jnp.where(jnp.isfinite(ag), ag, 0.0)  # [K, s, d]: A_k g
-        est = jnp.sqrt(jnp.mean(jnp.sum(ag**2, axis=-1), axis=-1))  # ‖A_k‖_F estimates [K]
+        ag, est = matrix_free.hutchinson(jt, jg, sizes, p)  # A_k g [K, s, d], ‖A_k‖_F [K]
         norms = jnp.where((est > 0) & problem.normalize, est, 1.0)
         scales = weights / norms
         if fixed:
@@ -641,7 +633,7 @@ class MatrixFree(Solver):
             # approximation's diagonal (a lower bound of diag B): the answer can depend on λ
             # as strongly as on B (a nearly singular B), so the two starts must agree on it.
             diag_max = jnp.max(matrix_free.nystrom_diagonal(u, sigma))
-            floor = 10.0 * d * jnp.finfo(dtype).eps * diag_max
+            floor = ridge_floor(diag_max, d)
             lam = jnp.maximum(ridge, floor)
             info = info._replace(
                 ridge_raised=_flag(floor > ridge), solve_fallback=_flag(~(diag_max > 0))

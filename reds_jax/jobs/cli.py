@@ -392,10 +392,6 @@ def _check_out(out: Any, *, flag: str = "--out", file: bool = False) -> pathlib.
 # Commands
 
 
-def _auto_scale(size: int) -> int:
-    return max(1, 128 // max(size, 1))
-
-
 def _describe(result: dict[str, Any], vary: Sequence[str], fix: Sequence[str], i: int = 0) -> str:
     lines = []
     for name, key, specs in (("varied", "vary_distances", vary), ("fixed", "fix_distances", fix)):
@@ -441,7 +437,7 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     result = exp.run(seeds=[ns.seed])
     out = pathlib.Path(ns.out or f"reds_jax_demo_{cfg.model}.png")
     images = result["images"][0]  # [2k, T+1, H, W, 3]
-    imageio.save_grid(images, out, scale=_auto_scale(images.shape[2]))
+    imageio.save_grid(images, out, scale=imageio.auto_scale(images.shape[2]))
     print(_describe(result, cfg.vary, cfg.fix))
     print(
         f"{PROG} demo: wrote {out.resolve()} (rows: paths +v1, -v1, +v2, ...; columns: steps "
@@ -489,7 +485,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
         raise _UsageError(str(err)) from None
     out = pathlib.Path(out or "reds_jax_traverse")
     out.mkdir(parents=True, exist_ok=True)
-    scale = ns.scale or _auto_scale(result["images"].shape[3])
+    scale = ns.scale or imageio.auto_scale(result["images"].shape[3])
     names = _item_names(seeds, latents is not None, names)
     written = [
         imageio.save_grid(result["images"][i], out / f"{name}.png", scale=scale)
