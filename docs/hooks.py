@@ -10,6 +10,7 @@
   missing file, or a field no row has, stops the build, so a guide never shows a number its JSON
   no longer has (a field only some rows have is a dash in the others).
 * Images of ``benchmarks/results`` that the guides show are copied into the site.
+* The docstrings' Sphinx roles (``:func:`~reds_jax.traverse```) are shown as code (``traverse``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from mkdocs.structure.files import File
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"\{\{\s*table\s+(.+?)\}\}", re.DOTALL)
+# a Sphinx cross-reference role of a docstring, as Markdown renders it: :func:`~a.b.c` -> `c`
+ROLE = re.compile(r":(?:func|class|meth|mod|attr|data|exc|obj):<code>(~?)([^<]*)</code>")
 IMAGES = (
     "benchmarks/results/faces/hair.png",
     "benchmarks/results/rooms/oracle_sofa_pixels.png",
@@ -51,6 +54,11 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
             raise PluginError(f"{where}: table marker {match.group(0)!r}: {err}") from err
 
     return MARKER.sub(replace, markdown)
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """Renders the docstrings' Sphinx roles (``:func:`x```) as plain code, as Sphinx shows them."""
+    return ROLE.sub(lambda m: f"<code>{m[2].rsplit('.', 1)[-1] if m[1] else m[2]}</code>", html)
 
 
 def lookup(value: Any, path: str) -> Any:
