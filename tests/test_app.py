@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 import reds_jax
+from reds_jax.app import access
 from reds_jax.app import explorer as E
 from reds_jax.jobs import cli, models
 from reds_jax.jobs.experiment import JobConfig
@@ -167,8 +168,8 @@ def test_uploaded_latent_exports_start_npy(explorer, first, tmp_path):
         ({"vary": ""}, "at least one feature"),
         ({"vary": "nonsense:1"}, "unknown feature 'nonsense'"),
         ({"fix": "lowpass:a"}, "not a number"),
-        ({"model": "no_such_model"}, "unknown model"),
-        ({"model": "missing.msgpack"}, "no StyleGAN2 checkpoint"),
+        ({"model": "no_such_model"}, "not allowed on this page"),
+        ({"model": "missing.msgpack"}, "not allowed on this page"),
         ({"model_args": "size"}, "KEY=VALUE"),
         ({"model_args": "colour=3"}, "does not accept"),
         ({"seed": -1}, "seed must lie in"),
@@ -235,9 +236,12 @@ def test_boxes_and_clicks():
 def test_msgpack_path_names_the_stylegan2_factory(tmp_path):
     path = tmp_path / "ffhq.msgpack"
     path.write_bytes(b"")
-    model, args = E.model_choice(str(path))
+    allowed = access.Allowed.of(folders=[tmp_path])
+    model, args = E.model_choice(str(path), allowed)
+    path = path.resolve()
     assert model == E.STYLEGAN2_FACTORY and args == {"params_or_path": str(path), "space": "z"}
-    cfg = E.Explorer().config(dataclasses.replace(INPUTS, model=str(path), model_args=""))
+    explorer = E.Explorer(allowed=allowed)
+    cfg = explorer.config(dataclasses.replace(INPUTS, model=str(path), model_args=""))
     line = E.command_line(cfg, seed=0)
     assert f"--model-arg 'params_or_path=\"{path}\"'" in line and 'space=\\"z\\"' not in line
     assert cli.key_value(shlex.split(line)[5])[1] == str(path)
@@ -332,7 +336,7 @@ def test_app_command_arguments_are_checked(capsys):
     assert cli.main(["app", "--port", "70000"]) == 2
     assert "--port" in capsys.readouterr().err
     assert cli.main(["app", "--model", "no_such_model"]) == 2
-    assert "unknown model" in capsys.readouterr().err
+    assert "not allowed on this page" in capsys.readouterr().err
 
 
 def test_page_callbacks(explorer, first, tmp_path):

@@ -18,6 +18,8 @@ page.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import dataclasses
 import json
 import math
@@ -35,6 +37,8 @@ import numpy as np
 
 import reds_jax
 from reds_jax import imageio
+from reds_jax.app import access
+from reds_jax.app.access import AccessError, Allowed
 from reds_jax.core import presets
 from reds_jax.core.traverse import METHODS, PATHS, SOLVERS
 from reds_jax.jobs import models
@@ -70,7 +74,11 @@ MAX_K = 8
 MAX_STEPS = 64
 MAX_UPLOAD_BYTES = 20 * 2**20
 MAX_UPLOAD_PIXELS = 50_000_000
-STYLEGAN2_FACTORY = "reds_jax.generators.stylegan2:stylegan2"
+MAX_SECONDS = 300.0
+"""Default wall-clock limit of one run or inversion (``reds-jax app --max-seconds``)."""
+MAX_CORRECT = 16
+"""Most corrector iterations per step on the page."""
+STYLEGAN2_FACTORY = access.STYLEGAN2_FACTORY
 OUT = "reds_jax_traverse"
 DISPLAY = 256  # pixels of the start image and the scrubbed frame on the page
 
@@ -109,33 +117,47 @@ def compile_count() -> int:
 # Small parsers shared by the page and the exports
 
 
-def model_choice(text: str) -> tuple[str, dict[str, Any]]:
+def model_choice(text: str, allowed: Allowed | None = None) -> tuple[str, dict[str, Any]]:
     """The model name the job layer understands, plus loader arguments implied by it.
 
-    A path ending in ``.msgpack`` (a StyleGAN2 checkpoint converted with ``reds-jax convert
-    stylegan2``) becomes the factory ``reds_jax.generators.stylegan2:stylegan2`` with
-    ``params_or_path`` set and ``space = "z"`` (start latents are standard normal).
+    Only what the operator allowed (see :mod:`reds_jax.app.access`): a registered name, a
+    ``package.module:factory`` named with ``reds-jax app --allow-model``, or a ``.msgpack``
+    checkpoint (converted with ``reds-jax convert stylegan2``) inside a folder named with
+    ``--allow-checkpoints``; the checkpoint becomes the factory
+    ``reds_jax.generators.stylegan2:stylegan2`` with ``params_or_path`` set and ``space = "z"``
+    (start latents are standard normal). Nothing typed into the page is imported.
 
     Args:
-      text: ``faces``, ``rooms``, ``rooms_gan``, ``package.module:factory`` or ``PATH.msgpack``.
+      text: the page's model field.
+      allowed: the operator's allow-list (default: the registry only).
 
     Returns:
       ``(model, model_args)``.
 
     Raises:
-      AppError: an empty name or a checkpoint path that does not exist.
+      AppError: an empty name, a name or path the operator did not allow, or a missing checkpoint.
 
     >>> model_choice("rooms")
     ('rooms', {})
+    >>> model_choice("os:system")
+    Traceback (most recent call last):
+    ...
+    reds_jax.app.explorer.AppError: model 'os:system' is not allowed on this page: ...
     """
-    name = (text or "").strip()
+    name = (text or "").strip() if isinstance(text, str) else ""
     if not name:
         raise AppError(f"choose a model: one of {list(models.available_models())}.")
-    if name.endswith(".msgpack"):
-        if not pathlib.Path(name).is_file():
-            raise AppError(f"no StyleGAN2 checkpoint at {name!r}; pass an existing .msgpack path.")
-        return STYLEGAN2_FACTORY, {"params_or_path": name, "space": "z"}
-    return name, {}
+    with _access():
+        return (allowed or Allowed()).model(name)
+
+
+@contextlib.contextmanager
+def _access():
+    """Turns an :class:`~reds_jax.app.access.AccessError` into an :class:`AppError`."""
+    try:
+        yield
+    except AccessError as err:
+        raise AppError(str(err)) from None
 
 
 def parse_model_args(text: str) -> dict[str, Any]:
@@ -571,8 +593,17 @@ def _no_progress(fraction: float, desc: str = "") -> None:
 class Explorer:
     """Models, features and compiled functions cached for the life of the server process.
 
+    One compute job (a traversal or an inversion) runs at a time: a second one is refused while
+    the first runs. Each has a wall-clock limit, ``max_seconds``: past it the page gets an error
+    at once, and new jobs are refused until the overrunning one has finished (JAX cannot stop a
+    running computation; the bounds on every input keep a run short, the limit is the backstop).
+
     Args:
       max_upload_bytes: largest accepted upload.
+      allowed: what the page may load (:class:`~reds_jax.app.access.Allowed`: the registry,
+        the operator's ``--allow-model`` factories and ``--allow-checkpoints`` folders).
+        Default: the registry only.
+      max_seconds: wall-clock limit of one compute job (> 0).
 
     >>> ex = Explorer()
     >>> res = ex.run(Inputs(model="rooms", model_args="size=16, latent_dim=4", k=1,
@@ -581,8 +612,19 @@ class Explorer:
     (1, 2, 3, 4)
     """
 
-    def __init__(self, *, max_upload_bytes: int = MAX_UPLOAD_BYTES):
+    def __init__(
+        self,
+        *,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        allowed: Allowed | None = None,
+        max_seconds: float = MAX_SECONDS,
+    ):
+        if not (isinstance(max_seconds, int | float) and 0 < max_seconds < math.inf):
+            raise ValueError(f"max_seconds must be a finite number > 0; got {max_seconds!r}.")
         self.max_upload_bytes = int(max_upload_bytes)
+        self.allowed = allowed or Allowed()
+        self.max_seconds = float(max_seconds)
+        self._compute = threading.Lock()
         self._models: dict[str, models.Model] = {}
         self._features: dict[str, Any] = {}
         self._render: dict[str, Callable] = {}
@@ -596,9 +638,11 @@ class Explorer:
         Raises:
           AppError: any bad field, with the job layer's message.
         """
-        model, implied = model_choice(inputs.model)
-        model_args = {**implied, **parse_model_args(inputs.model_args)}
+        model, implied = model_choice(inputs.model, self.allowed)
         vary, fix = _spec_lines(inputs.vary), _spec_lines(inputs.fix)
+        with _access():
+            model_args = self.allowed.arguments({**implied, **parse_model_args(inputs.model_args)})
+            self.allowed.specs((*vary, *fix))
         if not vary:
             raise AppError("choose at least one feature to vary (e.g. lowpass:4).")
         k, steps = _int(inputs.k, "k"), _int(inputs.steps, "steps")
@@ -630,6 +674,11 @@ class Explorer:
             data["step_target"] = _number(inputs.step_target, "step target")
         if inputs.correct not in (None, "", 0):
             data["correct"] = _int(inputs.correct, "correct")
+            if not 0 <= data["correct"] <= MAX_CORRECT:
+                raise AppError(
+                    f"correct={data['correct']} is out of range: pass 0 <= correct <= "
+                    f"{MAX_CORRECT} on this page."
+                )
         try:
             return JobConfig.from_mapping(data, where="page")
         except ConfigError as err:
@@ -641,6 +690,8 @@ class Explorer:
         Raises:
           AppError: unknown, unavailable, or failing to load (missing weights).
         """
+        with _access():
+            self.allowed.loaded(name, model_args)
         ident = json.dumps([name, dict(model_args)], sort_keys=True, default=str)
         with self._lock:
             if ident not in self._models:
@@ -653,6 +704,8 @@ class Explorer:
     def features(self, specs: Sequence[str]) -> tuple:
         """Parsed features, one object per spec string for the life of the process."""
         out = []
+        with _access():
+            self.allowed.specs(specs)
         with self._lock:
             for spec in specs:
                 if spec not in self._features:
@@ -721,8 +774,44 @@ class Explorer:
 
         Raises:
           AppError: bad inputs, or a configuration the library rejects (e.g. ``k`` larger than
-            the varied feature's size).
+            the varied feature's size); another job running; past ``max_seconds``.
         """
+        return self._exclusive("run", lambda: self._run(inputs, latent, progress))
+
+    def _exclusive(self, what: str, job: Callable[[], Any]) -> Any:
+        """Runs ``job()`` as the one compute job, waiting at most ``max_seconds`` for it."""
+        if not self._compute.acquire(blocking=False):
+            raise AppError(
+                "another run or inversion is in progress on this server (one at a time); wait "
+                "for it to finish and try again."
+            )
+        box: dict[str, Any] = {}
+
+        def work():
+            try:
+                box["value"] = job()
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                box["error"] = err
+            finally:
+                self._compute.release()
+
+        # a copy of the context: Gradio finds its progress bar through context variables
+        ctx = contextvars.copy_context()
+        thread = threading.Thread(target=ctx.run, args=(work,), name=f"reds-jax {what}")
+        thread.daemon = True
+        thread.start()
+        thread.join(self.max_seconds)
+        if thread.is_alive():
+            raise AppError(
+                f"the {what} took longer than this server's limit of {self.max_seconds:g} s and "
+                "was abandoned; new jobs are refused until it finishes. Pass fewer steps, a "
+                "smaller k, or fewer corrector or solver iterations."
+            )
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def _run(self, inputs, latent, progress) -> Result:
         t0, c0 = time.perf_counter(), compile_count()
         cfg = inputs if isinstance(inputs, JobConfig) else self.config(inputs)
         seed = 0 if latent is not None else _int(getattr(inputs, "seed", 0), "seed")
@@ -849,8 +938,13 @@ class Explorer:
           ``(latent [d], PSNR in dB, reconstruction uint8 [H, W, 3])``.
 
         Raises:
-          AppError: a bad upload or settings.
+          AppError: a bad upload or settings; another job running; past ``max_seconds``.
         """
+        return self._exclusive(
+            "inversion", lambda: self._invert(inputs, path, steps, restarts, progress)
+        )
+
+    def _invert(self, inputs, path, steps, restarts, progress):
         cfg = self.config(inputs)
         model = self.model(cfg.model, cfg.model_args)
         steps, restarts = _int(steps, "inversion steps"), _int(restarts, "restarts")

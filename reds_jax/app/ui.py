@@ -23,8 +23,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import numpy as np  # noqa: E402
 
+from reds_jax.app import access, ui_args  # noqa: E402
 from reds_jax.app import explorer as ex  # noqa: E402
-from reds_jax.app import ui_args  # noqa: E402
 from reds_jax.jobs import models  # noqa: E402
 from reds_jax.jobs.experiment import diagnostics_warning  # noqa: E402
 
@@ -163,7 +163,7 @@ class _Page:
         return overlay(self.ex.image(cfg, z), vary_box, fix_box, pending)
 
     def model_defaults(self, model):
-        name, _ = ex.model_choice(model)
+        name, _ = ex.model_choice(model, self.ex.allowed)
         entry = models.get_entry(name)
         kinds = [k for k in ex.feature_kinds(model) if k not in BUILDER_KINDS]
         kinds = list(BUILDER_KINDS) + kinds
@@ -284,9 +284,9 @@ def build(
             f"reds-jax app needs Gradio: pip install 'reds-jax[app]' ({_IMPORT_ERROR})."
         )
     page = _Page(explorer or ex.Explorer(), files_root or tempfile.mkdtemp(prefix="reds_jax_app_"))
-    entry = models.get_entry(ex.model_choice(model)[0])
+    entry = models.get_entry(ex.model_choice(model, page.ex.allowed)[0])
     kinds = list(BUILDER_KINDS) + [k for k in ex.feature_kinds(model) if k not in BUILDER_KINDS]
-    choices = sorted(set(models.available_models()) | {model})
+    choices = list(dict.fromkeys([model, *page.ex.allowed.choices(models.available_models())]))
 
     with gr.Blocks(title="reds-jax explorer", analytics_enabled=False) as demo:
         gr.Markdown(
@@ -302,7 +302,8 @@ def build(
                 gr.Markdown("### 1 · Start")
                 model_in = gr.Dropdown(
                     choices, value=model, label="model", allow_custom_value=True,
-                    info="a name, package.module:factory, or a StyleGAN2 .msgpack path",
+                    info="a registered name, or a factory or StyleGAN2 .msgpack checkpoint "
+                    "the server's operator allowed",
                     elem_id="model",
                 )  # fmt: skip
                 model_args = gr.Textbox(
@@ -451,8 +452,19 @@ def build(
     return demo
 
 
+def _error(message: str) -> int:
+    print(f"reds-jax app: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``reds-jax app [--host H] [--port P] [--model M]``: serves the page until interrupted.
+    """``reds-jax app [--host H] [--port P] [--model M] [--allow-model F] [--allow-checkpoints D]
+    [--auth USER:PASSWORD] [--max-seconds S]``: serves the page until interrupted.
+
+    The page runs only the registered models, the factories named with ``--allow-model`` (or
+    ``--model``) and checkpoints inside the ``--allow-checkpoints`` folders (see
+    :mod:`reds_jax.app.access`). A ``--host`` other than loopback prints a warning unless
+    ``--auth`` protects the page.
 
     Returns:
       Exit status (2 for bad arguments or a missing Gradio).
@@ -466,17 +478,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     if not 0 < ns.port < 65536:
-        print(f"reds-jax app: error: --port must be in 1..65535; got {ns.port}.", file=sys.stderr)
-        return 2
+        return _error(f"--port must be in 1..65535; got {ns.port}.")
+    factories = list(ns.allow_model)
+    folders = list(ns.allow_checkpoints)
+    if ":" in ns.model and ns.model not in models.MODELS:
+        factories.append(ns.model)  # the operator named it
+    elif ns.model.strip().endswith(".msgpack"):
+        folders.append(str(pathlib.Path(ns.model).expanduser().resolve().parent))
     try:
-        ex.model_choice(ns.model)
-        models.get_entry(ex.model_choice(ns.model)[0])
+        allowed = access.Allowed.of(factories, folders)
+    except access.AccessError as err:
+        return _error(str(err))
+    try:
+        models.get_entry(ex.model_choice(ns.model, allowed)[0])
     except (ex.AppError, ValueError) as err:
-        print(f"reds-jax app: error: --model: {err}", file=sys.stderr)
-        return 2
+        return _error(f"--model: {err}")
+    if not access.is_loopback(ns.host) and ns.auth is None:
+        print(
+            f"reds-jax app: warning: --host {ns.host} exposes the page to the network and it has "
+            "no authentication: anyone who can reach the port can run traversals. Pass "
+            "--auth USER:PASSWORD, or bind 127.0.0.1 and tunnel.",
+            file=sys.stderr,
+            flush=True,
+        )
     limit = int(ns.max_upload_mb * 2**20)
+    explorer = ex.Explorer(max_upload_bytes=limit, allowed=allowed, max_seconds=ns.max_seconds)
     with tempfile.TemporaryDirectory(prefix="reds_jax_app_") as root:
-        demo = build(ex.Explorer(max_upload_bytes=limit), model=ns.model, files_root=root)
+        demo = build(explorer, model=ns.model, files_root=root)
         demo.queue(default_concurrency_limit=4)
         print(f"reds-jax app: serving on http://{ns.host}:{ns.port} (Ctrl+C stops)", flush=True)
         try:
@@ -493,6 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 show_error=True,
                 quiet=True,
                 allowed_paths=[str(pathlib.Path(root))],
+                auth=ns.auth,
             )
         except KeyboardInterrupt:
             pass
