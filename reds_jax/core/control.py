@@ -64,6 +64,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reds_jax.core import validate
+
 Array = jax.Array
 
 __all__ = ["Control", "check_control", "step_length", "varied_change", "Corrector"]
@@ -116,8 +118,7 @@ def check_control(
     (Control(adaptive=True, correct=2, cg_iters=8), 0.1, 0.005)
     """
     for name, x, lo in (("correct", correct, 0), ("cg_iters", cg_iters, 1)):
-        if isinstance(x, bool) or not isinstance(x, int | np.integer) or x < lo:
-            raise ValueError(f"{name} must be an int >= {lo}; got {x!r}.")
+        validate.bounded(x, name, lo)  # bounds: reds_jax.core.validate.BOUNDS
     if correct and not fixed:
         raise ValueError(
             "correct > 0 needs fixed features to hold (the corrector reduces their drift): pass "

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reds_jax.core import matrix_free, rayleigh
+from reds_jax.core import matrix_free, rayleigh, validate
 from reds_jax.core.jacobians import (
     MODES,
     auto_chunk_size,
@@ -182,6 +182,8 @@ class Step(NamedTuple):
 
 
 def _count(name: str, x: Any, lo: int) -> None:
+    if name in validate.BOUNDS:  # an upper bound too (issue 40)
+        validate.bounded(x, name, lo)
     if isinstance(x, bool) or not isinstance(x, int | np.integer) or x < lo:
         raise ValueError(f"{name} must be an int >= {lo}; got {x!r}.")
 
@@ -397,7 +399,7 @@ class MatrixFree:
     >>> MatrixFree(iters=0)
     Traceback (most recent call last):
     ...
-    ValueError: iters must be an int >= 1; got 0.
+    ValueError: iters must be an int >= 1 and <= 10000; got 0.
     """
 
     iters: int = 1
@@ -431,10 +433,8 @@ class MatrixFree:
             "alone",
         }
         for name, meaning in meanings.items():
-            x = getattr(self, name)
-            ok = isinstance(x, int | float) and not isinstance(x, bool)
-            if x is not None and not (ok and math.isfinite(x) and x > 0):
-                raise ValueError(f"{name} must be a finite number > 0 ({meaning}); got {x!r}.")
+            if getattr(self, name) is not None:
+                validate.tolerance(getattr(self, name), name, meaning)
         if self.cold_start not in COLD_STARTS:
             raise ValueError(
                 f"cold_start={self.cold_start!r} is not valid; pass one of {COLD_STARTS}."

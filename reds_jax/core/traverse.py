@@ -55,7 +55,7 @@ from reds_jax.core.solvers import (
     Solver,
     resolve,
 )
-from reds_jax.core.validate import check_memory, feature_shape, flag, in_dtype, number
+from reds_jax.core.validate import bounded, check_memory, feature_shape, flag, in_dtype, number
 
 Array = jax.Array
 
@@ -303,8 +303,7 @@ def _make_config(generator, z, vary, fix, method, k, options, solver="dense", st
 def _check_path(path: Any, steps: Any) -> None:
     if path not in PATHS:
         raise ValueError(f"path={path!r} is not a traversal path; pass one of {PATHS}.")
-    if not isinstance(steps, int | np.integer) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0; got {steps!r}.")
+    bounded(steps, "steps", 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -676,7 +675,7 @@ def _prepare(generator, z, vary, fix, method, k, key, options, solver, preset, s
     keys = _keys(key, batch.shape[0], method)
     batch_s, n = shard_batch(batch)
     keys_s, _ = shard_batch(keys)
-    if options.get("cap_k", False):
+    if flag(options.get("cap_k", False), "cap_k"):
         capped = _cap_k(problem, solver, batch_s, keys_s, n, step_size is not None)
         if capped != problem.k:
             problem, solver = _make_config(
