@@ -223,14 +223,13 @@ def check_dense_size(d: int, max_d: int | None, who: str, force: str) -> None:
 class Dense:
     """Exact Grams and a dense eigen-solve at every latent (every method).
 
-    Memory: the Jacobian of the features through the generator costs about ``n·w`` floats per
-    latent, ``n`` its tangents (``d`` in forward mode, ``m`` in reverse mode) and ``w`` the larger
-    of the output size ``m`` and ``LIVE_VALUES`` (4) times the generator's largest intermediate
-    value (found from its jaxpr). When that exceeds ``memory_budget`` bytes and no
-    ``chunk_size`` is given, the Grams are accumulated in chunks automatically
-    (``chunk_size = memory_budget // (w·itemsize)``; see
-    :func:`reds_jax.core.jacobians.auto_chunk_size`). ``N`` latents under ``vmap`` use ``N``
-    times the budget.
+    Memory: the unchunked Jacobian of the features through the generator takes what XLA's
+    compiled program for one latent holds (its ``memory_analysis()``, asked only when a cheap
+    upper bound from the jaxpr is over budget, once per generator and shape; see
+    :func:`reds_jax.core.jacobians.jacobian_bytes`). When that exceeds ``memory_budget`` bytes
+    and no ``chunk_size`` is given, the tangents are split into chunks that fit
+    (:func:`reds_jax.core.jacobians.auto_chunk_size`); a chunked forward Jacobian costs the same
+    per tangent as an unchunked one. ``N`` latents under ``vmap`` use ``N`` times the budget.
 
     Args:
       mode: Jacobian mode (``"auto"``, ``"fwd"``, ``"rev"``, ``"fd"``, ``"fd_forward"``: see
