@@ -1,12 +1,13 @@
 """Shared test helpers: a toy model that compiles in a second, model registration, the CLI runners
-(in process and as a subprocess), a runner for code that needs N forced host devices, and PNG files
-written byte by byte (bad-input tests)."""
+(in process and as a subprocess), a runner for code that needs N forced host devices, PNG files
+written byte by byte (bad-input tests), and the skip rule of the browser tests."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import pathlib
+import shutil
 import struct
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from collections.abc import Iterator, Sequence
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from reds_jax.jobs import cli, models
 
@@ -106,3 +108,26 @@ def png(width, height, depth, colour, rows, palette=None, idat=None):
     if palette is not None:
         out += png_chunk(b"PLTE", palette)
     return out + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
+
+
+def chromium() -> str | None:
+    """The system Chromium the browser tests drive: ``REDS_JAX_CHROMIUM``, else ``chromium``."""
+    return os.environ.get("REDS_JAX_CHROMIUM") or shutil.which("chromium")
+
+
+def browser_mark(modules: dict[str, str]):
+    """``pytestmark`` of a browser test: skipped with the reason when a module (name -> the extra
+    that installs it) or Chromium is missing; under ``REDS_JAX_REQUIRE_BROWSER=1`` (set by
+    ``.ci/run``) that is an error at import instead."""
+    missing = None
+    for module, extra in modules.items():
+        try:
+            __import__(module)
+        except ImportError:
+            missing = f"{module} is not installed (pip install -e '.[{extra}]')"
+            break
+    if missing is None and chromium() is None:
+        missing = "no Chromium (apt-get install chromium, or set REDS_JAX_CHROMIUM)"
+    if missing and os.environ.get("REDS_JAX_REQUIRE_BROWSER") == "1":
+        raise RuntimeError(f"REDS_JAX_REQUIRE_BROWSER=1 but {missing}")
+    return pytest.mark.skipif(missing is not None, reason=str(missing))

@@ -4,6 +4,7 @@ sent to its API is imported, called or opened; one compute job at a time, with a
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import threading
 import time
@@ -235,3 +236,23 @@ def test_gradio_api_refuses_hostile_models(tmp_path):
     finally:
         demo.close()
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"correct": 10**9}, "correct=1000000000 is out of range: pass 0 <= correct <= 16"),
+        ({"options": "max_iters=1000000000000"}, "max_iters=1000000000000 is too large"),
+        ({"options": "cold_iters=100000"}, "cold_iters=100000 is too large"),
+        ({"options": "probes=1000000000"}, "probes=1000000000 is too large"),
+        ({"options": "tol=1.5"}, "tol must be a finite number > 0 and < 1"),
+        ({"options": 'cap_k="yes"'}, "cap_k must be True or False"),
+        ({"vary": "@".join(["lowpass:1"] * 300)}, "at most 1000"),
+        ({"vary": "@".join(["pixels"] * 40)}, "composes 40 stages; join at most 16"),
+        ({"steps": 10**6}, "steps=1000000 is out of range"),
+    ],
+)
+def test_page_bounds_every_count(change, message):
+    with pytest.raises(E.AppError, match=re.escape(message)) as err:
+        E.Explorer().config(dataclasses.replace(INPUTS, **change))
+    assert len(str(err.value)) < 600

@@ -16,7 +16,6 @@ it fails. ``REDS_JAX_APP_SCREENSHOT=docs/app.png`` saves a screenshot of the pag
 import contextlib
 import os
 import pathlib
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,8 +23,8 @@ import threading
 import time
 import urllib.request
 
+import helpers
 import numpy as np
-import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODEL_ARGS = {"size": 32, "latent_dim": 8}
@@ -36,25 +35,7 @@ BOX = (0.25, 0.25, 0.375, 0.5)
 FIX = "highpass:2"
 
 
-def _chromium() -> str | None:
-    return os.environ.get("REDS_JAX_CHROMIUM") or shutil.which("chromium")
-
-
-def _requirements() -> str | None:
-    for module in ("gradio", "playwright"):
-        try:
-            __import__(module)
-        except ImportError:
-            return f"{module} is not installed (pip install -e '.[app]')"
-    if _chromium() is None:
-        return "no Chromium (apt-get install chromium, or set REDS_JAX_CHROMIUM)"
-    return None
-
-
-_MISSING = _requirements()
-if _MISSING and os.environ.get("REDS_JAX_REQUIRE_BROWSER") == "1":
-    raise RuntimeError(f"REDS_JAX_REQUIRE_BROWSER=1 but {_MISSING}")
-pytestmark = pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
+pytestmark = helpers.browser_mark({"gradio": "app", "playwright": "browser"})
 
 
 def _free_port() -> int:
@@ -139,7 +120,7 @@ def test_explore_rooms_in_a_browser(tmp_path):
     ref: dict = {}
     outside = []
     with _server(_free_port()) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        browser = pw.chromium.launch(executable_path=helpers.chromium(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
         page.on(

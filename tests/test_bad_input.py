@@ -16,6 +16,7 @@ from helpers import png, registered_model, toy_loader
 
 import reds_jax
 from reds_jax import imageio
+from reds_jax.core import validate
 from reds_jax.jobs import cli
 from reds_jax.jobs.augment import read_manifest
 from reds_jax.jobs.experiment import ConfigError, JobConfig, get_experiment, parse_seeds
@@ -228,13 +229,13 @@ def test_huge_seed_ranges_are_not_materialised():
     assert cfg["seeds"] == ["0:200000000"]
 
 
-def test_huge_traverse_jobs_get_a_memory_estimate_up_front(capsys, toy):
+def test_huge_traverse_jobs_get_a_memory_estimate_up_front(capsys, monkeypatch, toy):
     assert cli.main(["traverse", "--model", toy, "--seeds", "0:3000000000"]) == 2
     _one_line_error(capsys, "3000000000 start latent(s)", "GB of memory", "fewer seeds")
-    assert (
-        cli.main(["traverse", "--model", toy, "--seeds", "0", "-k", "4", "--steps", "9999999"]) == 2
-    )
-    _one_line_error(capsys, "k=4, steps=9999999", "GB of memory", "lower k, steps")
+    monkeypatch.setattr(validate, "available_memory", lambda: 10**9)  # 1 GB free
+    argv = ["traverse", "--model", toy, "--seeds", "0", "-k", "4", "--steps", "1000000"]
+    assert cli.main(argv) == 2  # 8e6 frames of 772 floats: 24.7 GB
+    _one_line_error(capsys, "k=4, steps=1000000", "GB of memory", "lower k, steps")
 
 
 def test_unexpected_errors_are_one_line_unless_debug(capsys, monkeypatch):
@@ -321,7 +322,10 @@ def _raises(x):
         ({"fix": [_right, lambda x: (x.ravel(), x.ravel())]}, "fix[1] must return one array"),
         ({"fix": [_raises]}, "fix[0] raised KeyError on an image of shape (2, 2, 1)"),
         ({"vary": _Growing()}, "vary[0] returns shape (4,) on one call and (8,)"),
-        ({"k": 2, "steps": 10**9}, "GB of memory"),
+        ({"k": 2, "steps": 10**9}, "steps must be an int >= 0 and <= 1000000"),
+        ({"correct": 10**9}, "correct must be an int >= 0 and <= 100; got 1000000000"),
+        ({"correct": 1, "cg_iters": 10**9}, "cg_iters must be an int >= 1 and <= 1000"),
+        ({"cap_k": "yes"}, "cap_k must be True or False; got 'yes'"),
     ],
 )
 def test_core_refuses_bad_options_with_the_name(kwargs, words):
@@ -394,3 +398,120 @@ def test_an_inversion_that_diverges_writes_nothing(tmp_path, monkeypatch, toy):
     with pytest.raises(InversionJobError, match=r"diverged .*a\.png.*smaller --lr"):
         invert_files(toy, [img], tmp_path / "o", steps=3, restarts=1, progress=False)
     assert not (tmp_path / "o" / "latents.npy").exists()
+
+
+# --- upper bounds and named errors (issue 40 B, H) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"max_iters": 10**12}, "max_iters must be an int >= 1 and <= 10000"),
+        ({"cold_iters": 10**12}, "cold_iters must be an int >= 1 and <= 10000"),
+        ({"iters": 10**5}, "iters must be an int >= 1 and <= 10000"),
+        ({"probes": 10**9}, "probes must be an int >= 1 and <= 4096"),
+        ({"guard": 10**6}, "guard must be an int >= 0 and <= 1024"),
+        ({"tol": 1.5}, "tol must be a finite number > 0 and < 1"),
+        ({"tol": 1.0}, "tol must be a finite number > 0 and < 1"),
+        ({"turn_tol": 1e12}, "turn_tol must be a finite number > 0 and < 1"),
+        ({"cold_tol": 1.5}, "cold_tol must be a finite number > 0 and < 1"),
+        ({"cold_tol": "0.1"}, "cold_tol must be a finite number > 0 and < 1"),
+    ],
+)
+def test_matrix_free_counts_and_tolerances_are_bounded(kwargs, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        reds_jax.MatrixFree(**kwargs)
+    reds_jax.MatrixFree(max_iters=10_000, probes=4096, tol=0.99, turn_tol=1e-9)  # the edges pass
+
+
+def test_feature_specs_are_bounded():
+    from reds_jax.jobs.models import parse_feature
+
+    parse_feature("@".join(["pixels"] * 16), resolve=False)
+    with pytest.raises(ValueError, match="composes 17 stages; join at most 16"):
+        parse_feature("@".join(["pixels"] * 17), resolve=False)
+    with pytest.raises(ValueError, match="has 1000000 characters; at most 1000") as err:
+        parse_feature("x" * 10**6)
+    assert len(str(err.value)) < 200  # the spec is not echoed in full
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--correct", "1000000000"], "argument --correct: must be an int >= 0 and <= 100"),
+        (["--steps", "10000000"], "argument --steps: must be an int >= 0 and <= 1000000"),
+        (["--scale", "100000"], "argument --scale: must be an int >= 1 and <= 64"),
+        (["--option", "max_iters=1000000000000"], "max_iters must be an int >= 1 and <= 10000"),
+        (["--option", "probes=1000000000"], "probes must be an int >= 1 and <= 4096"),
+        (["--option", "tol=1.5"], "tol must be a finite number > 0 and < 1"),
+        (["--option", 'cap_k="yes"'], "cap_k must be True or False"),
+    ],
+)
+def test_cli_counts_are_bounded_before_any_work(capsys, toy, argv, words):
+    argv = ["traverse", "--model", toy, "--seeds", "0", "--solver", "matrix_free", *argv]
+    try:
+        code = cli.main(argv)
+    except SystemExit as stop:  # argparse's own exit
+        code = stop.code
+    assert code == 2
+    _one_line_error(capsys, words)
+
+
+@pytest.mark.parametrize(
+    "table, words",
+    [
+        ({"correct": 10**9}, "field 'correct' must be an int >= 0 and <= 100"),
+        ({"steps": 10**12}, "field 'steps' must be an int >= 0 and <= 1000000"),
+        ({"options": {"cold_iters": 10**12}}, "cold_iters must be an int >= 1 and <= 10000"),
+        ({"options": {"turn_tol": 1e12}}, "turn_tol must be a finite number > 0 and < 1"),
+    ],
+)
+def test_toml_counts_are_bounded(toy, table, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        JobConfig.from_mapping({"model": toy, "seeds": "0:1", **table})
+
+
+def _npy_header_only(path, shape, descr="<f4"):
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": descr, "fortran_order": False, "shape": shape}
+        )
+
+
+def test_latents_files_are_checked_by_header_before_reading(tmp_path, capsys, monkeypatch, toy):
+    np.savez(tmp_path / "z.npz", a=np.zeros((2, 4)))
+    np.save(tmp_path / "obj.npy", np.array([None]), allow_pickle=True)
+    _npy_header_only(tmp_path / "huge.npy", (10**9, 4))  # 16 GB promised, 128 bytes on disk
+    with open(tmp_path / "big.npy", "wb") as f:  # a sparse 16 MB file with a valid header
+        _npy_header_only(f.name, (10**6, 4))
+    with open(tmp_path / "big.npy", "r+b") as f:
+        f.truncate(128 + 16 * 10**6)
+    np.save(tmp_path / "ints.npy", np.zeros((2, 4), np.int32))
+    monkeypatch.setattr(validate, "available_memory", lambda: 10**6)  # 1 MB free
+    for name, words in [
+        ("z.npz", ("is not a readable .npy file", "a .npz archive holds several arrays")),
+        ("obj.npy", ("holds Python objects",)),
+        ("huge.npy", ("is truncated", "float32 (1000000000, 4)")),
+        ("big.npy", ("reading the latents", "GB of memory", "pass fewer latents")),
+        ("ints.npy", ("must hold a float array", "int32 (2, 4)")),
+    ]:
+        argv = ["traverse", "--model", toy, "--latents", str(tmp_path / name)]
+        assert cli.main([*argv, "--out", str(tmp_path / "o")]) == 2
+        _one_line_error(capsys, "field 'latents'", *words)
+
+
+def test_bad_model_factories_are_named_errors(tmp_path, capsys, monkeypatch):
+    (tmp_path / "bad_factories_40.py").write_text(
+        "def raises(**kw):\n    raise RuntimeError('boom')\n"
+        "def negative(**kw):\n    return (lambda z: z), -1\n"
+        "def flat(**kw):\n    return (lambda z: z), 2.5\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name, words in [
+        ("raises", ("model factory 'bad_factories_40:raises' raised RuntimeError: boom",)),
+        ("negative", ("reports latent_dim=-1", "int in [1, 16777216]")),
+        ("flat", ("reports latent_dim=2.5",)),
+    ]:
+        argv = ["traverse", "--model", f"bad_factories_40:{name}", "--out", str(tmp_path / "o")]
+        assert cli.main(argv) == 2
+        _one_line_error(capsys, *words)

@@ -20,3 +20,20 @@ def test_convert_stylegan2_command(tmp_path, capsys):
     assert cli.main(["convert"]) == 2
     assert "stylegan2" in capsys.readouterr().err
     assert cli.main(["convert", "stylegan2", str(tmp_path / "missing.pt"), str(out)]) != 0
+
+
+def test_mapping_lr_mul_must_be_finite_and_positive(tmp_path, capsys):
+    """nan, inf, -1 and 0 made all-NaN generators or an internal error (issue 40 G)."""
+    import pytest
+
+    from reds_jax.generators.stylegan2_convert import load_stylegan2_rosinality
+
+    out = tmp_path / "o.msgpack"
+    for bad in ("nan", "inf", "-1", "0", "1e9", "x"):
+        code = cli.main(["convert", "stylegan2", FIXTURE, str(out), "--mapping-lr-mul", bad])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert code == 2 and "argument --mapping-lr-mul: must be a finite number > 0" in err
+        assert not out.exists()
+    for bad in (float("nan"), 0.0, -1.0, "0.01"):
+        with pytest.raises(ValueError, match="mapping_lr_mul must be a finite number > 0"):
+            load_stylegan2_rosinality(FIXTURE, mapping_lr_mul=bad)

@@ -49,7 +49,7 @@ def test_latents_file_rule_d_is_one_latent(tmp_path, array, shape):
         (np.zeros((2, 3), np.int64), "float array"),
         (np.zeros((0, 3), np.float32), "float array"),
         (np.asarray([[0.0, np.nan]]), "NaN or inf"),
-        (None, "cannot read"),
+        (None, "is not a readable .npy file"),
     ],
 )
 def test_bad_latents_files_name_the_field(tmp_path, array, words):

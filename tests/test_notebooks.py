@@ -50,3 +50,13 @@ def test_notebook_executes(path, tmp_path, tmp_path_factory, monkeypatch):
         if out.get("output_type") == "error"
     ]
     assert not errors
+    # and no warning (e.g. "TqdmWarning: IProgress not found" without ipywidgets, which the
+    # notebook and dev extras install)
+    warnings = [
+        out["text"]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if out.get("output_type") == "stream" and "Warning" in out.get("text", "")
+    ]
+    assert not warnings, warnings

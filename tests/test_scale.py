@@ -10,39 +10,85 @@ from paper_problems import paper_problem, start_latents
 
 import reds_jax
 from reds_jax import features as F
-from reds_jax.core.jacobians import LIVE_VALUES, auto_chunk_size, jaxpr_values, largest_value
+from reds_jax.core.jacobians import auto_chunk_size, jacobian_bytes, jaxpr_values
 from reds_jax.generators import rooms_oracle
 
 
-def _linear_generator(d, m, seed=0):
-    w = jnp.asarray(np.random.default_rng(seed).standard_normal((m, d)) / np.sqrt(d))
-    return lambda z: jnp.tanh(w @ z).reshape(m // 3, 1, 3)
+def _wide_generator(d, m, hidden=2000, seed=0):
+    """``z [d] -> tanh(W2 tanh(W1 z))`` shaped ``[m // 3, 1, 3]``: every tangent carries a hidden
+    value of ``hidden`` entries, much larger than the image (what makes a Jacobian need memory)."""
+    rng = np.random.default_rng(seed)
+    w1 = jnp.asarray(rng.standard_normal((hidden, d)) / np.sqrt(d))
+    w2 = jnp.asarray(rng.standard_normal((m, hidden)) / np.sqrt(hidden))
+    return lambda z: jnp.tanh(w2 @ jnp.tanh(w1 @ z)).reshape(m // 3, 1, 3)
 
 
-def test_dense_chunks_the_grams_over_the_memory_budget():
-    d, m = 10, 600
-    gen = _linear_generator(d, m)
+def _held(fn, z):
+    """Bytes XLA's compiled ``fn`` holds at ``z`` (temporaries + outputs)."""
+    mem = jax.jit(fn).lower(z).compile().memory_analysis()
+    return mem.temp_size_in_bytes + mem.output_size_in_bytes
+
+
+def test_dense_chunks_the_grams_only_over_the_memory_budget():
+    d, m = 10, 60
+    gen = _wide_generator(d, m)
     vary, fix = F.region((0.0, 0.0, 0.5, 1.0)), F.region((0.5, 0.0, 0.5, 1.0))
     z = jnp.linspace(-1.0, 1.0, d)
-    # d forward tangents, each carrying LIVE_VALUES values of the largest size (m: tanh(W z)),
-    # 8 bytes an entry
-    w = LIVE_VALUES * m
-    assert largest_value(gen, z) == m
-    assert auto_chunk_size(gen, (vary, fix), z, "auto", d * w * 8) is None
-    assert auto_chunk_size(gen, (vary, fix), z, "auto", d * w * 8 - 1) == d - 1
-    assert auto_chunk_size(gen, (vary, fix), z, "auto", 3 * w * 8) == 3
+    whole = jacobian_bytes(gen, (vary, fix), z, "auto")  # XLA's figure for the unchunked program
+    assert 0 < whole <= jacobian_bytes(gen, (vary, fix), z, "auto", budget=1)  # <= the bound
+    assert auto_chunk_size(gen, (vary, fix), z, "auto", whole) is None
+    assert auto_chunk_size(gen, (vary, fix), z, "auto", whole - 1) == d - 1
+    budget = whole // 3
+    chunk = auto_chunk_size(gen, (vary, fix), z, "auto", budget)
+    assert chunk == int(budget // (whole / d)) == 3
 
     def run(solver):
-        dirs = lambda z: reds_jax.directions(gen, z, vary=vary, fix=[fix], k=2, solver=solver)  # noqa: E731
-        return dirs(z), largest_value(lambda z: dirs(z).vectors, z)
+        problem = reds_jax.Problem(gen, vary, [fix], k=2)
+        dirs = lambda z: reds_jax.directions(problem, z, solver=solver)  # noqa: E731
+        return dirs(z), _held(lambda z: dirs(z).vectors, z)
 
-    whole, big = run(reds_jax.Dense(memory_budget=None))
-    auto, small = run(reds_jax.Dense(memory_budget=3 * LIVE_VALUES * m * 8))
+    unchunked, big = run(reds_jax.Dense(memory_budget=None))
+    auto, small = run(reds_jax.Dense(memory_budget=budget))
     explicit, _ = run(reds_jax.Dense(chunk_size=3))
-    assert big >= m * d > small  # the full Jacobian is gone from the program
+    assert small < big / 2  # the chunked program holds the hidden values of 3 tangents, not 10
     for got in (auto, explicit):
-        np.testing.assert_allclose(np.abs(np.sum(got.vectors * whole.vectors, -1)), 1.0, atol=1e-8)
-        np.testing.assert_allclose(got.values, whole.values, rtol=1e-8)
+        np.testing.assert_allclose(
+            np.abs(np.sum(got.vectors * unchunked.vectors, -1)), 1.0, atol=1e-8
+        )
+        np.testing.assert_allclose(got.values, unchunked.values, rtol=1e-8)
+
+
+@pytest.mark.parametrize("form", ["blocks", "columns", "rows"])
+def test_chunked_grams_equal_the_unchunked_grams(form, monkeypatch):
+    # blocks: forward mode, the Jacobian built chunk by chunk; columns: J^T (J V) when the whole
+    # Jacobian is over JACOBIAN_BYTES; rows: reverse mode (fewer outputs than latents)
+    from reds_jax.core import jacobians
+
+    d, m = (10, 60) if form != "rows" else (30, 12)
+    gen = _wide_generator(d, m, hidden=50)
+    feats = (F.region((0.0, 0.0, 0.5, 1.0)), F.region((0.5, 0.0, 0.5, 1.0)))
+    z = jnp.linspace(-1.0, 1.0, d)
+    if form == "columns":
+        monkeypatch.setattr(jacobians, "JACOBIAN_BYTES", m * d * 8 - 1)
+    whole = jacobians.feature_grams(gen, feats, z)
+    for chunk in (1, 3, 7):
+        got = jacobians.feature_grams(gen, feats, z, chunk_size=chunk)
+        np.testing.assert_allclose(got, whole, rtol=1e-12, atol=1e-12)
+
+
+def test_shipped_models_compute_their_jacobians_in_one_chunk():
+    # A structural cost fact (issue 35): at the CLI's defaults the shipped models' Jacobians fit
+    # the default budget, so Dense runs them unchunked (one chunk), the fastest form.
+    from reds_jax.core.solvers import MEMORY_BUDGET
+    from reds_jax.jobs import models
+    from reds_jax.jobs.config import JobConfig
+
+    for name in ("faces", "rooms", "rooms_gan"):
+        cfg = JobConfig(model=name).resolved()
+        model = models.load_model(name)
+        feats = models.parse_features(cfg.vary) + models.parse_features(cfg.fix)
+        z = jnp.zeros((model.latent_dim,), jnp.dtype(cfg.dtype))
+        assert auto_chunk_size(model.generator, feats, z, "auto", MEMORY_BUDGET) is None, name
 
 
 def test_matrix_free_dense_start_chunks_over_the_memory_budget(monkeypatch):
@@ -50,21 +96,22 @@ def test_matrix_free_dense_start_chunks_over_the_memory_budget(monkeypatch):
     # start Jacobian peaked at 14.5 GB); the start directions do not change.
     from reds_jax.core import solvers
 
-    d, m = 10, 600
-    gen = _linear_generator(d, m)
+    d, m = 10, 60
+    gen = _wide_generator(d, m)
     vary, fix = F.region((0.0, 0.0, 0.5, 1.0)), F.region((0.5, 0.0, 0.5, 1.0))
     z = jnp.linspace(-1.0, 1.0, d)
     mf = reds_jax.MatrixFree(cold_start="dense")
 
     def run():
-        dirs = lambda z: reds_jax.directions(gen, z, vary=vary, fix=[fix], k=2, solver=mf)  # noqa: E731
-        return dirs(z), largest_value(lambda z: dirs(z).vectors, z)
+        problem = reds_jax.Problem(gen, vary, [fix], k=2)
+        dirs = lambda z: reds_jax.directions(problem, z, solver=mf)  # noqa: E731
+        return dirs(z), _held(lambda z: dirs(z).vectors, z)
 
     whole, big = run()
-    monkeypatch.setattr(solvers, "MEMORY_BUDGET", 3 * LIVE_VALUES * m * 8)
+    monkeypatch.setattr(solvers, "MEMORY_BUDGET", jacobian_bytes(gen, (vary, fix), z, "auto") // 3)
     jax.clear_caches()  # the budget is read when the start is traced
     auto, small = run()
-    assert big >= m * d > small
+    assert small < big / 2
     np.testing.assert_allclose(np.abs(np.sum(auto.vectors * whole.vectors, -1)), 1.0, atol=1e-6)
     np.testing.assert_allclose(auto.values, whole.values, rtol=1e-6)
 
@@ -72,14 +119,16 @@ def test_matrix_free_dense_start_chunks_over_the_memory_budget(monkeypatch):
 def test_dense_refuses_a_huge_latent_and_names_matrix_free():
     d = 5000
     gen = lambda z: jnp.tanh(z[:12]).reshape(2, 2, 3)  # noqa: E731
-    kw = dict(vary=F.region((0.0, 0.0, 0.5, 1.0)), fix=[F.region((0.5, 0.0, 0.5, 1.0))])
+    problem = reds_jax.Problem(
+        gen, F.region((0.0, 0.0, 0.5, 1.0)), [F.region((0.5, 0.0, 0.5, 1.0))]
+    )
     z = jnp.zeros(d)
     with pytest.raises(ValueError, match=r"d=5000.*MatrixFree\(\).*Dense\(max_d=None\)"):
-        reds_jax.directions(gen, z, **kw)
+        reds_jax.directions(problem, z)
     with pytest.raises(ValueError, match=r"d=12 .*MatrixFree"):
-        reds_jax.directions(gen, z[:12], solver=reds_jax.Dense(max_d=8), **kw)
+        reds_jax.directions(problem, z[:12], solver=reds_jax.Dense(max_d=8))
     with pytest.raises(ValueError, match="cold_start='auto'"):
-        reds_jax.directions(gen, z, solver=reds_jax.MatrixFree(cold_start="dense"), **kw)
+        reds_jax.directions(problem, z, solver=reds_jax.MatrixFree(cold_start="dense"))
     with pytest.raises(ValueError, match="memory_budget must be"):
         reds_jax.Dense(memory_budget=0)
     with pytest.raises(ValueError, match="tol must be a finite number"):

@@ -272,3 +272,43 @@ def test_truncated_pickle_is_an_unpickling_error(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match=r"u\.pt' holds a malformed pickle"):
         bad_size = b"\x80\x02" + _global("torch", "Size") + _tuple(_int(3)) + b"R."  # TypeError
         load_torch_zip(_write(tmp_path / "u.pt", bad_size, {}))
+
+
+def test_total_expansion_over_all_tensors_is_bounded(tmp_path, monkeypatch):
+    """64 views of one 4-byte storage, each under MAX_EXPANSION, may not add up (issue 40 C):
+    the 3.7 KB file of 64 x 2**26 expanded elements needed 16 GiB. Here the same shape of attack
+    at 64 x 4 MiB against a budget of 8 MiB; refused before the third tensor is allocated."""
+    from reds_jax.formats import torch_zip
+
+    monkeypatch.setattr(torch_zip, "MAX_EXTRA_BYTES", 8 << 20, raising=False)
+    items = {f"t{i}": _tensor("FloatStorage", "0", 1, 0, (1 << 20,), (0,)) for i in range(64)}
+    pkl = b"\x80\x02" + _dict(items) + b"."
+    with pytest.raises(pickle.UnpicklingError, match="would need 0.0117 GiB"):
+        load_torch_zip(_write(tmp_path / "a.pt", pkl, {"0": bytes(4)}))
+    items = {f"t{i}": _tensor("FloatStorage", "0", 1, 0, (1 << 20,), (0,)) for i in range(2)}
+    out = load_torch_zip(
+        _write(tmp_path / "b.pt", b"\x80\x02" + _dict(items) + b".", {"0": bytes(4)})
+    )
+    assert out["t1"].shape == (1 << 20,)  # two fit (8 MiB)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"\x8e" + struct.pack("<Q", 1 << 62),  # BINBYTES8
+        b"\x8d" + struct.pack("<Q", 1 << 62),  # BINUNICODE8
+        b"\x96" + struct.pack("<Q", 1 << 62),  # BYTEARRAY8
+        b"B" + struct.pack("<I", (1 << 31) - 1),  # BINBYTES
+    ],
+)
+def test_counted_records_longer_than_the_file_are_refused(tmp_path, record):
+    """A length field of 2**62 was a MemoryError ('internal error'); now a named error, before
+    any allocation, from both readers."""
+    from reds_jax.formats.torch_zip import load_torch_pickle
+
+    pkl = b"\x80\x05" + record + b"abc."
+    with pytest.raises(pickle.UnpicklingError, match="malformed or truncated pickle.*remain"):
+        load_torch_zip(_write(tmp_path / "a.pt", pkl, {}))
+    (tmp_path / "a.pkl").write_bytes(pkl)
+    with pytest.raises(pickle.UnpicklingError, match="malformed or truncated pickle.*remain"):
+        load_torch_pickle(tmp_path / "a.pkl")

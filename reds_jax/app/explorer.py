@@ -80,6 +80,9 @@ MAX_SECONDS = 300.0
 """Default wall-clock limit of one run or inversion (``reds-jax app --max-seconds``)."""
 MAX_CORRECT = 16
 """Most corrector iterations per step on the page."""
+PAGE_BOUNDS = {"iters": 64, "max_iters": 64, "cold_iters": 500, "guard": 16, "probes": 256}
+"""Tighter bounds on the page's solver options than the library's
+(:data:`reds_jax.core.validate.BOUNDS`): a run shares the server."""
 STYLEGAN2_FACTORY = access.STYLEGAN2_FACTORY
 OUT = "reds_jax_traverse"
 DISPLAY = 256  # pixels of the start image and the scrubbed frame on the page
@@ -680,6 +683,12 @@ class Explorer:
                 raise AppError(
                     f"correct={data['correct']} is out of range: pass 0 <= correct <= "
                     f"{MAX_CORRECT} on this page."
+                )
+        for name, bound in PAGE_BOUNDS.items():
+            value = data["options"].get(name)
+            if isinstance(value, int) and value > bound:
+                raise AppError(
+                    f"options: {name}={value} is too large on this page: pass <= {bound}."
                 )
         try:
             return JobConfig.from_mapping(data, where="page")

@@ -67,7 +67,7 @@ import numpy as np
 
 from reds_jax.core.jacobians import stacked_features
 from reds_jax.core.matrix_free import hutchinson
-from reds_jax.core.validate import integer, number
+from reds_jax.core.validate import BOUNDS, integer, number
 
 Array = jax.Array
 
@@ -186,8 +186,8 @@ class Corrector:
     cg_iters: int = 8
 
     def __post_init__(self):
-        integer(self.iters, "Corrector(iters)", 1)
-        integer(self.cg_iters, "Corrector(cg_iters)", 1)
+        integer(self.iters, "Corrector(iters)", 1, BOUNDS["correct"])
+        integer(self.cg_iters, "Corrector(cg_iters)", 1, BOUNDS["cg_iters"])
 
     def check(self, problem: Any) -> None:
         """Raise a ValueError if ``problem`` has nothing to hold fixed."""

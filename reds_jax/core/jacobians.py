@@ -20,6 +20,7 @@ also poisons the other entries of its column through ``0·inf``; those are zeroe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -163,12 +164,13 @@ def _chunked_gram_rows(flat: Callable[[Array], Array], z: Array, m: int, chunk: 
 
     d = z.shape[0]
     init = (jnp.zeros((d, d), z.dtype), jnp.zeros((), jnp.int32))
-    (acc, bad), _ = jax.lax.scan(body, init, jnp.arange(n_chunks) * chunk)
-    return acc, bad
+    return jax.lax.scan(body, init, jnp.arange(n_chunks) * chunk)[0]
 
 
 def _chunked_gram_cols(flat: Callable[[Array], Array], z: Array, chunk: int) -> Array:
-    """``JᵀJ`` one block of columns at a time via ``Jᵀ(J V)`` (jvp then vjp): memory ``[m, chunk]``."""
+    """``JᵀJ`` one block of columns at a time via ``Jᵀ(J V)`` (jvp then vjp): memory ``[m, chunk]``.
+    Two passes a tangent: used only when the ``[m, d]`` Jacobian itself is over
+    :data:`JACOBIAN_BYTES` (else :func:`_jacobian_blocks`)."""
     d = z.shape[0]
     _, jvp = jax.linearize(flat, z)
     vjp = jax.linear_transpose(jvp, z)
@@ -182,6 +184,24 @@ def _chunked_gram_cols(flat: Callable[[Array], Array], z: Array, chunk: int) -> 
 
     cols, bad = jax.lax.map(jax.vmap(one), basis)
     return cols.reshape(n_chunks * chunk, d)[:d], jnp.sum(bad, dtype=jnp.int32)
+
+
+JACOBIAN_BYTES = 2**30  # a chunked forward Jacobian is kept whole ([m, d]) up to this size
+
+
+def _jacobian_blocks(flat: Callable[[Array], Array], z: Array, chunk: int) -> tuple[Array, Array]:
+    """``(jacobian [m, d] sanitized, entries zeroed)`` in forward mode, ``chunk`` tangents at a
+    time: the working memory of ``chunk`` tangents, each tangent one jvp (as unchunked)."""
+    d = z.shape[0]
+    n_chunks = -(-d // chunk)
+    basis = jnp.eye(n_chunks * chunk, d, dtype=z.dtype).reshape(n_chunks, chunk, d)
+    _, jvp = jax.linearize(flat, z)
+    # a loop over chunks: measured on the face DCGAN (d = 100, 2 or 4 chunks) as fast as the
+    # unchunked program and as the chunks unrolled (XLA:CPU's slow convolutions in loop bodies
+    # hit the two-pass form of _chunked_gram_cols, 15x the unchunked cost there, not this one)
+    cols = jax.lax.map(jax.vmap(jvp), basis)  # [n_chunks, chunk, m]
+    jac = cols.reshape(n_chunks * chunk, -1)[:d].T
+    return sanitize(jac), count_nonfinite(jac)
 
 
 def gram(
@@ -248,9 +268,11 @@ def feature_grams(
 ) -> Array | tuple[Array, Array]:
     """Grams ``J_kᵀJ_k`` of every feature through the generator, sharing one generator pass.
 
-    Without ``chunk_size`` the features are concatenated into one function so that the generator's
-    forward (or reverse) pass is done once for all of them; with ``chunk_size`` each Gram is
-    accumulated in blocks (see :func:`gram`).
+    The features are concatenated into one function so that the generator's forward (or reverse)
+    pass is done once for all of them. With ``chunk_size`` in forward mode, the Jacobian is built
+    ``chunk_size`` tangents at a time (one jvp each, as unchunked) and kept whole while it is at
+    most :data:`JACOBIAN_BYTES`; in reverse mode, or above that, each Gram is accumulated in
+    blocks (see :func:`gram`).
 
     Args:
       generator: ``z [d] -> image``.
@@ -269,15 +291,22 @@ def feature_grams(
     >>> g[:, 0, 0].tolist(), g[:, 1, 1].tolist()
     ([1.0, 0.0], [0.0, 9.0])
     """
-    if chunk_size is not None:
-        parts = [
-            _gram_counted(lambda v, f=f: f(generator(v)), z, mode, chunk_size, eps)
-            for f in features
-        ]
-        grams = jnp.stack([g for g, _ in parts])
-        return (grams, sum(b for _, b in parts)) if count else grams
+    stacked = stacked_features(generator, features)
+    d = z.shape[0]
+    if chunk_size is not None and not mode.startswith("fd"):
+        m = output_size(stacked, z)
+        itemsize = jnp.dtype(z.dtype).itemsize
+        if resolve_mode(mode, m, d) == "rev" or m * d * itemsize > JACOBIAN_BYTES:
+            parts = [
+                _gram_counted(lambda v, f=f: f(generator(v)), z, mode, chunk_size, eps)
+                for f in features
+            ]
+            grams = jnp.stack([g for g, _ in parts])
+            return (grams, sum(b for _, b in parts)) if count else grams
+        jac, bad = _jacobian_blocks(_flat(stacked), z, min(chunk_size, d))
+    else:
+        jac, bad = _jacobian_counted(stacked, z, mode, eps)
     sizes = [output_size(lambda v, f=f: f(generator(v)), z) for f in features]
-    jac, bad = _jacobian_counted(stacked_features(generator, features), z, mode, eps)
     bounds = [0]
     for s in sizes:
         bounds.append(bounds[-1] + s)
@@ -325,7 +354,62 @@ def largest_value(fn: Callable[[Array], Array], z: Array) -> int:
     return max([1] + [int(np.prod(v.aval.shape)) for v in values if hasattr(v.aval, "shape")])
 
 
-LIVE_VALUES = 4  # intermediates of the largest size XLA keeps alive at once per tangent (estimate)
+def _jacobian_program(generator, features, mode: str):
+    stacked = stacked_features(generator, features)
+    return lambda v: _jacobian_counted(stacked, v, mode, 1e-3)
+
+
+@functools.lru_cache(maxsize=32)
+def _value_bytes(generator, features: tuple, shape: tuple, dtype: str, mode: str) -> int:
+    """Bytes of every computed value of the unchunked Jacobian program held at once (an upper
+    bound on its working memory, from its jaxpr)."""
+    spec = jax.ShapeDtypeStruct(shape, dtype)
+    jaxpr = jax.make_jaxpr(_jacobian_program(generator, features, mode))(spec)
+    values = jaxpr_values(jaxpr, inputs=False)
+    size = sum(int(np.prod(v.aval.shape)) for v in values if hasattr(v.aval, "shape"))
+    return size * np.dtype(dtype).itemsize
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_bytes(generator, features: tuple, shape: tuple, dtype: str, mode: str) -> int | None:
+    """What XLA's compiled unchunked Jacobian program holds: temporaries + outputs (bytes)."""
+    spec = jax.ShapeDtypeStruct(shape, dtype)
+    compiled = jax.jit(_jacobian_program(generator, features, mode)).lower(spec).compile()
+    mem = compiled.memory_analysis()
+    return None if mem is None else int(mem.temp_size_in_bytes + mem.output_size_in_bytes)
+
+
+def jacobian_bytes(
+    generator: Callable[[Array], Array],
+    features: Sequence[Callable[[Array], Array]],
+    z: Array,
+    mode: str,
+    budget: int | None = None,
+) -> int:
+    """Bytes of working memory the unchunked Jacobian of all features through ``generator`` takes
+    at one latent of ``z``'s shape and dtype (``z`` may be a tracer: only its shape is used).
+
+    First an upper bound: every value of the program's jaxpr held at once. When that is over
+    ``budget`` (or no budget is given), the program is compiled for one latent and XLA's own
+    figure is returned (``memory_analysis()``: temporaries + outputs), which is what the run will
+    hold; it is often far below the bound (XLA frees values as it goes). Both are cached per
+    (generator, features, shape, dtype, mode), so a job pays the compile once (and the persistent
+    compilation cache makes it a load on later runs). Where the program cannot be compiled on its
+    own (a generator that closes over traced values), the bound is returned.
+
+    >>> import jax.numpy as jnp
+    >>> jacobian_bytes(lambda v: jnp.tanh(v), [lambda x: x], jnp.ones(4), "fwd") > 0
+    True
+    """
+    key = (generator, tuple(features), tuple(z.shape), jnp.dtype(z.dtype).name, mode)
+    bound = _value_bytes(*key)
+    if budget is not None and bound <= budget:
+        return bound
+    try:
+        held = _compiled_bytes(*key)
+    except jax.errors.UnexpectedTracerError:  # a generator closing over traced values
+        held = None
+    return bound if held is None else min(held, bound)
 
 
 def auto_chunk_size(
@@ -335,30 +419,26 @@ def auto_chunk_size(
     mode: str,
     budget: int,
 ) -> int | None:
-    """The ``chunk_size`` that keeps the Jacobian of all features within ``budget`` bytes.
+    """The ``chunk_size`` that keeps the Jacobian of all features within ``budget`` bytes, or None
+    when the unchunked program fits (no chunks: the fastest form).
 
-    The unchunked Jacobian costs about ``n·w`` entries: ``n`` tangents (``d`` forward, ``m``
-    reverse: :func:`resolve_mode`) times ``w``, the larger of the output size ``m`` and
-    :data:`LIVE_VALUES` times the largest intermediate value of generator + features (every
-    tangent carries its activations through the network, and a convolutional generator keeps a few
-    of the largest alive at once: at 128 px StyleGAN2 in W, 512 tangents without that factor
-    peaked at 12.5 GB on a 2 GB budget). Returns None when that fits, else
-    ``max(1, budget // (w·itemsize))``.
+    The unchunked program's working memory ``B`` is :func:`jacobian_bytes` (XLA's own figure for
+    the compiled program when a cheap upper bound does not settle it). Over budget, the ``n``
+    tangents (``d`` forward, ``m`` reverse: :func:`resolve_mode`) are split into chunks of
+    ``max(1, budget // (B / n))``.
 
     >>> import jax.numpy as jnp
     >>> g = lambda v: jnp.tile(v, 100).reshape(10, -1, 1)
     >>> auto_chunk_size(g, [lambda x: x], jnp.ones(8), "auto", 2**20) is None
     True
-    >>> auto_chunk_size(g, [lambda x: x], jnp.ones(8), "auto", 4 * 4 * 800)  # one tangent a time
+    >>> auto_chunk_size(g, [lambda x: x], jnp.ones(8), "auto", 4 * 800)  # one tangent a time
     1
     """
-
+    total = jacobian_bytes(generator, features, z, mode, budget)
+    if total <= budget:
+        return None
     stacked = stacked_features(generator, features)
     d = z.shape[0]
     m = output_size(stacked, z)
-    width = max(m, LIVE_VALUES * largest_value(stacked, z))
     n = d if resolve_mode(mode, m, d) == "fwd" else m
-    itemsize = jnp.dtype(z.dtype).itemsize
-    if n * width * itemsize <= budget:
-        return None
-    return max(1, int(budget // (width * itemsize)))
+    return max(1, min(n - 1, int(budget // (total / n))))

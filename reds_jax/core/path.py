@@ -29,7 +29,7 @@ from reds_jax.core.control import Corrector, FixedStep
 from reds_jax.core.linalg import project
 from reds_jax.core.problem import Problem
 from reds_jax.core.solvers import Dense, Diagnostics, Solver
-from reds_jax.core.validate import integer
+from reds_jax.core.validate import bounded
 
 Array = jax.Array
 
@@ -71,7 +71,7 @@ def check_path(path: Any, steps: Any) -> int:
     """Validate ``path`` and ``steps`` (before tracing); returns ``steps`` as an int."""
     if path not in PATHS:
         raise ValueError(f"path={path!r} is not a traversal path; pass one of {PATHS}.")
-    return integer(steps, "steps", 0)
+    return bounded(steps, "steps", 0)
 
 
 def local_step(v: Array, rows: Array, span: Array | None = None) -> tuple[Array, Array]:

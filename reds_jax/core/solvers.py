@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reds_jax.core import matrix_free, rayleigh
+from reds_jax.core import matrix_free, rayleigh, validate
 from reds_jax.core.jacobians import (
     MODES,
     auto_chunk_size,
@@ -46,7 +46,6 @@ from reds_jax.core.jacobians import (
 from reds_jax.core.linalg import fix_signs, ridge_floor
 from reds_jax.core.lobpcg import lobpcg, rayleigh_ritz
 from reds_jax.core.problem import Problem
-from reds_jax.core.validate import integer
 
 Array = jax.Array
 
@@ -250,11 +249,16 @@ class Solver(abc.ABC):
         del problem, z, key
 
 
+def _count(x: Any, name: str, lo: int) -> int:
+    """An int ``>= lo``, and at most its :data:`~reds_jax.core.validate.BOUNDS` entry if any."""
+    return validate.integer(x, name, lo, validate.BOUNDS.get(name, math.inf))
+
+
 def _check_jacobian_options(mode: Any, chunk_size: Any) -> None:
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not a Jacobian mode; pass one of {MODES}.")
     if chunk_size is not None:
-        integer(chunk_size, "chunk_size", 1)
+        _count(chunk_size, "chunk_size", 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,14 +289,13 @@ def check_dense_size(d: int, max_d: int | None, who: str, force: str) -> None:
 class Dense(Solver):
     """Exact Grams and a dense eigen-solve at every latent (every method).
 
-    Memory: the Jacobian of the features through the generator costs about ``n·w`` floats per
-    latent, ``n`` its tangents (``d`` in forward mode, ``m`` in reverse mode) and ``w`` the larger
-    of the output size ``m`` and ``LIVE_VALUES`` (4) times the generator's largest intermediate
-    value (found from its jaxpr). When that exceeds ``memory_budget`` bytes and no
-    ``chunk_size`` is given, the Grams are accumulated in chunks automatically
-    (``chunk_size = memory_budget // (w·itemsize)``; see
-    :func:`reds_jax.core.jacobians.auto_chunk_size`). ``N`` latents under ``vmap`` use ``N``
-    times the budget.
+    Memory: the unchunked Jacobian of the features through the generator takes what XLA's
+    compiled program for one latent holds (its ``memory_analysis()``, asked only when a cheap
+    upper bound from the jaxpr is over budget, once per generator and shape; see
+    :func:`reds_jax.core.jacobians.jacobian_bytes`). When that exceeds ``memory_budget`` bytes
+    and no ``chunk_size`` is given, the tangents are split into chunks that fit
+    (:func:`reds_jax.core.jacobians.auto_chunk_size`); a chunked forward Jacobian costs the same
+    per tangent as an unchunked one. ``N`` latents under ``vmap`` use ``N`` times the budget.
 
     Args:
       mode: Jacobian mode (``"auto"``, ``"fwd"``, ``"rev"``, ``"fd"``, ``"fd_forward"``: see
@@ -322,9 +325,9 @@ class Dense(Solver):
     def __post_init__(self):
         _check_jacobian_options(self.mode, self.chunk_size)
         if self.memory_budget is not None:
-            integer(self.memory_budget, "memory_budget", 1)
+            _count(self.memory_budget, "memory_budget", 1)
         if self.max_d is not None:
-            integer(self.max_d, "max_d", 1)
+            _count(self.max_d, "max_d", 1)
         ok = isinstance(self.eps, int | float) and not isinstance(self.eps, bool)
         if self.eps is not None and not (ok and math.isfinite(self.eps) and self.eps > 0):
             raise ValueError(f"eps must be a finite number > 0 or None; got {self.eps!r}.")
@@ -473,7 +476,7 @@ class MatrixFree(Solver):
     >>> MatrixFree(iters=0)
     Traceback (most recent call last):
     ...
-    ValueError: iters must be an int >= 1; got 0.
+    ValueError: iters must be an int >= 1 and <= 10000; got 0.
     """
 
     iters: int = 1
@@ -494,12 +497,12 @@ class MatrixFree(Solver):
 
     def __post_init__(self):
         for name, lo in (("iters", 1), ("guard", 0), ("cold_iters", 1), ("probes", 1)):
-            integer(getattr(self, name), name, lo)
-        integer(self.sketch_seed, "sketch_seed", 0)
-        integer(self.max_iters, "max_iters", 1)
-        integer(self.dense_start_max_d, "dense_start_max_d", 1)
+            _count(getattr(self, name), name, lo)
+        _count(self.sketch_seed, "sketch_seed", 0)
+        _count(self.max_iters, "max_iters", 1)
+        _count(self.dense_start_max_d, "dense_start_max_d", 1)
         if self.sketch is not None:
-            integer(self.sketch, "sketch", 1)
+            _count(self.sketch, "sketch", 1)
         meanings = {
             "tol": "a relative Ritz residual, e.g. 1e-2) or None (a fixed number of iterations",
             "cold_tol": "a relative Ritz residual, e.g. 1e-6) or None (cold_iters iterations",
@@ -507,10 +510,8 @@ class MatrixFree(Solver):
             "alone",
         }
         for name, meaning in meanings.items():
-            x = getattr(self, name)
-            ok = isinstance(x, int | float) and not isinstance(x, bool)
-            if x is not None and not (ok and math.isfinite(x) and x > 0):
-                raise ValueError(f"{name} must be a finite number > 0 ({meaning}); got {x!r}.")
+            if getattr(self, name) is not None:
+                validate.tolerance(getattr(self, name), name, meaning)
         if self.cold_start not in COLD_STARTS:
             raise ValueError(
                 f"cold_start={self.cold_start!r} is not valid; pass one of {COLD_STARTS}."

@@ -2,6 +2,12 @@
 
 Each check names the argument and says what to pass instead. They run once, where a value enters
 (:func:`reds_jax.directions`, :func:`reds_jax.traverse`, the job config), never inside ``jit``.
+
+Every count and magnitude a user can pass has an upper bound (:data:`BOUNDS`), checked where it
+enters (the library's objects, the command line, TOML jobs, ``--option``, the explorer), so no input
+makes a call run for hours or allocate without limit. Tolerances lie in (0, 1)
+(:func:`tolerance`). This module imports jax only when a check needs it (the command line's parser
+reads :data:`BOUNDS` without it).
 """
 
 from __future__ import annotations
@@ -11,19 +17,39 @@ import functools
 import math
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
 import numpy as np
 
+if TYPE_CHECKING:
+    import jax
+
 __all__ = [
+    "BOUNDS",
     "available_memory",
+    "bounded",
     "check_memory",
     "feature_shape",
     "flag",
     "integer",
     "number",
+    "tolerance",
 ]
+
+BOUNDS: dict[str, int] = {
+    "iters": 10_000,  # LOBPCG iterations of one tracking step (MatrixFree.iters)
+    "max_iters": 10_000,  # MatrixFree.max_iters: the cap of an adaptive tracking step
+    "cold_iters": 10_000,  # MatrixFree.cold_iters: the start solve
+    "guard": 1_024,  # extra LOBPCG block rows
+    "probes": 4_096,  # Gaussian probes of the iterative cold start (Nystrom rank)
+    "sketch": 1 << 20,  # rows of a fixed feature's sketch
+    "correct": 100,  # corrector (Gauss-Newton) iterations per step
+    "cg_iters": 1_000,  # conjugate-gradient iterations per corrector iteration
+    "steps": 1_000_000,  # steps per path
+    "stages": 16,  # composed stages of one feature spec (A@B@...)
+    "scale": 64,  # PNG upscaling of a grid
+}
+"""The largest value each count may take (name -> bound), whatever the entry point."""
 
 
 def integer(value: Any, name: str, low: int, high: float = math.inf) -> int:
@@ -93,7 +119,43 @@ def flag(value: Any, name: str) -> bool:
 
 
 def _upto(high: float) -> str:
-    return "" if high == math.inf else f" and <= {high:g}"
+    if high == math.inf:
+        return ""
+    return f" and <= {int(high)}" if float(high).is_integer() else f" and <= {high:g}"
+
+
+def bounded(value: Any, name: str, low: int) -> int:
+    """:func:`integer` with the upper bound :data:`BOUNDS` gives ``name``.
+
+    >>> bounded(8, "cg_iters", 1)
+    8
+    >>> bounded(10**9, "correct", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: correct must be an int >= 0 and <= 100; got 1000000000.
+    """
+    return integer(value, name, low, BOUNDS[name])
+
+
+def tolerance(value: Any, name: str, meaning: str = "") -> float:
+    """``value`` as a float in (0, 1): a relative tolerance or a sine (``meaning`` says which,
+    e.g. ``"a relative Ritz residual, e.g. 1e-2"``).
+
+    >>> tolerance(1e-2, "tol")
+    0.01
+    >>> tolerance(1.5, "turn_tol")
+    Traceback (most recent call last):
+    ...
+    ValueError: turn_tol must be a finite number > 0 and < 1; got 1.5.
+    """
+    what = f" ({meaning})" if meaning else ""
+    try:
+        x = number(value, name, low=0.0, open_low=True, high=1.0)
+    except ValueError:
+        x = math.nan
+    if not 0 < x < 1:
+        raise ValueError(f"{name} must be a finite number > 0 and < 1{what}; got {value!r}.")
+    return x
 
 
 def feature_shape(
@@ -119,6 +181,8 @@ def feature_shape(
     >>> feature_shape(lambda x: x[:2], lambda z: 2 * z, jnp.zeros(3), "vary[0]").shape
     (2,)
     """
+    import jax
+
     image = jax.eval_shape(generator, z)
     args = (feature, name, tuple(image.shape), np.dtype(image.dtype))
     try:
@@ -132,6 +196,8 @@ def feature_shape(
 def _checked_output(feature: Callable, name: str, shape: tuple, dtype) -> jax.ShapeDtypeStruct:
     """:func:`feature_shape` for an image ``shape``/``dtype``; remembered per feature (a repeated
     ``traverse`` call with the same features does not trace them again)."""
+    import jax
+
     image = jax.ShapeDtypeStruct(shape, dtype)
 
     def trace():
@@ -179,13 +245,15 @@ class InDtype:
     dtype: Any
 
     def __call__(self, x):
-        return jax.numpy.asarray(self.feature(x)).astype(self.dtype)
+        import jax.numpy as jnp
+
+        return jnp.asarray(self.feature(x)).astype(self.dtype)
 
 
 def in_dtype(feature: Callable, out: jax.ShapeDtypeStruct, dtype: Any) -> Callable:
     """``feature`` itself when its output ``out`` is already in ``dtype``, else :class:`InDtype`.
 
-    >>> import jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> f = lambda x: x
     >>> in_dtype(f, jax.ShapeDtypeStruct((2,), jnp.float32), jnp.float32) is f
     True
@@ -198,6 +266,8 @@ def available_memory() -> int | None:
 
     Returns None where it cannot be told (no ``/proc/meminfo`` and no device statistics).
     """
+    import jax
+
     device = jax.local_devices()[0]  # addressable: under jax.distributed devices()[0] may not be
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "bytes_limit" in stats:

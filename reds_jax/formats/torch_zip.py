@@ -21,16 +21,23 @@ deeper than :data:`MAX_DEPTH` are refused with a clear error (not a ``RecursionE
 member is checked from its header before it is inflated (too short for its storage, a data.pkl over
 :data:`MAX_PICKLE_BYTES`, or a compression ratio over :data:`MAX_RATIO` above 1 MiB: a zip bomb) and
 read with a cap of the bytes its storage needs; a stride-0 tensor may not expand its storage beyond
-:data:`MAX_EXPANSION` elements. Malformed pickles raise :class:`pickle.UnpicklingError` naming the
-file.
+:data:`MAX_EXPANSION` elements, and all the tensors of one file together may not need more than twice
+its stored bytes plus :data:`MAX_EXTRA_BYTES` (checked before each tensor is allocated: many views
+of one storage cannot add up to gigabytes). Every pickle's opcodes are walked before it is loaded
+(nothing is built), so a counted record (``BINBYTES8``, ``BINUNICODE8``, ...) that claims more
+bytes than the file holds is refused before the unpickler would allocate them. Malformed pickles
+raise :class:`pickle.UnpicklingError` naming the file.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import io
 import os
 import pickle
+import pickletools
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +53,79 @@ MAX_DEPTH = 256  # containers nested deeper than this are refused (a checkpoint 
 MAX_PICKLE_BYTES = 1 << 30  # a data.pkl holds names and shapes, never tensor bytes
 MAX_RATIO = 100  # uncompressed / compressed size above this (and above 1 MiB) is a zip bomb
 MAX_EXPANSION = 1 << 26  # a stride-0 (expanded) tensor may hold at most this many elements
+MAX_EXTRA_BYTES = 1 << 30  # all tensors of a file: at most 2 x its stored bytes plus this
+
+
+class _Budget:
+    """Bytes of the storages read and of the tensors rebuilt so far in one load."""
+
+    __slots__ = ("storage", "tensors")
+
+    def __init__(self):
+        self.storage = 0
+        self.tensors = 0
+
+
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("budget", default=None)
+
+
+@contextlib.contextmanager
+def _budget():
+    token = _BUDGET.set(_Budget())
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def _charge(nbytes: int, shape: tuple) -> None:
+    """Counts a tensor of ``nbytes`` against the load's budget (before it is allocated)."""
+    budget = _BUDGET.get()
+    if budget is None:
+        return
+    allowed = 2 * budget.storage + MAX_EXTRA_BYTES
+    if budget.tensors + nbytes > allowed:
+        raise pickle.UnpicklingError(
+            f"The tensors would need {(budget.tensors + nbytes) / 2**30:.3g} GiB (a tensor of size "
+            f"{shape} after {budget.tensors / 2**30:.3g} GiB) from "
+            f"{budget.storage / 2**30:.3g} GiB of stored data; refusing (at most twice the "
+            f"stored bytes plus {MAX_EXTRA_BYTES / 2**30:g} GiB: a checkpoint stores its "
+            "tensors' data)."
+        )
+    budget.tensors += nbytes
+
+
+class _Bounded:
+    """A file seen by :func:`pickletools.genops`: reads never ask for more than is left."""
+
+    def __init__(self, f: Any, end: int):
+        self.f, self.end = f, end
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(self.end - self.f.tell(), 0)
+        return self.f.read(left if n < 0 or n > left else n)
+
+    def readline(self) -> bytes:
+        return self.f.readline(max(self.end - self.f.tell(), 0))
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
+def _check_records(f: Any, end: int, what: Any) -> None:
+    """Walks one pickle's opcodes from ``f``'s position to its STOP (nothing is built), then
+    returns ``f`` there: a record whose length field claims more than the bytes left (up to
+    ``end``) raises :class:`pickle.UnpicklingError` before any unpickler allocates it."""
+    start = f.tell()
+    try:
+        for _ in pickletools.genops(_Bounded(f, end)):
+            pass
+    except ValueError as err:
+        raise pickle.UnpicklingError(
+            f"{os.fspath(what)!r} holds a malformed or truncated pickle: {err}"
+        ) from None
+    finally:
+        f.seek(start)
 
 
 @dataclass(frozen=True)
@@ -82,6 +162,9 @@ class _Storage:
 
     def __init__(self, array: np.ndarray):
         self.array = array
+        budget = _BUDGET.get()
+        if budget is not None:
+            budget.storage += array.nbytes
 
 
 class Rebuild:
@@ -133,6 +216,7 @@ def _rebuild_tensor_v2(
             f"its storage of {flat.size} elements."
         )
     item = flat.dtype.itemsize
+    _charge(numel * item, shape)
     view = np.lib.stride_tricks.as_strided(
         flat[storage_offset:],
         shape=shape,
@@ -350,8 +434,10 @@ def load_torch_zip(
             byteorder = "little"  # torch.save omitted it before 1.11; always little-endian then
         if byteorder not in ("little", "big"):
             raise ValueError(f"Unknown byteorder record {byteorder!r} in {os.fspath(path)!r}.")
-        _check_member(path, archive.getinfo(pkls[0]), limit=MAX_PICKLE_BYTES)
-        with archive.open(pkls[0]) as f:
+        info = archive.getinfo(pkls[0])
+        _check_member(path, info, limit=MAX_PICKLE_BYTES)
+        with archive.open(pkls[0]) as f, _budget():
+            _check_records(f, info.file_size, path)
             unpickler = _RestrictedUnpickler(f, archive, prefix, byteorder, extra_globals, path)
             try:
                 obj = unpickler.load()
@@ -427,17 +513,22 @@ def _load_from_bytes(data: Any) -> _Storage:
     if not isinstance(data, bytes):
         raise pickle.UnpicklingError("torch.storage._load_from_bytes expects bytes.")
     f = io.BytesIO(data)
+
+    def load(unpickler):
+        _check_records(f, len(data), "a legacy torch storage stream")
+        return unpickler.load()
+
     try:
-        magic = _DataUnpickler(f).load()
-        protocol = _DataUnpickler(f).load()
-        sys_info = _DataUnpickler(f).load()
+        magic = load(_DataUnpickler(f))
+        protocol = load(_DataUnpickler(f))
+        sys_info = load(_DataUnpickler(f))
         if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL or not isinstance(sys_info, dict):
             raise pickle.UnpicklingError(
                 "Not a legacy torch.save storage stream (bad magic number or protocol)."
             )
         records = _StorageRecordUnpickler(f)
-        ref = records.load()
-        keys = _DataUnpickler(f).load()
+        ref = load(records)
+        keys = load(_DataUnpickler(f))
     except (EOFError, ValueError, TypeError) as err:
         raise pickle.UnpicklingError(f"Truncated or malformed legacy storage: {err}") from err
     if not (isinstance(ref, tuple) and len(ref) == 3 and ref[0] == "ref"):
@@ -597,7 +688,8 @@ def load_torch_pickle(
             f"{os.fspath(path)!r} is a zip archive (a torch.save checkpoint); read it with "
             "load_torch_zip."
         )
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, _budget():
+        _check_records(f, os.fstat(f.fileno()).st_size, path)
         try:
             obj = _PlainUnpickler(f, extra_globals).load()
         except (EOFError, IndexError, KeyError, TypeError, ValueError) as err:

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reds_jax.core import validate
 from reds_jax.formats.ada_pickle import NAMESPACE_GLOBALS
 from reds_jax.formats.torch_zip import load_torch_zip
 from reds_jax.generators import stylegan2_convert_args
@@ -148,6 +149,7 @@ def convert_rosinality_state_dict(
 
     >>> ckpt = convert_rosinality_state_dict(load_torch_zip("550000.pt")["g_ema"])  # needs a StyleGAN2 checkpoint  # doctest: +SKIP
     """
+    lr_mul = validate.number(mapping_lr_mul, "mapping_lr_mul", low=0.0, open_low=True, high=1e3)
     sd = {k: np.asarray(v) for k, v in state_dict.items()}
     n_mlp = 0
     while f"style.{n_mlp + 1}.weight" in sd:
@@ -190,7 +192,7 @@ def convert_rosinality_state_dict(
         channels=channels,
         mapping_layers=n_mlp,
         mapping_features=mapping["fc0"]["weight"].shape[1] if n_mlp > 1 else None,
-        mapping_lr_mul=float(mapping_lr_mul),
+        mapping_lr_mul=lr_mul,
         img_channels=blocks["b4"]["torgb"]["bias"].shape[0],
     )
     noise_buffers: dict[str, Any] = {}

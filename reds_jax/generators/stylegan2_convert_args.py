@@ -7,9 +7,26 @@ only the standard library.
 from __future__ import annotations
 
 import argparse
+import math
 import pathlib
 
 __all__ = ["parser"]
+
+
+MAX_LR_MUL = 1000.0
+
+
+def _lr_mul(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_LR_MUL):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number > 0 and <= {MAX_LR_MUL:g} (the lr_mlp the generator was "
+            f"built with, 0.01 in rosinality's train.py); got {text[:80]!r}"
+        )
+    return value
 
 
 def parser(prog: str = "reds-jax convert stylegan2") -> argparse.ArgumentParser:
@@ -24,6 +41,9 @@ def parser(prog: str = "reds-jax convert stylegan2") -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=("auto", "rosinality", "ada"))
     p.add_argument("--network", default=None, help="entry to convert (g_ema / G_ema)")
     p.add_argument(
-        "--mapping-lr-mul", type=float, default=0.01, help="rosinality lr_mlp (default 0.01)"
+        "--mapping-lr-mul",
+        type=_lr_mul,
+        default=0.01,
+        help="rosinality lr_mlp: a finite number in (0, 1000] (default 0.01)",
     )
     return p

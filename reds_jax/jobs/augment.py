@@ -418,12 +418,14 @@ def augment(
         exp = None
         if procs.leader:
             try:
+                if not out.exists():  # a refused job leaves no folder behind
+                    exp = _experiment(cfg, latents)
                 out.mkdir(parents=True, exist_ok=True)
                 stack.enter_context(_locked(out))
                 for name in (CONFIG_FILE, MANIFEST_FILE):  # temp files of a killed writer
                     for stale in out.glob(f".{name}.*{TMP_SUFFIX}"):
                         stale.unlink(missing_ok=True)
-                if not (out / CONFIG_FILE).is_file() or _unused(out):
+                if exp is None and (not (out / CONFIG_FILE).is_file() or _unused(out)):
                     exp = _experiment(cfg, latents)  # validate before claiming the folder
                 _check_config(out, header, write=True)
             except BaseException as err:

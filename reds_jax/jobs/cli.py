@@ -81,19 +81,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _number(kind: type, low: float, *, inclusive: bool = True):
-    """An argparse type: a finite ``kind`` (int or float) ``>= low`` (``> low`` if not inclusive)."""
+def _number(kind: type, low: float, *, inclusive: bool = True, bound: str | None = None):
+    """An argparse type: a finite ``kind`` (int or float) ``>= low`` (``> low`` if not inclusive)
+    and at most ``BOUNDS[bound]`` (:data:`reds_jax.core.validate.BOUNDS`) when ``bound`` is set."""
     import math
 
+    from reds_jax.core.validate import BOUNDS
+
+    high = BOUNDS[bound] if bound else math.inf
     what = f"{'an int' if kind is int else 'a finite number'} {'>=' if inclusive else '>'} {low:g}"
+    what += f" and <= {high}" if bound else ""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be {what}; got {text[:80]!r}") from None
         if not math.isfinite(value) or value < low or (value == low and not inclusive):
-            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {what}; got {text[:80]!r}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be {what}; got {text[:80]!r}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
@@ -173,14 +180,18 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
     )
     p.add_argument("--path", help="local (default) or linear")
     p.add_argument("-k", type=_COUNT, dest="k", help="directions per start latent (2k paths)")
-    p.add_argument("--steps", type=_INDEX, help="steps per path (default 8)")
+    p.add_argument(
+        "--steps", type=_number(int, 0, bound="steps"), help="steps per path (default 8)"
+    )
     p.add_argument("--step-size", type=_POSITIVE, help="latent step length (default: the model's)")
     p.add_argument(
         "--step-target", type=_POSITIVE,
         help="feature-space steps: varied-feature change per step (--step-size caps the step)",
     )  # fmt: skip
     p.add_argument(
-        "--correct", type=_INDEX, help="drift-corrector iterations per step (default 0: none)"
+        "--correct",
+        type=_number(int, 0, bound="correct"),
+        help="drift-corrector iterations per step (default 0: none; at most 100)",
     )
     p.add_argument("--solver", help="dense (default) or matrix_free (reds/maxc; big features)")
     p.add_argument(
@@ -217,7 +228,9 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
             "--no-verify", action="store_true", help="skip sha256 checks of finished shards"
         )
     else:
-        p.add_argument("--scale", type=_COUNT, default=None, help="PNG upscaling (default: auto)")
+        p.add_argument(
+            "--scale", type=_number(int, 1, bound="scale"), help="PNG upscaling (default: auto)"
+        )
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

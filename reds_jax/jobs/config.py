@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -20,12 +21,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from reds_jax._io import sha256_file
-from reds_jax.core import presets
+from reds_jax.core import presets, validate
 from reds_jax.core.control import Corrector, FeatureStep, FixedStep
 from reds_jax.core.path import PATHS
 from reds_jax.core.problem import METHODS, Problem
 from reds_jax.core.solvers import Dense, MatrixFree, Solver
+from reds_jax.core.validate import check_memory
 from reds_jax.jobs import models
+from reds_jax.jobs.models import _short
 from reds_jax.jobs.shards import FORMATS
 
 __all__ = ["ConfigError", "JobConfig", "Seeds", "StartItems", "load_latents", "parse_seeds"]
@@ -39,6 +42,7 @@ class ConfigError(ValueError):
 # Configuration
 
 
+TOLERANCES = ("tol", "turn_tol", "cold_tol")  # options in (0, 1)
 SEED_LIMIT = 2**32  # seeds lie in [0, 2**32): they are folded into a uint32 PRNG key
 
 
@@ -172,6 +176,47 @@ class StartItems(NamedTuple):
     latents: np.ndarray | None
 
 
+def npy_header(path: str | pathlib.Path, *, where: str = "latents") -> tuple[tuple, np.dtype]:
+    """``(shape, dtype)`` of a ``.npy`` file, read from its header alone (nothing is allocated).
+
+    Raises:
+      ConfigError: not a ``.npy`` file (e.g. a ``.npz`` archive), an object (pickle) dtype, or
+        fewer bytes than the header promises.
+
+    >>> import pathlib, tempfile
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "z.npy"
+    >>> np.save(f, np.zeros((2, 3), np.float32))
+    >>> npy_header(f)
+    ((2, 3), dtype('float32'))
+    """
+    from numpy.lib import format as npy
+
+    name = str(path)
+    try:
+        with open(path, "rb") as f:
+            version = npy.read_magic(f)
+            read = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+            if version not in read:
+                raise ValueError(f".npy format version {version} is not supported")
+            shape, _, dtype = read[version](f)
+            offset = f.tell()
+        size = os.path.getsize(path)
+    except (OSError, ValueError) as err:
+        hint = " (a .npz archive holds several arrays: save one with numpy.save)"
+        raise ConfigError(
+            f"{where}: {name!r} is not a readable .npy file: {err}"
+            f"{hint if name.endswith('.npz') else ''}."
+        ) from None
+    if dtype.hasobject:
+        raise ConfigError(f"{where}: {name!r} holds Python objects; pass a float array.")
+    if size < offset + int(np.prod(shape)) * dtype.itemsize:
+        raise ConfigError(
+            f"{where}: {name!r} is truncated: its header promises {dtype} {shape} but it has "
+            f"{size} bytes."
+        )
+    return tuple(shape), dtype
+
+
 def load_latents(path: str | pathlib.Path, *, where: str = "config") -> np.ndarray:
     """Reads a start-latents ``.npy`` file: a float array ``[N, d]``, or ``[d]`` for one latent.
 
@@ -194,6 +239,17 @@ def load_latents(path: str | pathlib.Path, *, where: str = "config") -> np.ndarr
     >>> load_latents(f).shape
     (1, 3)
     """
+    shape, dtype = npy_header(path, where=f"{where}: field 'latents'")
+    if len(shape) not in (1, 2) or dtype.kind != "f" or 0 in shape:
+        raise ConfigError(
+            f"{where}: field 'latents' must hold a float array [N, d] (or [d] for one latent); "
+            f"got {dtype} {shape} in {str(path)!r}."
+        )
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    try:  # the array and the finiteness check's mask
+        check_memory(1.2 * nbytes, f"reading the latents {str(path)!r}", "pass fewer latents")
+    except ValueError as err:
+        raise ConfigError(f"{where}: field 'latents': {err}") from None
     try:
         z = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -433,8 +489,10 @@ class JobConfig:
             ("k", 1), ("steps", 0), ("correct", 0), ("shard_size", 1), ("batch_size", 1),
         ):  # fmt: skip
             v = getattr(self, field)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise bad(field, f"must be an int >= {lo}; got {v!r}.")
+            hi = validate.BOUNDS.get(field, math.inf)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                upto = "" if hi == math.inf else f" and <= {hi}"
+                raise bad(field, f"must be an int >= {lo}{upto}; got {_short(v)}.")
         if not isinstance(self.key, int) or not 0 <= self.key < 2**32:
             raise bad("key", f"must be an int in [0, 2**32); got {self.key!r}.")
         if self.step_target is not None and not (
@@ -455,6 +513,16 @@ class JobConfig:
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise bad("options", f"has unknown key(s) {unknown}; valid keys are {OPTIONS}.")
+        try:  # counts and tolerances up front (the rest when the solver is built)
+            for name, value in options.items():
+                if name in validate.BOUNDS:
+                    validate.bounded(value, name, 0 if name in ("guard", "sketch_seed") else 1)
+                elif name in TOLERANCES and value is not None:
+                    validate.tolerance(value, name)
+                elif name == "cap_k":
+                    validate.flag(value, name)
+        except ValueError as err:
+            raise bad("options", f"is bad: {err}") from None
         if self.format not in FORMATS:
             raise bad("format", f"is {self.format!r}; pass one of {FORMATS}.")
         if self.dtype not in ("float32", "float64"):

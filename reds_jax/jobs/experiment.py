@@ -46,13 +46,22 @@ DIAGNOSTICS_PREFIX = "diagnostics_"  # run() / shard keys: diagnostics_<field of
 
 def diagnostics_warning(arrays: Mapping[str, np.ndarray]) -> str | None:
     """One warning line with the non-zero fallback counts of :meth:`Experiment.run` arrays (or the
-    totals of several runs), or None when every count is zero.
+    totals of several runs), or None when no fallback changed a result.
+
+    A raised ridge alone is no warning: in float32 the precision floor ``10·d·eps·max diag B``
+    exceeds a small ``ridge`` on every default run, and the raised ridge is what the solve can
+    resolve in that precision. It is counted in ``diagnostics_ridge_raised`` and listed here only
+    beside a fallback that did change a result.
 
     >>> diagnostics_warning({"diagnostics_solve_fallback": np.array([[0, 2]])})
     'warning: numerical fallbacks on some paths: solve_fallback=2 (per-path counts in the \
-diagnostics_* arrays; see the README, Numerical fallbacks)'
-    >>> diagnostics_warning({"diagnostics_ridge_raised": np.array([[1, 1]])}).split(" (")[0]
-    'note: ridge raised to the precision floor: ridge_raised=2'
+diagnostics_* arrays; see the guide "Numerics and fallbacks")'
+    >>> diagnostics_warning({"diagnostics_ridge_raised": np.array([[1, 1]])}) is None
+    True
+    >>> diagnostics_warning(
+    ...     {"diagnostics_ridge_raised": np.array([1]), "diagnostics_kept_direction": np.array([3])}
+    ... ).split(" (")[0]
+    'warning: numerical fallbacks on some paths: ridge_raised=1, kept_direction=3'
     """
     counts = {
         f: int(np.sum(arrays[DIAGNOSTICS_PREFIX + f]))
@@ -60,18 +69,12 @@ diagnostics_* arrays; see the README, Numerical fallbacks)'
         if DIAGNOSTICS_PREFIX + f in arrays
     }
     counts = {f: c for f, c in counts.items() if c}
-    if not counts:
+    if not counts or list(counts) == ["ridge_raised"]:
         return None
     listed = ", ".join(f"{f}={c}" for f, c in counts.items())
-    # A raised ridge alone is routine in float32 (the precision floor exceeds the default ridge).
-    what = (
-        "note: ridge raised to the precision floor"
-        if list(counts) == ["ridge_raised"]
-        else "warning: numerical fallbacks on some paths"
-    )
     return (
-        f"{what}: {listed} (per-path counts in the {DIAGNOSTICS_PREFIX}* arrays; see the "
-        "README, Numerical fallbacks)"
+        f"warning: numerical fallbacks on some paths: {listed} (per-path counts in the "
+        f'{DIAGNOSTICS_PREFIX}* arrays; see the guide "Numerics and fallbacks")'
     )
 
 

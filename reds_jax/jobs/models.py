@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from reds_jax import features as _features
+from reds_jax.core import validate
 
 Array = jax.Array
 
@@ -100,6 +101,8 @@ class ModelEntry:
     available: Callable[[], str | None] = lambda: None
 
 
+MAX_LATENT_DIM = 1 << 24
+"""The largest latent size a model may report."""
 MODELS: dict[str, ModelEntry] = {}
 """The model registry (name -> :class:`ModelEntry`)."""
 
@@ -174,9 +177,14 @@ def _import_factory(name: str) -> ModelEntry:
         return known[1]
 
     def loader(**kwargs):
-        made = factory(**kwargs)
+        try:
+            made = factory(**kwargs)
+        except Exception as err:  # noqa: BLE001 - user code: named, with its message
+            raise ValueError(
+                f"model factory {name!r} raised {type(err).__name__}: {err}".rstrip()
+            ) from err
         if isinstance(made, tuple) and len(made) == 2 and callable(made[0]):
-            return made, made[0], int(made[1])
+            return made, made[0], made[1]
         generator = getattr(made, "generator", None)
         latent_dim = getattr(made, "latent_dim", None)
         if not callable(generator) or latent_dim is None:
@@ -184,7 +192,7 @@ def _import_factory(name: str) -> ModelEntry:
                 f"model factory {name!r} must return (generator, latent_dim) or an object with "
                 f".generator and .latent_dim; got {type(made).__name__}."
             )
-        return made, generator, int(latent_dim)
+        return made, generator, latent_dim
 
     entry = ModelEntry(
         loader=loader,
@@ -254,6 +262,17 @@ def load_model(name: str, **model_args: Any) -> Model:
             f"loader takes {inspect.signature(entry.loader)}."
         ) from None
     source, generator, latent_dim = entry.loader(**model_args)
+    if (
+        isinstance(latent_dim, bool)
+        or not isinstance(latent_dim, int | np.integer)
+        or not 1 <= latent_dim <= MAX_LATENT_DIM
+    ):
+        raise ValueError(
+            f"model {name!r} reports latent_dim={latent_dim!r}; a model's latent size must be an "
+            f"int in [1, {MAX_LATENT_DIM}]. Fix its loader or factory."
+        )
+    if not callable(generator):
+        raise ValueError(f"model {name!r}: its generator {generator!r} is not callable.")
     return Model(
         name=name,
         generator=generator,
@@ -315,19 +334,33 @@ def start_latents(seeds: Sequence[int] | np.ndarray, latent_dim: int, *, key: in
 # Feature specs
 
 
+MAX_SPEC_CHARS = 1000
+"""The longest feature spec (characters)."""
+MAX_STAGES = validate.BOUNDS["stages"]
+"""The most stages one spec composes (``A@B@...``; see :data:`reds_jax.core.validate.BOUNDS`)."""
+
+
+def _short(spec: Any, limit: int = 80) -> str:
+    """``repr(spec)``, cut to about ``limit`` characters (errors never echo a huge spec)."""
+    text = repr(spec)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
+
+
 def _numbers(args: list[str], spec: str, usage: str) -> list[float | int]:
     out: list[float | int] = []
     for a in args:
         try:
             out.append(int(a) if a.lstrip("+-").isdigit() else float(a))
         except ValueError:
-            raise ValueError(f"feature {spec!r}: {a!r} is not a number; write {usage}.") from None
+            raise ValueError(
+                f"feature {_short(spec)}: {a!r} is not a number; write {usage}."
+            ) from None
     return out
 
 
 def _n_args(args: list[str], n: int, spec: str, usage: str) -> list[float | int]:
     if len(args) != n:
-        raise ValueError(f"feature {spec!r} takes {n} argument(s); write {usage}.")
+        raise ValueError(f"feature {_short(spec)} takes {n} argument(s); write {usage}.")
     return _numbers(args, spec, usage)
 
 
@@ -365,7 +398,7 @@ def _neural(fn_name: str, **kwargs):
 
 def _arcface(args, spec, usage):
     if len(args) not in (1, 5) or not args[0]:
-        raise ValueError(f"feature {spec!r}: write {usage}.")
+        raise ValueError(f"feature {_short(spec)}: write {usage}.")
     box = tuple(_numbers(args[1:], spec, usage)) if len(args) == 5 else None
     return _features.arcface(args[0], box=box)
 
@@ -407,14 +440,24 @@ def parse_feature(spec: str, *, resolve: bool = True):
     'highpass:2∘region:0.25,0.25,0.5,0.5'
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"a feature spec must be a non-empty string; got {spec!r}.")
+        raise ValueError(f"a feature spec must be a non-empty string; got {_short(spec)}.")
+    if len(spec) > MAX_SPEC_CHARS:
+        raise ValueError(
+            f"feature spec {_short(spec)} has {len(spec)} characters; at most {MAX_SPEC_CHARS}."
+        )
+    parts = spec.strip().split("@")
+    if len(parts) > MAX_STAGES:
+        raise ValueError(
+            f"feature spec {_short(spec)} composes {len(parts)} stages; join at most {MAX_STAGES} "
+            "with '@'."
+        )
     stages = []
-    for part in spec.strip().split("@"):
+    for part in parts:
         name, _, rest = part.strip().partition(":")
         name = name.strip().lower()
         if name not in FEATURES:
             raise ValueError(
-                f"unknown feature {name!r} in {spec!r}; valid features: {_valid_features()} "
+                f"unknown feature {name!r} in {_short(spec)}; valid features: {_valid_features()} "
                 "(join stages with '@')."
             )
         usage, build = FEATURES[name]
