@@ -323,8 +323,8 @@ def _raises(x):
         ({"fix": [_raises]}, "fix[0] raised KeyError on an image of shape (2, 2, 1)"),
         ({"vary": _Growing()}, "vary[0] returns shape (4,) on one call and (8,)"),
         ({"k": 2, "steps": 10**9}, "steps must be an int >= 0 and <= 1000000"),
-        ({"correct": 10**9}, "correct must be an int >= 0 and <= 100; got 1000000000"),
-        ({"correct": 1, "cg_iters": 10**9}, "cg_iters must be an int >= 1 and <= 1000"),
+        ({"correct": 10**9}, "Corrector(iters) must be an int >= 1 and <= 100; got 1000000000"),
+        ({"correct": 1, "cg_iters": 10**9}, "Corrector(cg_iters) must be an int >= 1 and <= 1000"),
         ({"cap_k": "yes"}, "cap_k must be True or False; got 'yes'"),
     ],
 )
@@ -335,11 +335,13 @@ def test_core_refuses_bad_options_with_the_name(kwargs, words):
 
 
 def _traverse(args):
-    """``reds_jax.traverse`` with ``args`` sorted into the step, the solver, the Problem and the
-    call (in that order, so each error comes from the object that owns the value)."""
+    """``reds_jax.traverse`` with ``args`` sorted into the step, the corrector, the solver, the
+    Problem and the call (in that order, so each error comes from the object that owns it)."""
     z0 = args.pop("z0")
     call = {name: args.pop(name) for name in ("key", "steps") if name in args}
     step = reds_jax.FixedStep(args.pop("step_size", 0.1))
+    if "correct" in args:
+        call["corrector"] = reds_jax.Corrector(args.pop("correct"), args.pop("cg_iters", 8))
     solver = reds_jax.Dense(**{name: args.pop(name) for name in ("mode", "eps") if name in args})
     return reds_jax.traverse(reds_jax.Problem(_gen, **args), z0, solver=solver, step=step, **call)
 
