@@ -15,8 +15,8 @@ the full map and the layer rules are in ``docs/architecture.md``):
 * ``core/``: the numeric core, plain callables only (no flax, models or jobs).
   ``jacobians`` exact Jacobians and Grams; ``linalg`` small shared linear algebra; ``rayleigh``
   dense direction systems; ``lobpcg`` block LOBPCG on products; ``matrix_free`` Gram-vector
-  product pencils; ``problem`` the Problem; ``solvers`` the Solver interface, Dense /
-  MatrixFree, diagnostics and status; ``control`` step controllers and the corrector; ``path``
+  product pencils; ``problem`` the Problem; ``solvers/`` the Solver interface (``base``),
+  ``dense`` and ``matrix_free`` solvers, diagnostics and status; ``control`` step controllers and the corrector; ``path``
   the step rule and the per-latent path loop; ``api`` the public directions/traverse (validation,
   vmap, jit, sharding); ``baselines`` linear peers; ``invert`` GAN inversion; ``presets`` the
   reference's settings; ``validate`` shared argument checks.

@@ -94,7 +94,7 @@ def test_shipped_models_compute_their_jacobians_in_one_chunk():
 def test_matrix_free_dense_start_chunks_over_the_memory_budget(monkeypatch):
     # MatrixFree's dense cold start obeys the same budget (at 128 px StyleGAN2 in W its unchunked
     # start Jacobian peaked at 14.5 GB); the start directions do not change.
-    from reds_jax.core import solvers
+    from reds_jax.core.solvers import base
 
     d, m = 10, 60
     gen = _wide_generator(d, m)
@@ -108,7 +108,7 @@ def test_matrix_free_dense_start_chunks_over_the_memory_budget(monkeypatch):
         return dirs(z), _held(lambda z: dirs(z).vectors, z)
 
     whole, big = run()
-    monkeypatch.setattr(solvers, "MEMORY_BUDGET", jacobian_bytes(gen, (vary, fix), z, "auto") // 3)
+    monkeypatch.setattr(base, "MEMORY_BUDGET", jacobian_bytes(gen, (vary, fix), z, "auto") // 3)
     jax.clear_caches()  # the budget is read when the start is traced
     auto, small = run()
     assert small < big / 2
