@@ -164,6 +164,7 @@ class Experiment:
         latents: np.ndarray | None = None,
         batch_size: int | None = None,
         on_batch: Callable[[int], Any] | None = None,
+        fix: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Traverses from the start latents of ``seeds`` (or the given ``latents``) and renders.
 
@@ -176,6 +177,7 @@ class Experiment:
           batch_size: latents per compiled call; every call gets exactly this many (padded).
             Default: ``min(config.batch_size, N)``.
           on_batch: called with the number of latents done after every compiled call.
+          fix: what the memory refusal advises (default: fewer seeds, lower k, steps, batch).
 
         Returns:
           dict of numpy arrays: ``images`` uint8 ``[N, 2k, T+1, H, W, 3]``, ``latents``
@@ -192,8 +194,9 @@ class Experiment:
             len(seeds) * self._out_bytes + bs * self._work_bytes,
             f"traversing {len(seeds)} start latent(s) with k={cfg.k}, steps={cfg.steps} "
             f"(2k·(T+1) = {2 * cfg.k * (cfg.steps + 1)} frames each, {bs} per compiled call)",
-            "pass fewer seeds (reds-jax augment writes them in shards), or lower k, steps or "
-            "batch_size",
+            fix
+            or "pass fewer seeds (reds-jax augment writes them in shards), or lower k, steps "
+            "or batch_size",
         )
         seeds = np.asarray(seeds, np.int64).reshape(-1)
         z = self.start_latents(seeds) if latents is None else np.asarray(latents, self.dtype)
