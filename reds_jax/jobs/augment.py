@@ -503,7 +503,7 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
             file=sys.stderr,
         )
     total = sum(min(cfg.shard_size, n_items - i * cfg.shard_size) for i in owned)
-    bar = BatchProgress(  # a compile line, then a bar whose rate excludes compilation
+    bar = BatchProgress(  # compile lines, then a bar whose rate excludes compilation
         total,
         "reds-jax augment" + (f" [{procs.index}/{procs.count}]" if procs.count > 1 else ""),
         done=sum(e["count"] for e in done.values()),
@@ -520,6 +520,7 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
                     latents=None if latents is None else latents[lo:hi],
                     batch_size=min(cfg.batch_size, cfg.shard_size),
                     on_batch=bar,
+                    on_compile=bar.compile,
                 )
                 for name, v in arrays.items():  # fallback totals, one warning at the end
                     if name.startswith(DIAGNOSTICS_PREFIX):
