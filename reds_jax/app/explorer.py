@@ -971,6 +971,9 @@ class Explorer:
                 steps=steps,
                 restarts=restarts,
                 key=jax.random.key(cfg.key),
+                progress=lambda done, _: progress(
+                    0.1 + 0.85 * done / steps, desc=f"inverting: step {done} of {steps}"
+                ),
             )
         except ValueError as err:
             raise AppError(f"inversion failed: {err}") from None

@@ -539,7 +539,7 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
     short = n_shards * cfg.shard_size - n_items  # the last shard's missing items
     total = len(owned) * cfg.shard_size - (short if n_shards - 1 in owned else 0)
     computed: list[int] = []
-    bar = BatchProgress(  # a compile line, then a bar whose rate excludes compilation
+    bar = BatchProgress(  # compile lines, then a bar whose rate excludes compilation
         total,
         "reds-jax augment" + (f" [{procs.index}/{procs.count}]" if procs.count > 1 else ""),
         done=sum(e["count"] for e in done.values()),
@@ -557,6 +557,7 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
                     batch_size=min(cfg.batch_size, cfg.shard_size),
                     on_batch=bar,
                     fix="lower --shard-size, k, steps or --batch-size",
+                    on_compile=bar.compile,
                 )
                 for name, v in arrays.items():  # fallback totals, one warning at the end
                     if name.startswith(DIAGNOSTICS_PREFIX):

@@ -437,22 +437,22 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
             },
             where="arguments",
         )
-        print(f"{PROG} demo: loading model {cfg.model!r} ...", flush=True)
+        print(
+            f"{PROG} demo: loading model {cfg.model!r} and tracing REDs local paths from seed "
+            f"{ns.seed}: vary {list(cfg.vary)}, fix {list(cfg.fix)}, k={cfg.k}, {cfg.steps} "
+            f"steps of {cfg.step_size:g} ...",
+            flush=True,
+        )
         exp = get_experiment(cfg)
     except ConfigError as err:
         raise _UsageError(str(err)) from None
-    from reds_jax import compile_cache
-    from reds_jax.jobs.progress import COMPILING
+    from reds_jax.jobs.progress import BatchProgress
 
-    print(
-        f"{PROG} demo: REDs local paths from seed {ns.seed}: vary {list(cfg.vary)}, "
-        f"fix {list(cfg.fix)}, k={cfg.k}, {cfg.steps} steps of {cfg.step_size:g}; "
-        + (COMPILING if compile_cache.is_enabled() else "compiling (compilation cache off)")
-        + " and running ...",
-        flush=True,
-    )
-    result = exp.run(seeds=[ns.seed])
+    steps = f"{2 * cfg.k} paths x {cfg.steps} steps"
+    with BatchProgress(1, f"{PROG} demo", unit=f"start latent ({steps})", file=sys.stdout) as bar:
+        result = exp.run(seeds=[ns.seed], on_compile=bar.compile)
     out = pathlib.Path(ns.out or f"reds_jax_demo_{cfg.model}.png")
+    print(f"{PROG} demo: writing {out} ...", flush=True)
     images = result["images"][0]  # [2k, T+1, H, W, 3]
     imageio.save_grid(images, out, scale=_auto_scale(images.shape[2]))
     print(_describe(result, cfg.vary, cfg.fix))
@@ -495,7 +495,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
         seeds, latents = cfg.starts(default_seeds=[0])
         exp = get_experiment(cfg)
         with BatchProgress(len(seeds), f"{PROG} traverse", enabled=not ns.no_progress) as bar:
-            result = exp.run(seeds=seeds, latents=latents, on_batch=bar)
+            result = exp.run(seeds=seeds, latents=latents, on_batch=bar, on_compile=bar.compile)
     except ConfigError as err:
         raise _UsageError(str(err)) from None
     except ValueError as err:
@@ -566,12 +566,14 @@ def _invert(invert_files, *args, progress: bool = True, **kwargs):
     The line is printed after half a second, so bad input stays a one-line error."""
     import threading
 
-    from reds_jax import compile_cache
-    from reds_jax.jobs.progress import COMPILING
-
-    what = COMPILING if compile_cache.is_enabled() else "compiling (compilation cache off)"
     timer = threading.Timer(
-        0.5, lambda: print(f"{PROG} invert: loading the model and {what} ...", file=sys.stderr)
+        0.5,
+        lambda: print(
+            f"{PROG} invert: loading the model and preparing the inversion (a bar follows after "
+            "its first steps) ...",
+            file=sys.stderr,
+            flush=True,
+        ),
     )
     timer.daemon = True
     if progress:

@@ -108,6 +108,7 @@ class Experiment:
                 "pass dtype = 'float32' or set JAX_ENABLE_X64=1."
             )
         self._fn = jax.jit(jax.vmap(self._one))
+        self._executables: dict[tuple, Any] = {}
         d = self.model.latent_dim
         try:  # validate against traverse's own checks before any compile; the trace of this
             # batch of one is reused by a run of one latent (a demo, an app click)
@@ -151,6 +152,15 @@ class Experiment:
             **{DIAGNOSTICS_PREFIX + f: v for f, v in tr.diagnostics._asdict().items()},
         }
 
+    def _compiled(self, zb: jax.Array, sb: jax.Array, on_compile):
+        """The traversal compiled ahead of time for this batch's shapes and shardings (once per
+        experiment and batch layout; copies made by :func:`get_experiment` share them)."""
+        key = (zb.shape, str(zb.sharding), str(sb.sharding))
+        if key not in self._executables:
+            compile_fn = lambda: self._fn.lower(zb, sb).compile()  # noqa: E731
+            self._executables[key] = compile_fn() if on_compile is None else on_compile(compile_fn)
+        return self._executables[key]
+
     def start_latents(self, seeds: Sequence[int]) -> np.ndarray:
         """``[N, d]`` start latents of ``seeds`` (see :func:`reds_jax.jobs.models.start_latents`)."""
         return np.asarray(
@@ -165,6 +175,7 @@ class Experiment:
         batch_size: int | None = None,
         on_batch: Callable[[int], Any] | None = None,
         fix: str | None = None,
+        on_compile: Callable[[Callable[[], Any]], Any] | None = None,
     ) -> dict[str, np.ndarray]:
         """Traverses from the start latents of ``seeds`` (or the given ``latents``) and renders.
 
@@ -178,6 +189,10 @@ class Experiment:
             Default: ``min(config.batch_size, N)``.
           on_batch: called with the number of latents done after every compiled call.
           fix: what the memory refusal advises (default: fewer seeds, lower k, steps, batch).
+          on_compile: called once per batch size with a function that compiles the traversal
+            (ahead of time: a load from the persistent compilation cache when it is there) and
+            returns the compiled program; must return what it returns (e.g.
+            :meth:`reds_jax.jobs.progress.BatchProgress.compile`, which says which it was).
 
         Returns:
           dict of numpy arrays: ``images`` uint8 ``[N, 2k, T+1, H, W, 3]``, ``latents``
@@ -210,7 +225,7 @@ class Experiment:
         for start in range(0, len(seeds), bs):
             zb, n = shard_batch(jnp.asarray(z[start : start + bs]), bs)
             sb, _ = shard_batch(jnp.asarray(seeds[start : start + bs], jnp.uint32), bs)
-            out = self._fn(zb, sb)
+            out = self._compiled(zb, sb, on_compile)(zb, sb)
             parts.append({name: np.asarray(v)[:n] for name, v in out.items()})
             if on_batch is not None:
                 on_batch(n)
