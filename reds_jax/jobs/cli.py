@@ -223,6 +223,11 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
         p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-host: process 0's address")
         p.add_argument("--num-processes", type=_COUNT, help="multi-host: number of processes")
         p.add_argument("--process-id", type=_INDEX, help="multi-host: this process's index")
+        p.add_argument(
+            "--distributed-timeout", type=_number(int, 1), metavar="S",
+            help="multi-host: seconds to wait for every process to connect, and for a silent "
+            "process before the job stops (default: jax's, 300 and 100)",
+        )  # fmt: skip
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument(
             "--no-verify", action="store_true", help="skip sha256 checks of finished shards"
@@ -628,9 +633,16 @@ def _with_inverted_images(ns: argparse.Namespace, cfg, out):
 
 
 def _cmd_augment(ns: argparse.Namespace) -> int:
+    import os
+
+    from reds_jax.jobs import distributed as dist
     from reds_jax.jobs.augment import AugmentError, augment
     from reds_jax.jobs.experiment import ConfigError
 
+    multi = ns.distributed or ns.coordinator or ns.num_processes or ns.process_id is not None
+    if multi and os.environ.get(dist.SUPERVISED) != "1":
+        # the runtime aborts a process whose peer died: run the job in a child, report one line
+        return dist.supervise(ns.argv, ns.process_id if ns.process_id is not None else "?")
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=True)
     if out is None:
@@ -644,6 +656,9 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
         "num_processes": ns.num_processes,
         "process_id": ns.process_id,
     }
+    if given["coordinator_address"] and ns.distributed_timeout is not None:
+        given["initialization_timeout"] = int(ns.distributed_timeout)
+        given["heartbeat_timeout_seconds"] = int(ns.distributed_timeout)
     given = {name: value for name, value in given.items() if value is not None}
     distributed = given or (True if ns.distributed else None)
     try:
@@ -846,6 +861,7 @@ def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "app":
         return _delegate("app", argv[1:])
     ns = _parser().parse_args(argv)
+    ns.argv = list(argv)  # augment re-runs itself under supervision (multi-host)
     _compile_cache(ns.no_compile_cache)
     commands = {
         "demo": _cmd_demo,
