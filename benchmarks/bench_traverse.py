@@ -199,8 +199,7 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
 def grid(profile: str) -> list[dict[str, Any]]:
     """Configurations ``{generator, d, n, solvers}`` of a profile.
 
-    Profiles: ``cpu``, ``cpu-targets`` (only the rows behind the CPU targets), ``cpu-512`` (the
-    d = 512, N = 16 matrix-free row of issue 35), ``gpu``, ``smoke``.
+    Profiles: ``cpu``, ``cpu-targets`` (only the rows behind the CPU targets), ``gpu``, ``smoke``.
 
     ``cpu`` is cut to what a 2-core CPU runs in minutes: N = 256 and the larger batches at
     d ≥ 128 are left out, FD and chunked run at the smaller batches, the face DCGAN at N = 1.
@@ -259,11 +258,6 @@ def grid(profile: str) -> list[dict[str, Any]]:
             },
             {"generator": "conv", "d": 512, "n": 8, "solvers": [mf]},
         ]
-    if profile == "cpu-512":  # issue 35's matrix-free row (run with --steps 5): the default
-        # stopping rule and one iteration per step, against dense and the reference loop
-        once = {"dense": 1, "reference": 1}
-        solvers = ["dense", mf, f"{mf}+tol=None", "reference"]
-        return [{"generator": "conv", "d": 512, "n": 16, "solvers": solvers, "repeats": once}]
     if profile == "gpu":  # sized for about five minutes of one accelerator, compiles included
         ref = ["reference"]
         return [
@@ -274,9 +268,7 @@ def grid(profile: str) -> list[dict[str, Any]]:
             {"generator": "rooms_oracle", "d": 16, "n": 256, "solvers": ["dense", mf, *ref]},
             {"generator": "conv", "d": 128, "n": 1024, "solvers": ["dense", mf, sketches[2]]},
         ]
-    raise ValueError(
-        f"profile {profile!r} is unknown; pass cpu, cpu-targets, cpu-512, gpu or smoke."
-    )
+    raise ValueError(f"profile {profile!r} is unknown; pass cpu, cpu-targets, gpu or smoke.")
 
 
 def _run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:

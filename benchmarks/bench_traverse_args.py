@@ -18,9 +18,7 @@ def parser(prog: str = "reds-jax bench") -> argparse.ArgumentParser:
         description="Traversal benchmarks: throughput, per-step latency, compile time and peak "
         "memory per solver.",
     )
-    parser.add_argument(
-        "--profile", default="cpu", choices=["cpu", "cpu-targets", "cpu-512", "gpu", "smoke"]
-    )
+    parser.add_argument("--profile", default="cpu", choices=["cpu", "cpu-targets", "gpu", "smoke"])
     parser.add_argument("--machine", default=None, help="label for the machine (report title)")
     parser.add_argument("--name", default=None, help="output file stem (default: the profile)")
     parser.add_argument("--out", default="benchmarks/results", help="output folder")
