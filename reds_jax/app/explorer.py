@@ -163,7 +163,7 @@ def _access():
         raise AppError(str(err)) from None
 
 
-def parse_model_args(text: str) -> dict[str, Any]:
+def parse_model_args(text: str, what: str = "model arguments") -> dict[str, Any]:
     """``"size=32, latent_dim=8"`` (commas or new lines) -> ``{"size": 32, "latent_dim": 8}``.
 
     Values are read as TOML values (``32``, ``0.5``, ``"text"``, ``true``), else kept as text, as
@@ -183,7 +183,7 @@ def parse_model_args(text: str) -> dict[str, Any]:
             try:
                 key, value = key_value(item.strip())
             except argparse.ArgumentTypeError as err:
-                raise AppError(f"model arguments: {err}.") from None
+                raise AppError(f"{what}: {err}.") from None
             out[key] = value
     return out
 
@@ -707,7 +707,7 @@ class Explorer:
             "k": k,
             "steps": steps,
             "solver": inputs.solver,
-            "options": parse_model_args(inputs.options),
+            "options": parse_model_args(inputs.options, "options"),
             "dtype": inputs.dtype,
         }
         if inputs.step_size not in (None, ""):
