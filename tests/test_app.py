@@ -284,7 +284,11 @@ def test_invert_an_upload(explorer, tmp_path):
     target = explorer.image(cfg, explorer.start_latent(cfg, 7))
     path = tmp_path / "room.png"
     Image.fromarray(target).save(path)
-    latent, psnr, recon = explorer.invert(INPUTS, path, steps=150, restarts=2)
+    said = []
+    latent, psnr, recon = explorer.invert(
+        INPUTS, path, steps=150, restarts=2, progress=lambda f, desc="": said.append(desc)
+    )
+    assert "inverting: step 25 of 150" in said  # steps done, not only elapsed time (issue 35)
     assert latent.shape == (4,) and recon.shape == (16, 16, 3)
     mse = np.mean((explorer.image(cfg, latent) / 255.0 - target / 255.0) ** 2)
     assert psnr == pytest.approx(10 * math.log10(1 / mse), abs=0.5)  # uint8 rounding of the images

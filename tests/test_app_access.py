@@ -246,6 +246,7 @@ def test_gradio_api_refuses_hostile_models(tmp_path):
         ({"options": "cold_iters=100000"}, "cold_iters=100000 is too large"),
         ({"options": "probes=1000000000"}, "probes=1000000000 is too large"),
         ({"options": "tol=1.5"}, "tol must be a finite number > 0 and < 1"),
+        ({"options": "ridge"}, "options: expected KEY=VALUE"),
         ({"options": 'cap_k="yes"'}, "cap_k must be True or False"),
         ({"vary": "@".join(["lowpass:1"] * 300)}, "at most 1000"),
         ({"vary": "@".join(["pixels"] * 40)}, "composes 40 stages; join at most 16"),

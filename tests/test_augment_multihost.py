@@ -150,6 +150,10 @@ def test_two_processes_resume_after_sigkill_and_process_count_changes(env, tmp_p
         ),
         (["--num-processes", "0"], "argument --num-processes: must be an int >= 1"),
         (["--coordinator", "host0", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
+        (
+            ["--coordinator", "127.0.0.1:99999", "--num-processes", "2", "--process-id", "0"],
+            "port must be in 1..65535",
+        ),
     ],
 )
 def test_bad_distributed_flags_are_one_line_errors(flags, words, tmp_path, capsys):
@@ -160,3 +164,82 @@ def test_bad_distributed_flags_are_one_line_errors(flags, words, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and words in err, err
     assert not (tmp_path / "o").exists()
+
+
+def _run(env, out, specs, *, kill_after_config=None, seeds="0:400"):
+    """Processes ``(num_processes, process_id)`` of one job (timeouts of 3 s); optionally SIGKILL
+    process ``kill_after_config`` once process 0 has written config.json. ``[(rc, stderr)]``."""
+    port = _port()
+    job = [*JOB[:4], seeds, *JOB[5:], "--distributed-timeout", "3", "--out", str(out)]
+    procs = []
+    for n, i in specs:
+        flags = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n)]
+        procs.append(
+            subprocess.Popen(
+                [*cli_command(), *job, *flags, "--process-id", str(i)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+        time.sleep(0.5)
+    if kill_after_config is not None:
+        deadline = time.monotonic() + 120
+        while not (out / "config.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        procs[kill_after_config].kill()
+    results = []
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        results.append((p.returncode, err))
+    return results
+
+
+def _one_line(rc, err, *words):
+    assert rc == 2, err
+    assert "Check failure" not in err and "    @ " not in err and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("reds-jax augment: error: "), err
+    for w in words:
+        assert w in last, last
+    return last
+
+
+def test_distributed_failures_are_one_line_naming_the_process_and_cause(env, tmp_path):
+    """A killed peer, a lone process, two processes with one id, mismatched counts (issue 40 F):
+    each was a C++ 'Check failure' abort or a silent hang."""
+    # peer died: process 1 is SIGKILLed while the job runs; process 0 says so and stops
+    (rc, err), (rc1, _) = _run(env, tmp_path / "a", [(2, 0), (2, 1)], kill_after_config=1)
+    assert rc1 == -signal.SIGKILL
+    _one_line(rc, err, "process 0:", "lost process 1", "Run the job again")
+    # no coordinator: a lone process 1
+    ((rc, err),) = _run(env, tmp_path / "b", [(2, 1)])
+    _one_line(rc, err, "process 1:", "no coordinator answered in time")
+    # process 1 started with --num-processes 3 against a job of 2
+    results = _run(env, tmp_path / "c", [(2, 0), (3, 1)], seeds="0:40")
+    _one_line(*results[1], "process 1 was started with --num-processes 3", "job of 2 processes")
+    _one_line(*results[0], "process 0 was started with --num-processes 2, process 1 with 3")
+    # two processes with id 1
+    results = _run(env, tmp_path / "d", [(2, 0), (2, 1), (2, 1)], seeds="0:40")
+    assert any("same --process-id" in _one_line(rc, err) for rc, err in results[1:])
+
+
+def test_coordinator_binds_the_given_host(monkeypatch):
+    import jax
+    from jax._src import distributed as state
+
+    from reds_jax.jobs import distributed
+
+    seen = {}
+    monkeypatch.setattr(state.global_state, "client", None)
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: seen.update(kw))
+    distributed.initialize(
+        {"coordinator_address": "127.0.0.1:7951", "num_processes": 1, "process_id": 0}
+    )
+    assert seen["coordinator_bind_address"] == "127.0.0.1:7951"  # jax's default: [::]:7951

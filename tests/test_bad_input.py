@@ -6,6 +6,7 @@ Every file here is crafted byte by byte in the test; none is larger than a few h
 import json
 import os
 import re
+import time
 import tracemalloc
 
 import jax
@@ -517,3 +518,66 @@ def test_bad_model_factories_are_named_errors(tmp_path, capsys, monkeypatch):
         argv = ["traverse", "--model", f"bad_factories_40:{name}", "--out", str(tmp_path / "o")]
         assert cli.main(argv) == 2
         _one_line_error(capsys, *words)
+
+
+def test_augment_of_a_huge_seed_range_does_not_enumerate_shards(tmp_path, monkeypatch, toy):
+    """``augment --seeds 0:3000000000`` globbed once per shard over 47 M shards (issue 40 D): here
+    2 M one-item shards; the first shard starts without listing them (bytes, not 2 M entries)."""
+    from reds_jax.jobs import augment as aug
+
+    class Stop(Exception):
+        pass
+
+    class Stub:
+        def run(self, **kwargs):
+            assert kwargs["seeds"].tolist() == [0]
+            raise Stop
+
+    monkeypatch.setattr(aug, "_experiment", lambda cfg, latents: Stub())
+    cfg = {"model": toy, "seeds": "0:2000000", "k": 1, "steps": 1, "shard_size": 1}
+    stale = tmp_path / "o" / f".shard-00007.npz.1.ab{aug.TMP_SUFFIX}"
+    stale.parent.mkdir()
+    stale.write_bytes(b"x")
+    t0 = time.process_time()
+    tracemalloc.start()
+    try:
+        with pytest.raises(Stop):
+            aug.augment(cfg, tmp_path / "o", progress=False, queue_size=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20 and time.process_time() - t0 < 30, (peak, time.process_time() - t0)
+    assert not stale.exists()  # temp files of a killed run are still cleaned up
+
+
+def test_load_dataset_reads_only_its_own_verified_shards(tmp_path):
+    """A manifest line naming an absolute path or ``../`` (issue 40 I), a symlink out of the
+    folder, or a shard whose bytes changed is refused; the job's own shards load."""
+    import hashlib
+
+    from reds_jax.jobs.augment import AugmentError, load_dataset
+    from reds_jax.jobs.manifest import append_line
+
+    out, secret = tmp_path / "job", tmp_path / "secret.npz"
+    out.mkdir()
+    np.savez(secret, seeds=np.arange(3))
+    np.savez(out / "shard-00000.npz", seeds=np.arange(2))
+
+    def entry(name, index=0, path=None):
+        data = (path or (out / name)).read_bytes()
+        return {"shard": name, "index": index, "sha256": hashlib.sha256(data).hexdigest(),
+                "format": "npz", "seq": 1, "count": 2}  # fmt: skip
+
+    append_line(out / "manifest.jsonl", entry("shard-00000.npz"))
+    np.testing.assert_array_equal(load_dataset(out)["seeds"], [0, 1])
+    (out / "shard-00001.npz").symlink_to(secret)
+    for name in (str(secret), "../secret.npz", "shard-00001.npz"):
+        (out / "manifest.jsonl").unlink()
+        append_line(out / "manifest.jsonl", entry(name, index=1, path=secret))
+        with pytest.raises(AugmentError, match="not its own file 'shard-00001.npz' inside"):
+            load_dataset(out)
+    (out / "manifest.jsonl").unlink()
+    append_line(out / "manifest.jsonl", entry("shard-00000.npz"))
+    np.savez(out / "shard-00000.npz", seeds=np.arange(5))  # changed after the manifest
+    with pytest.raises(AugmentError, match="sha256 does not match the manifest"):
+        load_dataset(out)

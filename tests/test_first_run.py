@@ -39,11 +39,11 @@ def toy_model():
 CFG = {"model": "toy_fr", "seeds": "0:3", "k": 1, "steps": 1, "shard_size": 2, "batch_size": 2}
 
 
-def _run(code: str, env: dict[str, str]) -> str:
+def _run(code: str, env: dict[str, str], *args: str) -> str:
     full = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     full.pop("REDS_JAX_NO_COMPILE_CACHE", None)
     res = subprocess.run(
-        [sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, *args], env=full, capture_output=True, text=True, timeout=300
     )
     assert res.returncode == 0, res.stderr
     return res.stdout
@@ -206,3 +206,25 @@ def test_generator_functions_survive_importing_their_submodules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+COMPILE_PHASE = """import sys
+from reds_jax.jobs import cli
+cli._compile_cache(False)
+import jax, jax.numpy as jnp
+from reds_jax.jobs.progress import compile_phase
+f = jax.jit(lambda x: jnp.cos(jnp.sin(x) @ x.T) * 7)
+compile_phase(lambda: f.lower(jnp.ones((3, 3))).compile(), print, what="thing",
+              announce_after=float(sys.argv[1]))
+"""
+
+
+def test_a_warm_run_loads_from_the_cache_and_never_says_compiling(tmp_path):
+    # Issue 35: "compiling" only when the program is not in the persistent cache (the cache hit
+    # is JAX's own event), then which of the two it was.
+    env = {"REDS_JAX_CACHE": str(tmp_path)}
+    cold = _run(COMPILE_PHASE, env, "0")  # announce at once: the cold run says it compiles
+    assert "compiling (first run only, cached afterwards) ..." in cold
+    assert "compiled the thing in" in cold and "from the cache" not in cold
+    warm = _run(COMPILE_PHASE, env, "0.5")
+    assert "loaded the compiled thing from the cache in" in warm and "compiling" not in warm

@@ -268,18 +268,27 @@ def test_checkpoint_readers(tmp_path_factory, obj, protocol, cut):
     """Plain data round-trips through both readers; any truncation is an UnpicklingError."""
     data = pickle.dumps(obj, protocol=protocol)
     data = data if cut is None else data[:cut]
+    for out in _both_readers(tmp_path_factory, data):
+        if isinstance(out, Exception):
+            assert cut is not None or "Refusing" in str(out), out
+        elif cut is None:
+            assert out == _plain(obj)
+
+
+def _both_readers(tmp_path_factory, data: bytes) -> list:
+    """``data`` as a torch.save zip's data.pkl and as a plain pickle: what each reader returned,
+    or its UnpicklingError / ValueError (any other exception propagates)."""
     folder = tmp_path_factory.mktemp("ckpt")
     with zipfile.ZipFile(folder / "a.pt", "w") as zf:
         zf.writestr("archive/data.pkl", data)
     (folder / "a.pkl").write_bytes(data)
+    results = []
     for load, path in ((load_torch_zip, folder / "a.pt"), (load_torch_pickle, folder / "a.pkl")):
         try:
-            out = load(path)
+            results.append(load(path))
         except (pickle.UnpicklingError, ValueError) as err:
-            assert cut is not None or "Refusing" in str(err), err
-            continue
-        if cut is None:
-            assert out == _plain(obj)
+            results.append(err)
+    return results
 
 
 def _plain(obj):
@@ -469,3 +478,111 @@ def test_directions_are_unit_and_finite_or_refused(method, k, solver, latents):
     assert dirs.vectors.shape == (2, k, 3) and dirs.values.shape == (2, k)
     assert bool(jnp.all(jnp.isfinite(dirs.vectors))) and bool(jnp.all(jnp.isfinite(dirs.values)))
     np.testing.assert_allclose(jnp.linalg.norm(dirs.vectors, axis=-1), 1.0, rtol=1e-6)
+
+
+# --- pickle opcodes (issue 40 item 5) ------------------------------------------------------------
+
+_COUNTED = {  # opcode -> width of its length field
+    b"B": 4, b"C": 1, b"\x8e": 8, b"X": 4, b"\x8c": 1, b"\x8d": 8, b"\x96": 8, b"T": 4, b"U": 1,
+    b"\x8a": 1, b"\x8b": 4,
+}  # fmt: skip
+_SIMPLE = [b"(", b"t", b")", b"l", b"]", b"a", b"e", b"}", b"d", b"s", b"u", b"N", b"\x88",
+           b"\x89", b"0", b"2", b"R", b"\x85", b"\x86", b"\x87", b"\x94", b"\x81", b"b"]  # fmt: skip
+
+
+@st.composite
+def _opcodes(draw):
+    """A pickle stream: protocol, random opcodes (counted records with any length, globals
+    naming harmful callables, frames), then STOP or a cut."""
+    out = [b"\x80" + bytes([draw(st.integers(0, 5))])]
+    for _ in range(draw(st.integers(0, 12))):
+        kind = draw(st.integers(0, 4))
+        if kind == 0:
+            op = draw(st.sampled_from(sorted(_COUNTED)))
+            width = _COUNTED[op]
+            n = draw(st.one_of(st.integers(0, 8), st.sampled_from([2**31 - 1, 2**62, 2**64 - 1])))
+            n = min(n, 2 ** (8 * width) - 1)
+            out.append(op + n.to_bytes(width, "little") + draw(st.binary(max_size=8)))
+        elif kind == 1:
+            out.append(draw(st.sampled_from(_SIMPLE)))
+        elif kind == 2:
+            name = draw(st.sampled_from(["os\nsystem", "builtins\neval", "subprocess\nrun",
+                                         "collections\nOrderedDict", "torch\nFloatStorage"]))  # fmt: skip
+            out.append(b"c" + name.encode() + b"\n")
+        elif kind == 3:
+            out.append(
+                b"J" + draw(st.integers(-(2**31), 2**31 - 1)).to_bytes(4, "little", signed=True)
+            )
+        else:
+            n = draw(st.one_of(st.integers(0, 16), st.just(2**62)))
+            out.append(b"\x95" + n.to_bytes(8, "little"))  # FRAME
+    if draw(st.booleans()):
+        out.append(b".")
+    return b"".join(out)
+
+
+@FUZZ
+@given(_opcodes())
+def test_pickle_opcodes_never_run_code_or_exhaust_memory(tmp_path_factory, data):
+    """Any opcode stream loads as plain data or is an UnpicklingError/ValueError in both readers:
+    never a MemoryError, never a callable, whatever the length fields claim."""
+    for out in _both_readers(tmp_path_factory, data):
+        if isinstance(out, Exception):
+            event(type(out).__name__)
+        else:  # plain data only: no callable came out of the file
+            assert not any(callable(x) for x in _leaves(out)), out
+
+
+def _leaves(obj):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from _leaves(v)
+    elif isinstance(obj, list | tuple | set | frozenset):
+        for v in obj:
+            yield from _leaves(v)
+    else:
+        yield obj
+
+
+# --- the explorer's API (issue 40 item 5) ------------------------------------------------------
+
+_page_text = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["rooms", "os:system", "subprocess:run", "builtins:eval", "shutil:rmtree",
+                     "../x.msgpack", "/etc/passwd", "x.msgpack", "nan", "-1", "1e12", "size=8",
+                     'root="/etc"', "max_iters=1000000000000", 'cap_k="yes"', "tol=1.5",
+                     "lowpass:4@" * 20, "arcface:/etc/passwd", "0.2,0.2,0.5,0.5"]),
+)  # fmt: skip
+_page_number = st.one_of(
+    st.integers(-5, 70), st.sampled_from([10**12, 1.5, float("nan"), float("inf"), "x", None])
+)
+
+
+@FUZZ
+@given(
+    model=_page_text, model_args=_page_text, options=_page_text, vary=_page_text,
+    k=_page_number, steps=_page_number, correct=_page_number, step_size=_page_number,
+)  # fmt: skip
+def test_explorer_inputs_are_a_config_or_a_message(model, model_args, options, vary, **numbers):
+    """Whatever the page (or its HTTP API) sends, the explorer answers with a bounded
+    configuration or an AppError message; it imports and opens nothing."""
+    import sys
+
+    from reds_jax.app import explorer as E
+
+    before = set(sys.modules)
+    inputs = E.Inputs(
+        model=model, model_args=model_args, options=options, vary=vary, fix="", **numbers
+    )
+    try:
+        cfg = E.Explorer().config(inputs)
+    except E.AppError as err:
+        assert len(str(err)) < 2000
+        event("AppError")
+    else:
+        assert cfg.model in ("rooms", "faces", "rooms_gan")
+        assert 1 <= cfg.k <= E.MAX_K and 0 <= cfg.steps <= E.MAX_STEPS
+        assert cfg.correct <= E.MAX_CORRECT
+    new = {m for m in set(sys.modules) - before if not m.startswith(("reds_jax", "_", "encodings"))}
+    assert not new, new

@@ -165,7 +165,7 @@ def _access():
         raise AppError(str(err)) from None
 
 
-def parse_model_args(text: str) -> dict[str, Any]:
+def parse_model_args(text: str, what: str = "model arguments") -> dict[str, Any]:
     """``"size=32, latent_dim=8"`` (commas or new lines) -> ``{"size": 32, "latent_dim": 8}``.
 
     Values are read as TOML values (``32``, ``0.5``, ``"text"``, ``true``), else kept as text, as
@@ -185,7 +185,7 @@ def parse_model_args(text: str) -> dict[str, Any]:
             try:
                 key, value = key_value(item.strip())
             except argparse.ArgumentTypeError as err:
-                raise AppError(f"model arguments: {err}.") from None
+                raise AppError(f"{what}: {err}.") from None
             out[key] = value
     return out
 
@@ -416,6 +416,45 @@ class Result:
         """``["+v1", "-v1", "+v2", ...]``: the rows of the grid."""
         k = self.config.k
         return [f"{s}v{i + 1}" for i in range(k) for s in "+-"]
+
+
+def builder_fields(kind: str | None) -> tuple[str | None, bool]:
+    """Which number boxes the feature builder shows for ``kind``: the first box's label (``None``:
+    hidden) and whether the second (``band``'s high cut-off) is shown.
+
+    >>> builder_fields("lowpass")
+    ('σ (pixels)', False)
+    >>> builder_fields("band")
+    ('band: low (cycles per pixel)', True)
+    >>> builder_fields("pixels")
+    (None, False)
+    """
+    kind = (kind or "none").strip().lower()
+    if kind in ("lowpass", "highpass"):
+        return "σ (pixels)", False
+    if kind == "band":
+        return "band: low (cycles per pixel)", True
+    return None, False
+
+
+def summary_lines(values: np.ndarray, diagnostics: Mapping[str, float]) -> list[str]:
+    """The labelled numbers of a run's summary: the Rayleigh quotient of each direction at the
+    start, and the diagnostics counts that are not zero (one per line; "none" when all are).
+
+    Args:
+      values: ``[k]`` quotients of the start latent's directions.
+      diagnostics: ``name -> count`` (see :func:`diagnostics_counts`).
+
+    >>> summary_lines(np.array([5788.171, 12.5]), {"fallbacks": 0.0, "ridge_raised": 3.0})
+    ['Rayleigh quotient at the start: v1 5788, v2 12.5', 'Diagnostics (totals over the paths): ridge_raised 3']
+    """
+    quotients = ", ".join(f"v{i + 1} {float(v):.4g}" for i, v in enumerate(np.ravel(values)))
+    nonzero = {k: v for k, v in diagnostics.items() if v}
+    counts = ", ".join(f"{k} {v:.3g}" for k, v in nonzero.items()) or "none"
+    return [
+        f"Rayleigh quotient at the start: {quotients}",
+        f"Diagnostics (totals over the paths): {counts}",
+    ]
 
 
 def diagnostics_counts(diagnostics: Any) -> dict[str, float]:
@@ -670,7 +709,7 @@ class Explorer:
             "k": k,
             "steps": steps,
             "solver": inputs.solver,
-            "options": parse_model_args(inputs.options),
+            "options": parse_model_args(inputs.options, "options"),
             "dtype": inputs.dtype,
         }
         if inputs.step_size not in (None, ""):
@@ -967,6 +1006,9 @@ class Explorer:
                 steps=steps,
                 restarts=restarts,
                 key=jax.random.key(cfg.key),
+                progress=lambda done, _: progress(
+                    0.1 + 0.85 * done / steps, desc=f"inverting: step {done} of {steps}"
+                ),
             )
         except ValueError as err:
             raise AppError(f"inversion failed: {err}") from None

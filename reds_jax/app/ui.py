@@ -124,6 +124,15 @@ def _safe(fn):
     return wrapper
 
 
+def _builder_fields(kind):
+    """Shows the number boxes the chosen feature kind uses, labelled for it."""
+    label, with_high = ex.builder_fields(kind)
+    return (
+        gr.update(visible=label is not None, label=label or "σ (pixels)"),
+        gr.update(visible=with_high),
+    )
+
+
 def _inputs(
     model, model_args, seed, key, vary, fix, method, path, k, steps, step, solver, opts,
     step_target=None, correct=0,
@@ -216,11 +225,8 @@ class _Page:
                 if res.compiled
                 else "(reused the compiled traversal)"
             )
-            + f"; start values {np.array2string(res.arrays['values'][0], precision=4)}"
         ]
-        if res.diagnostics:
-            counts = ", ".join(f"{k} {v:.3g}" for k, v in res.diagnostics.items())
-            status.append(f"Diagnostics (counts over the paths; residual: max): {counts}")
+        status += ex.summary_lines(res.arrays["values"][0], res.diagnostics)
         warning = diagnostics_warning(res.arrays)
         if warning:
             status.append(f"⚠ {warning}")
@@ -341,8 +347,14 @@ def build(
                                 kinds if side == "fix" else kinds[1:], value=first,
                                 label=f"{side}: feature", elem_id=f"{side}-kind",
                             )  # fmt: skip
-                            sigma = gr.Number(4 if side == "vary" else 2, label="σ (band: low)")
-                            high = gr.Number(0.25, label="band: high")
+                            label, with_high = ex.builder_fields(first)
+                            sigma = gr.Number(
+                                4 if side == "vary" else 2, label=label or "σ (pixels)",
+                                visible=label is not None,
+                            )  # fmt: skip
+                            high = gr.Number(
+                                0.25, label="band: high (cycles per pixel)", visible=with_high
+                            )
                         with gr.Row():
                             box = gr.Textbox(
                                 default_box, label=f"{side} box: top,left,height,width (fractions)",
@@ -422,6 +434,7 @@ def build(
             for comp in (kind, sigma, high, box, outside):
                 comp.change(_safe(page.spec), [kind, sigma, high, box, outside], [specs, hint])
             box.change(show, view, start_img)
+            kind.change(_builder_fields, kind, [sigma, high])
         model_in.change(
             _safe(page.model_defaults), model_in,
             [sides["vary"][6], sides["fix"][6], step, sides["vary"][0], sides["fix"][0]],

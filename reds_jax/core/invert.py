@@ -1,11 +1,13 @@
 """GAN inversion: find latents whose generated images reproduce given images.
 
 Batched latent optimisation with optax: every image gets ``restarts`` random starting latents, all
-``N × restarts`` problems are optimised together (``vmap``, ``lax.scan`` over a chunk of steps,
-one jit compile per batch shape). The default optimiser is Adam. After ``select_after`` steps only the best ``keep`` restarts of each image
-go on (a cheap multi-start: the others are discarded early), and a problem whose objective improved
-by less than ``tol`` (relative) over the last chunk stops (early stopping on a plateau; results do
-not depend on the other images in the batch).
+``N × restarts`` problems are optimised together (``vmap``; one jitted call per step, one compile
+per batch shape: see :func:`_chunk_runner` for why not a ``lax.scan``). The default optimiser is
+Adam. After ``select_after`` steps only the best ``keep`` restarts of each image go on (a cheap
+multi-start: the others are discarded early), and a problem whose objective improved by less than
+``tol`` (relative) over the last chunk stops (early stopping on a plateau; results do not depend on
+the other images in the batch). A plateau is what it detects: the face DCGAN's inversions of its own
+images still gain 4-49 % per 25-step chunk at step 300, so ``tol=1e-3`` does not stop them there.
 
 Objective for one image ``x`` and latent ``z [d]``::
 
@@ -162,7 +164,7 @@ def invert(
       progress: True draws a tqdm bar (stderr) with ETA, from the end of the first chunk (so
         compilation is not in its rate); a callable is called as
         ``progress(steps_done, objective [N])`` after every chunk.
-      chunk: steps per compiled call (selection, stopping and progress granularity).
+      chunk: steps between checks (selection, stopping and progress granularity).
 
     Returns:
       :class:`Inversion`. ``objective [N, restarts]`` holds each restart's objective when it
@@ -235,9 +237,8 @@ def invert(
         while done < steps and bool(jnp.any(alive)):
             length = min(chunk, steps - done)
             zp, state, bz, value = run_chunk(
-                zp, state, bz, last, alive, images[image_of], target_feat[image_of],
-                jnp.asarray(length),
-            )  # fmt: skip
+                zp, state, bz, last, alive, images[image_of], target_feat[image_of], length
+            )
             done += length
             if tol > 0:
                 gain = (last - value) / jnp.maximum(jnp.abs(last), jnp.finfo(dtype).tiny)
@@ -279,31 +280,36 @@ def invert(
 
 
 def _chunk_runner(obj, optimizer, chunk: int):
-    """Jitted ``chunk`` masked steps for ``[P]`` problems:
-    ``(z, state, best_z, best, alive, x, fx, length) -> (z, state, best_z, best)``, where ``best`` is
-    the lowest objective seen so far and ``best_z`` its latent; steps past ``length`` change
-    nothing (one compile serves every chunk length)."""
+    """``(z, state, best_z, best, alive, x, fx, length) -> (z, state, best_z, best)``: ``length``
+    (at most ``chunk``) masked steps for ``[P]`` problems, where ``best`` is the lowest objective
+    seen so far and ``best_z`` its latent.
+
+    Each step is one jitted call, dispatched from Python without waiting for the previous one:
+    on XLA:CPU the generator's convolutions run 2.4× slower inside a ``lax.scan`` body than in a
+    straight program (face DCGAN, 12 problems: 25 steps 4.35 s in a scan, 1.76 s as 25 calls;
+    the scan also compiled 5× longer), and a step's work dwarfs a dispatch."""
     import optax
 
-    def one_problem(z, s, bz, bv, alive, x, fx, length):
-        def step(carry, t):
-            z, s, bz, bv = carry
-            (value, _), grad = jax.value_and_grad(lambda a: obj(a, x, fx), has_aux=True)(z)
-            # optax mixes int step counts with floats: allow standard promotion inside the
-            # update even when the caller runs with jax_numpy_dtype_promotion="strict".
-            with jax.numpy_dtype_promotion("standard"):
-                updates, s_new = optimizer.update(grad, s, z)
-            move = alive & (t < length)
-            better = move & (value < bv)  # value is the objective at z, before this update
-            bz, bv = jnp.where(better, z, bz), jnp.where(better, value, bv)
-            z = jnp.where(move, optax.apply_updates(z, updates), z)
-            s = jax.tree.map(lambda new, old: jnp.where(move, new, old), s_new, s)
-            return (z, s, bz, bv), None
-
-        (z, s, bz, bv), _ = jax.lax.scan(step, (z, s, bz, bv), jnp.arange(chunk))
+    def one_problem(z, s, bz, bv, alive, x, fx):
+        (value, _), grad = jax.value_and_grad(lambda a: obj(a, x, fx), has_aux=True)(z)
+        # optax mixes int step counts with floats: allow standard promotion inside the
+        # update even when the caller runs with jax_numpy_dtype_promotion="strict".
+        with jax.numpy_dtype_promotion("standard"):
+            updates, s_new = optimizer.update(grad, s, z)
+        better = alive & (value < bv)  # value is the objective at z, before this update
+        bz, bv = jnp.where(better, z, bz), jnp.where(better, value, bv)
+        z = jnp.where(alive, optax.apply_updates(z, updates), z)
+        s = jax.tree.map(lambda new, old: jnp.where(alive, new, old), s_new, s)
         return z, s, bz, bv
 
-    return jax.jit(jax.vmap(one_problem, in_axes=(0, 0, 0, 0, 0, 0, 0, None)))
+    step = jax.jit(jax.vmap(one_problem))
+
+    def run(z, s, bz, bv, alive, x, fx, length: int):
+        for _ in range(min(int(length), chunk)):
+            z, s, bz, bv = step(z, s, bz, bv, alive, x, fx)
+        return z, s, bz, bv
+
+    return run
 
 
 def _finish(obj, generator):

@@ -118,8 +118,9 @@ def _check_records(f: Any, end: int, what: Any) -> None:
     ``end``) raises :class:`pickle.UnpicklingError` before any unpickler allocates it."""
     start = f.tell()
     try:
-        for _ in pickletools.genops(_Bounded(f, end)):
-            pass
+        for op, arg, _ in pickletools.genops(_Bounded(f, end)):
+            if op.name == "FRAME" and arg > end - f.tell():  # the unpickler reads it at once
+                raise ValueError(f"a frame of {arg} bytes, but only {end - f.tell()} remain")
     except ValueError as err:
         raise pickle.UnpicklingError(
             f"{os.fspath(what)!r} holds a malformed or truncated pickle: {err}"

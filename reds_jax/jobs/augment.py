@@ -69,7 +69,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from reds_jax._io import TMP_SUFFIX, atomic_write
+from reds_jax._io import TMP_SUFFIX, atomic_write, sha256_file
 
 from .config import ConfigError, JobConfig, parse_seeds
 from .distributed import Coordinator, initialize, owned_shards
@@ -122,8 +122,16 @@ def load_dataset(out: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     Args:
       out: the job's output folder (any format, any number of processes).
 
+    Only the shard files the job itself names are read: each manifest entry must name its own
+    shard (``shard-00003.npz`` for index 3) directly inside ``out`` (no absolute path, no ``..``,
+    no symlink out of the folder), and the file's sha256 must match the entry's.
+
     Returns:
       dict of arrays as in :func:`load_shard`, ``[sum n, ...]`` (feature names not repeated).
+
+    Raises:
+      FileNotFoundError: no completed shards.
+      AugmentError: an entry naming another file, or a shard whose sha256 does not match.
 
     >>> # load_dataset("out")["seeds"] -> every seed of the job once, in job order
     """
@@ -133,7 +141,7 @@ def load_dataset(out: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise FileNotFoundError(
             f"{out} has no completed shards ({MANIFEST_FILE} is missing or empty)."
         )
-    shards = [load_shard(out / e["shard"]) for e in entries]
+    shards = [load_shard(_checked_shard(out, e)) for e in entries]
     result = {}
     for name in shards[0]:
         if name in ("vary_features", "fix_features"):
@@ -141,6 +149,28 @@ def load_dataset(out: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         else:
             result[name] = np.concatenate([s[name] for s in shards])
     return result
+
+
+def _checked_shard(out: pathlib.Path, entry: Mapping[str, Any]) -> pathlib.Path:
+    """The shard file of a manifest ``entry``, inside ``out`` and with the entry's sha256."""
+    name, index, fmt = entry.get("shard"), entry.get("index"), entry.get("format", "npz")
+    try:
+        expected = shard_name(index, fmt) if isinstance(index, int) else None
+    except (KeyError, TypeError, ValueError):
+        expected = None
+    path = out / str(name)
+    if name != expected or path.resolve().parent != out.resolve():
+        raise AugmentError(
+            f"{out}: manifest entry {index!r} names the shard {str(name)[:200]!r}, not its own "
+            f"file {expected!r} inside the folder; refusing to read it (edit or delete the "
+            "manifest line, then rerun reds-jax augment to redo the shard)."
+        )
+    if not path.is_file() or sha256_file(path) != entry.get("sha256"):
+        raise AugmentError(
+            f"{path}: missing, or its sha256 does not match the manifest (a changed or "
+            "incomplete shard); rerun reds-jax augment on the folder to redo it."
+        )
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,14 +488,16 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
     fmt, n_items = cfg.format, len(seeds)
     mine = out / manifest_name(procs.index)
     cut_torn_tail(mine)  # only this process appends to it
-    owned = owned_shards(n_shards, procs)
-    for idx in owned:  # temp files of a killed run; only this process writes these shards
-        for stale in out.glob(f".{shard_name(idx, fmt)}.*{TMP_SUFFIX}"):
+    owned = owned_shards(n_shards, procs)  # a range: never enumerated up front
+    for stale in out.glob(f".shard-*{TMP_SUFFIX}"):  # temp files of a killed run
+        index = stale.name[len(".shard-") :].split(".", 1)[0]
+        if index.isdigit() and int(index) in owned:  # only this process writes these shards
             stale.unlink(missing_ok=True)
     latest = latest_entries(out)
     done = verified(out, latest, owned, fmt, verify)
-    pending = [i for i in owned if i not in done]
-    if pending and exp is None:
+    pending = (i for i in owned if i not in done)
+    n_pending = len(owned) - len(done)
+    if n_pending and exp is None:
         exp = _experiment(cfg, latents)
 
     def bounds(idx: int) -> tuple[int, int]:
@@ -501,11 +533,13 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
         print(
             f"reds-jax augment: resuming {out}: {len(done)} of {len(owned)} shard(s) already "
             f"finished ({'sha256 verified' if verify else 'not verified: --no-verify'}) and "
-            f"skipped; {len(pending)} to compute",
+            f"skipped; {n_pending} to compute",
             file=sys.stderr,
         )
-    total = sum(min(cfg.shard_size, n_items - i * cfg.shard_size) for i in owned)
-    bar = BatchProgress(  # a compile line, then a bar whose rate excludes compilation
+    short = n_shards * cfg.shard_size - n_items  # the last shard's missing items
+    total = len(owned) * cfg.shard_size - (short if n_shards - 1 in owned else 0)
+    computed: list[int] = []
+    bar = BatchProgress(  # compile lines, then a bar whose rate excludes compilation
         total,
         "reds-jax augment" + (f" [{procs.index}/{procs.count}]" if procs.count > 1 else ""),
         done=sum(e["count"] for e in done.values()),
@@ -522,6 +556,8 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
                     latents=None if latents is None else latents[lo:hi],
                     batch_size=min(cfg.batch_size, cfg.shard_size),
                     on_batch=bar,
+                    fix="lower --shard-size, k, steps or --batch-size",
+                    on_compile=bar.compile,
                 )
                 for name, v in arrays.items():  # fallback totals, one warning at the end
                     if name.startswith(DIAGNOSTICS_PREFIX):
@@ -532,6 +568,7 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
                 arrays["vary_features"] = np.asarray(cfg.vary, dtype=str)
                 arrays["fix_features"] = np.asarray(cfg.fix, dtype=str).reshape(len(cfg.fix))
                 writer.put(idx, arrays)
+                computed.append(idx)
     except BaseException:
         writer.close(raise_error=False)  # finish what was computed, then the first error wins
         raise
@@ -540,5 +577,5 @@ def _run(cfg, out, procs, exp, latents, seeds, n_shards, progress, verify, queue
     if warning:
         print(f"reds-jax augment: {warning}", file=sys.stderr)
     return AugmentResult(
-        out, n_items, n_shards, tuple(pending), tuple(sorted(done)), procs.index, procs.count
+        out, n_items, n_shards, tuple(computed), tuple(sorted(done)), procs.index, procs.count
     )

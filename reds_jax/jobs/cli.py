@@ -223,6 +223,11 @@ def _add_job_flags(p: argparse.ArgumentParser, *, augment: bool) -> None:
         p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-host: process 0's address")
         p.add_argument("--num-processes", type=_COUNT, help="multi-host: number of processes")
         p.add_argument("--process-id", type=_INDEX, help="multi-host: this process's index")
+        p.add_argument(
+            "--distributed-timeout", type=_number(int, 1), metavar="S",
+            help="multi-host: seconds to wait for every process to connect, and for a silent "
+            "process before the job stops (default: jax's, 300 and 100)",
+        )  # fmt: skip
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument(
             "--no-verify", action="store_true", help="skip sha256 checks of finished shards"
@@ -433,22 +438,22 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
             },
             where="arguments",
         )
-        print(f"{PROG} demo: loading model {cfg.model!r} ...", flush=True)
+        print(
+            f"{PROG} demo: loading model {cfg.model!r} and tracing REDs local paths from seed "
+            f"{ns.seed}: vary {list(cfg.vary)}, fix {list(cfg.fix)}, k={cfg.k}, {cfg.steps} "
+            f"steps of {cfg.step_size:g} ...",
+            flush=True,
+        )
         exp = get_experiment(cfg)
     except ConfigError as err:
         raise _UsageError(str(err)) from None
-    from reds_jax import compile_cache
-    from reds_jax.jobs.progress import COMPILING
+    from reds_jax.jobs.progress import BatchProgress
 
-    print(
-        f"{PROG} demo: REDs local paths from seed {ns.seed}: vary {list(cfg.vary)}, "
-        f"fix {list(cfg.fix)}, k={cfg.k}, {cfg.steps} steps of {cfg.step_size:g}; "
-        + (COMPILING if compile_cache.is_enabled() else "compiling (compilation cache off)")
-        + " and running ...",
-        flush=True,
-    )
-    result = exp.run(seeds=[ns.seed])
+    steps = f"{2 * cfg.k} paths x {cfg.steps} steps"
+    with BatchProgress(1, f"{PROG} demo", unit=f"start latent ({steps})", file=sys.stdout) as bar:
+        result = exp.run(seeds=[ns.seed], on_compile=bar.compile)
     out = pathlib.Path(ns.out or f"reds_jax_demo_{cfg.model}.png")
+    print(f"{PROG} demo: writing {out} ...", flush=True)
     images = result["images"][0]  # [2k, T+1, H, W, 3]
     imageio.save_grid(images, out, scale=imageio.auto_scale(images.shape[2]))
     print(_describe(result, cfg.vary, cfg.fix))
@@ -491,7 +496,7 @@ def _cmd_traverse(ns: argparse.Namespace) -> int:
         seeds, latents = cfg.starts(default_seeds=[0])
         exp = get_experiment(cfg)
         with BatchProgress(len(seeds), f"{PROG} traverse", enabled=not ns.no_progress) as bar:
-            result = exp.run(seeds=seeds, latents=latents, on_batch=bar)
+            result = exp.run(seeds=seeds, latents=latents, on_batch=bar, on_compile=bar.compile)
     except ConfigError as err:
         raise _UsageError(str(err)) from None
     except ValueError as err:
@@ -562,12 +567,14 @@ def _invert(invert_files, *args, progress: bool = True, **kwargs):
     The line is printed after half a second, so bad input stays a one-line error."""
     import threading
 
-    from reds_jax import compile_cache
-    from reds_jax.jobs.progress import COMPILING
-
-    what = COMPILING if compile_cache.is_enabled() else "compiling (compilation cache off)"
     timer = threading.Timer(
-        0.5, lambda: print(f"{PROG} invert: loading the model and {what} ...", file=sys.stderr)
+        0.5,
+        lambda: print(
+            f"{PROG} invert: loading the model and preparing the inversion (a bar follows after "
+            "its first steps) ...",
+            file=sys.stderr,
+            flush=True,
+        ),
     )
     timer.daemon = True
     if progress:
@@ -622,9 +629,16 @@ def _with_inverted_images(ns: argparse.Namespace, cfg, out):
 
 
 def _cmd_augment(ns: argparse.Namespace) -> int:
+    import os
+
+    from reds_jax.jobs import distributed as dist
     from reds_jax.jobs.augment import AugmentError, augment
     from reds_jax.jobs.experiment import ConfigError
 
+    multi = ns.distributed or ns.coordinator or ns.num_processes or ns.process_id is not None
+    if multi and os.environ.get(dist.SUPERVISED) != "1":
+        # the runtime aborts a process whose peer died: run the job in a child, report one line
+        return dist.supervise(ns.argv, ns.process_id if ns.process_id is not None else "?")
     t0 = time.perf_counter()
     cfg, out = _job_config(ns, augment=True)
     if out is None:
@@ -638,6 +652,9 @@ def _cmd_augment(ns: argparse.Namespace) -> int:
         "num_processes": ns.num_processes,
         "process_id": ns.process_id,
     }
+    if given["coordinator_address"] and ns.distributed_timeout is not None:
+        given["initialization_timeout"] = int(ns.distributed_timeout)
+        given["heartbeat_timeout_seconds"] = int(ns.distributed_timeout)
     given = {name: value for name, value in given.items() if value is not None}
     distributed = given or (True if ns.distributed else None)
     try:
@@ -840,6 +857,7 @@ def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "app":
         return _delegate("app", argv[1:])
     ns = _parser().parse_args(argv)
+    ns.argv = list(argv)  # augment re-runs itself under supervision (multi-host)
     _compile_cache(ns.no_compile_cache)
     commands = {
         "demo": _cmd_demo,

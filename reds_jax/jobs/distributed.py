@@ -11,15 +11,30 @@ meet at a barrier so that process 0 keeps the folder's lock until every process 
 Because a shard's contents depend only on its index and the configuration, the assignment may
 change between runs (another process count): a process skips every shard of its share that any
 process's manifest lists and that verifies, and recomputes the others.
+
+Failures are one line naming the process and the cause. The runtime's C++ client ends a process
+with an ``abort()`` and a stack trace when the coordination service reports a fatal error (a peer
+died or was killed, two processes claimed one id); ``reds-jax augment`` with multi-host flags
+therefore runs the job in a child process (:func:`supervise`) and turns such an end into one line
+(exit status 2). Process 0's coordinator binds the host of ``--coordinator`` (not every interface);
+``--num-processes`` must match the job's on every process; a missing coordinator or process is
+reported after ``initialization_timeout`` seconds.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["Processes", "initialize", "owned_shards"]
+__all__ = ["Processes", "initialize", "owned_shards", "supervise"]
+
+SUPERVISED = "REDS_JAX_SUPERVISED"  # set in the child of :func:`supervise`
 
 _CALLS = itertools.count()  # same sequence in every process (SPMD), so keys match across processes
 
@@ -36,13 +51,16 @@ class Processes(NamedTuple):
         return self.index == 0
 
 
-def owned_shards(n_shards: int, procs: Processes) -> list[int]:
+def owned_shards(n_shards: int, procs: Processes) -> range:
     """The shard indices process ``procs.index`` computes: ``i`` with ``i % count == index``.
 
-    >>> owned_shards(5, Processes(1, 2))
+    A ``range``: nothing is enumerated (a job of 3e9 seeds has 47 M shards of 64), and ``in``
+    and ``len`` are constant time.
+
+    >>> list(owned_shards(5, Processes(1, 2)))
     [1, 3]
     """
-    return list(range(procs.index, n_shards, procs.count))
+    return range(procs.index, n_shards, procs.count)
 
 
 def initialize(distributed: bool | Mapping[str, Any] | None) -> Processes:
@@ -72,16 +90,64 @@ def initialize(distributed: bool | Mapping[str, Any] | None) -> Processes:
         if state.global_state.client is None:  # already initialised: keep it
             kwargs = {} if distributed is True else dict(distributed)
             _check(kwargs)
+            if kwargs.get("coordinator_address") and kwargs.get("process_id") == 0:
+                # bind the given host only (jax binds [::]: every interface)
+                kwargs.setdefault("coordinator_bind_address", kwargs["coordinator_address"])
             try:
                 jax.distributed.initialize(**kwargs)
             except (RuntimeError, ValueError, TypeError) as err:
+                who = kwargs.get("process_id", "?")
                 raise ValueError(
-                    f"distributed: jax.distributed.initialize({_show(kwargs)}) failed: "
-                    f"{str(err).rstrip('.')}. "
-                    "Pass coordinator address, number of processes and process id (or run "
-                    "under SLURM / a TPU pod for auto-detection)."
+                    f"distributed: process {who}: jax.distributed.initialize({_show(kwargs)}) "
+                    f"failed: {_cause(str(err))}. Start every process of the job with the same "
+                    "--coordinator and --num-processes and its own --process-id (or run under "
+                    "SLURM / a TPU pod for auto-detection)."
                 ) from None
+            _same_count(kwargs, state.global_state.client)  # after initialize: its client
     return Processes(jax.process_index(), jax.process_count())
+
+
+def _same_count(kwargs: Mapping[str, Any], client: Any) -> None:
+    """Every process checks every other's ``num_processes`` (through the coordinator's key-value
+    store), so a mismatch stops the whole job at once with one line, not one process."""
+    import jax
+
+    n, me = kwargs.get("num_processes"), jax.process_index()
+    if n is None or client is None:
+        return
+    client.key_value_set(f"reds_jax/num_processes/{me}", str(n))  # first: the others read it
+    if n != jax.process_count():
+        raise ValueError(
+            f"distributed: process {me} was started with --num-processes {n}, but the "
+            f"coordinator at {kwargs.get('coordinator_address')} runs a job of "
+            f"{jax.process_count()} processes; pass the same --num-processes to every process."
+        )
+    timeout_ms = int(kwargs.get("initialization_timeout", 300)) * 1000
+    for other in range(jax.process_count()):
+        try:
+            theirs = client.blocking_key_value_get(f"reds_jax/num_processes/{other}", timeout_ms)
+        except Exception as err:  # noqa: BLE001 - the runtime raises its own error types
+            raise ValueError(
+                f"distributed: process {me}: process {other} did not report its "
+                f"--num-processes ({_cause(str(err))})."
+            ) from None
+        if theirs != str(n):
+            raise ValueError(
+                f"distributed: process {me} was started with --num-processes {n}, process "
+                f"{other} with {theirs}; pass the same --num-processes to every process."
+            )
+
+
+def _cause(text: str) -> str:
+    """The first line of a runtime error, without its RPC and type-URL noise."""
+    first = " ".join(text.strip().splitlines()[:1]) or "unknown error"
+    first = re.sub(r" ?\[type\.googleapis\.com/[^\]]*\]", "", first).rstrip(". ")
+    if "DEADLINE_EXCEEDED" in text or "timed out" in text.lower():
+        first += (
+            " (not every process connected in time: a process missing, a coordinator that is "
+            "not running or not reachable, or a different --num-processes)"
+        )
+    return first[:400]
 
 
 def _check(kwargs: Mapping[str, Any]) -> None:
@@ -101,6 +167,12 @@ def _check(kwargs: Mapping[str, Any]) -> None:
         raise ValueError(
             f"distributed: coordinator address must be HOST:PORT (e.g. 10.0.0.1:12345); got {address!r}."
         )
+    if address is not None:
+        port = address.rsplit(":", 1)[1]
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"distributed: the coordinator's port must be in 1..65535; got {address!r}."
+            )
 
 
 def _show(kwargs: Mapping[str, Any]) -> str:
@@ -148,3 +220,115 @@ class Coordinator:
         """All processes wait here for each other."""
         if self.client is not None:
             self.client.wait_at_barrier(f"{self.prefix}/{name}", int(timeout_s * 1e3))
+
+
+# ---------------------------------------------------------------------------------------------
+# One line instead of the runtime's abort
+
+
+_GLOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^\]]+\] ")
+_FATAL = "Terminating process because the JAX distributed service detected fatal errors"
+
+
+def supervise(
+    argv: Sequence[str], process: Any, *, prog: str = "reds-jax augment", module: str = ""
+) -> int:
+    """Runs ``python -m MODULE ARGV`` (the same command) as a child and reports how it ended.
+
+    The child's standard output passes through; its standard error passes through until the
+    runtime's own log lines start, after which only lines of ours (``reds-jax ...``) are shown.
+    If the runtime aborted the child (a peer died, two processes claimed one id), one line says
+    so, naming ``process`` and the cause, and the exit status is 2.
+
+    Args:
+      argv: the child's arguments (the command line after the program name).
+      process: this process's ``--process-id`` (for the message).
+      prog: the command's name in messages.
+      module: the module to run (default: the command line, :mod:`reds_jax.jobs.cli`).
+
+    Returns:
+      The child's exit status (2 after a runtime abort).
+    """
+    env = dict(os.environ, **{SUPERVISED: "1"})
+    cmd = [sys.executable, "-m", module or "reds_jax.jobs.cli", *argv]
+    child = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+    held: list[str] = []
+
+    said = []  # the child's own error line, if it printed one
+
+    def pump():
+        quiet = False
+        for raw in iter(child.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace")
+            quiet = quiet or bool(_GLOG.match(line)) or line.startswith("*** Check failure")
+            said.extend([line] if line.startswith(f"{prog}: error:") else [])
+            if not quiet or line.startswith(prog):
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            else:
+                held.append(line)
+                del held[:-400]  # the runtime's last words are enough
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        code = child.wait()
+    reader.join(timeout=5)
+    text = "".join(held)
+    if said:  # the job's own one-line error came first; the runtime's end is its echo
+        return 2
+    if _FATAL in text or (code < 0 and text):
+        print(f"{prog}: error: process {process}: {_fatal_cause(text, code)}", file=sys.stderr)
+        return 2
+    return 130 if code == -2 else (1 if code < 0 else code)
+
+
+def _die_with_parent() -> None:
+    """In the child (Linux): a SIGKILL of the supervisor kills the job too (no orphan)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _fatal_cause(text: str, code: int) -> str:
+    status = text.split("absl::Status:", 1)[-1] if "absl::Status:" in text else text
+    lost = re.search(r"stopped sending heartbeats\):\s*([\d,\s]+?)\s*\n?The tasks", status)
+    if lost is None:
+        lost = re.search(r"Task (\d+) heartbeat timeout", text)
+    if lost is not None:
+        who = ", ".join(lost.group(1).replace(",", " ").split())
+        return (
+            f"the job's distributed runtime lost process {who} (it stopped responding: died, "
+            "was killed or cut off); this process stopped too. Run the job again on every "
+            "process to resume it (finished shards are kept)."
+        )
+    if "RegisterTask" in text and ("DEADLINE_EXCEEDED" in status or "UNAVAILABLE" in status):
+        return (
+            "no coordinator answered in time (process 0 not running, not reachable at "
+            "--coordinator, or still starting); start process 0 with the same --coordinator, "
+            "or raise --distributed-timeout."
+        )
+    if "different incarnation" in text:
+        return (
+            "two processes of the job claimed the same --process-id (or one restarted while the "
+            "job ran); give every process its own --process-id and start them all again."
+        )
+    if "RegisterTask" in text or ("already" in text.lower() and "register" in text.lower()):
+        return (
+            "the coordinator refused this process's registration (another process already "
+            "runs with the same --process-id, or the job restarted); give every process its own "
+            "--process-id and start them all again."
+        )
+    if "Shutdown barrier" in text:
+        return (
+            "another process of the job stopped before this one finished (see its error); "
+            "this process stopped too. Fix that, then run the job again on every process."
+        )
+    first = _cause(status)
+    how = f"signal {-code}" if code < 0 else f"exit status {code}"
+    return f"the job's distributed runtime stopped this process ({first}; {how})."

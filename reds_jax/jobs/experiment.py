@@ -108,7 +108,8 @@ class Experiment:
                 f"config: field 'dtype' is {cfg.dtype!r} but JAX runs without 64-bit support; "
                 "pass dtype = 'float32' or set JAX_ENABLE_X64=1."
             )
-        self._fn = jax.jit(jax.vmap(self._one))
+        self._fn = jax.jit(self._batched)
+        self._executables: dict[tuple, Any] = {}
         d = self.model.latent_dim
         try:  # validate against traverse's own checks before any compile; the trace of this
             # batch of one is reused by a run of one latent (a demo, an app click)
@@ -124,6 +125,21 @@ class Experiment:
     def latent_dim(self) -> int:
         """``d``."""
         return self.model.latent_dim
+
+    def _batched(self, z: jax.Array, seeds: jax.Array):
+        """``_one`` over a batch ``[B, d]``. Matrix-free traversals run one latent at a time
+        inside the call (``lax.map`` within each device's share), so every latent is computed
+        with the same shapes whatever the batch size: in float32 the iterative solver amplifies
+        the rounding differences of batched kernels (XLA picks other blockings for other
+        batch shapes) from ~1e-6 to ~5e-3 in the latents after 6 steps (issue 40 J)."""
+        if self.config.solver != "matrix_free":
+            return jax.vmap(self._one)(z, seeds)
+        n_dev = len(jax.local_devices())
+        n_dev = n_dev if z.shape[0] % n_dev == 0 else 1  # (the validating trace: a batch of 1)
+        zs = z.reshape(n_dev, -1, z.shape[-1])  # device-major, as shard_batch lays it out
+        ss = seeds.reshape(n_dev, -1)
+        out = jax.vmap(lambda zd, sd: jax.lax.map(lambda a: self._one(*a), (zd, sd)))(zs, ss)
+        return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), out)
 
     def _one(self, z: jax.Array, seed: jax.Array):
         cfg = self.config
@@ -146,6 +162,15 @@ class Experiment:
             **{DIAGNOSTICS_PREFIX + f: v for f, v in tr.diagnostics._asdict().items()},
         }
 
+    def _compiled(self, zb: jax.Array, sb: jax.Array, on_compile):
+        """The traversal compiled ahead of time for this batch's shapes and shardings (once per
+        experiment and batch layout; copies made by :func:`get_experiment` share them)."""
+        key = (zb.shape, str(zb.sharding), str(sb.sharding))
+        if key not in self._executables:
+            compile_fn = lambda: self._fn.lower(zb, sb).compile()  # noqa: E731
+            self._executables[key] = compile_fn() if on_compile is None else on_compile(compile_fn)
+        return self._executables[key]
+
     def start_latents(self, seeds: Sequence[int]) -> np.ndarray:
         """``[N, d]`` start latents of ``seeds`` (see :func:`reds_jax.jobs.models.start_latents`)."""
         return np.asarray(
@@ -159,6 +184,8 @@ class Experiment:
         latents: np.ndarray | None = None,
         batch_size: int | None = None,
         on_batch: Callable[[int], Any] | None = None,
+        fix: str | None = None,
+        on_compile: Callable[[Callable[[], Any]], Any] | None = None,
     ) -> dict[str, np.ndarray]:
         """Traverses from the start latents of ``seeds`` (or the given ``latents``) and renders.
 
@@ -171,6 +198,11 @@ class Experiment:
           batch_size: latents per compiled call; every call gets exactly this many (padded).
             Default: ``min(config.batch_size, N)``.
           on_batch: called with the number of latents done after every compiled call.
+          fix: what the memory refusal advises (default: fewer seeds, lower k, steps, batch).
+          on_compile: called once per batch size with a function that compiles the traversal
+            (ahead of time: a load from the persistent compilation cache when it is there) and
+            returns the compiled program; must return what it returns (e.g.
+            :meth:`reds_jax.jobs.progress.BatchProgress.compile`, which says which it was).
 
         Returns:
           dict of numpy arrays: ``images`` uint8 ``[N, 2k, T+1, H, W, 3]``, ``latents``
@@ -187,8 +219,9 @@ class Experiment:
             len(seeds) * self._out_bytes + bs * self._work_bytes,
             f"traversing {len(seeds)} start latent(s) with k={cfg.k}, steps={cfg.steps} "
             f"(2k·(T+1) = {2 * cfg.k * (cfg.steps + 1)} frames each, {bs} per compiled call)",
-            "pass fewer seeds (reds-jax augment writes them in shards), or lower k, steps or "
-            "batch_size",
+            fix
+            or "pass fewer seeds (reds-jax augment writes them in shards), or lower k, steps "
+            "or batch_size",
         )
         seeds = np.asarray(seeds, np.int64).reshape(-1)
         z = self.start_latents(seeds) if latents is None else np.asarray(latents, self.dtype)
@@ -202,7 +235,7 @@ class Experiment:
         for start in range(0, len(seeds), bs):
             zb, n = shard_batch(jnp.asarray(z[start : start + bs]), bs)
             sb, _ = shard_batch(jnp.asarray(seeds[start : start + bs], jnp.uint32), bs)
-            out = self._fn(zb, sb)
+            out = self._compiled(zb, sb, on_compile)(zb, sb)
             parts.append({name: np.asarray(v)[:n] for name, v in out.items()})
             if on_batch is not None:
                 on_batch(n)

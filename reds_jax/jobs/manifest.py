@@ -125,12 +125,11 @@ def verified(
     fmt: str,
     verify: bool,
 ) -> dict[int, dict[str, Any]]:
-    """The entries of ``owned`` shards whose files are present and intact."""
+    """The entries of ``owned`` shards whose files are present and intact (walks the manifest's
+    entries, not ``owned``: a ``range`` of millions of shards is never enumerated)."""
     done: dict[int, dict[str, Any]] = {}
-    for idx in owned:
-        e = latest.get(idx)
-        if e is None:
-            continue
+    for idx in sorted(i for i in latest if i in owned):
+        e = latest[idx]
         path = out / shard_name(idx, fmt)
         ok = e.get("shard") == path.name and isinstance(e.get("count"), int)
         ok = ok and path.is_file() and path.stat().st_size == e.get("bytes")
