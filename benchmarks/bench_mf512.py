@@ -68,7 +68,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     gen, vary, fix, d = problem("conv", 512, jnp.float32)
     z0 = jax.random.normal(jax.random.key(0), (args.n, d), jnp.float32)
-    kw = dict(vary=vary, fix=[fix], k=1, steps=args.steps, step_size=0.25)
+    task = reds_jax.Problem(gen, vary, [fix])
+    kw = dict(steps=args.steps, step=reds_jax.FixedStep(0.25))
     rows, load0 = [], os.getloadavg()[0]
 
     feats = (vary, fix)
@@ -80,14 +81,14 @@ def main(argv=None) -> int:
     ref_per_traj = (cpu_s() - t0) / 2
     print(f"reference: {ref_per_traj:.2f} s CPU per trajectory", file=sys.stderr, flush=True)
 
-    dense_fn = jax.jit(lambda z: reds_jax.traverse(gen, z, solver=reds_jax.Dense(), **kw).latents)
+    dense_fn = jax.jit(lambda z: reds_jax.traverse(task, z, solver=reds_jax.Dense(), **kw).latents)
     dense, dense_s = timed(dense_fn, z0[: args.dense_n])
     dense = np.asarray(dense)
     rows.append({"rule": "dense", "n": args.dense_n, "cpu_s": dense_s})
     print(f"dense: {dense_s:.2f} s CPU", file=sys.stderr, flush=True)
     for name, opts in RULES.items():
         solver = reds_jax.MatrixFree(**opts)
-        fn = jax.jit(lambda z, s=solver: reds_jax.traverse(gen, z, solver=s, **kw))
+        fn = jax.jit(lambda z, s=solver: reds_jax.traverse(task, z, solver=s, **kw))
         tr, s = timed(fn, z0)
         lat = np.asarray(tr.latents)
         iters = np.asarray(tr.diagnostics.iterations)

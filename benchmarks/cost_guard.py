@@ -135,13 +135,9 @@ def matrix_free_512():
 
     gen, vary, fix, d = problem("conv", 512, jnp.float32)
     z = jax.random.normal(jax.random.key(0), (1, d), jnp.float32)
-    solver = reds_jax.MatrixFree()
-    start = jax.jit(
-        lambda z: reds_jax.traverse(gen, z, vary=vary, fix=[fix], k=1, steps=1, solver=solver)
-    )
-    path = jax.jit(
-        lambda z: reds_jax.traverse(gen, z, vary=vary, fix=[fix], k=1, steps=2, solver=solver)
-    )
+    solver, task = reds_jax.MatrixFree(), reds_jax.Problem(gen, vary, [fix])
+    start = jax.jit(lambda z: reds_jax.traverse(task, z, steps=1, solver=solver))
+    path = jax.jit(lambda z: reds_jax.traverse(task, z, steps=2, solver=solver))
     iters = lambda tr: int(jnp.max(tr.diagnostics.iterations))  # noqa: E731
     # tracking iterations of the one tracked latent: the 2-step path's minus the start's
     facts = {"iterations": iters(path(z)) - iters(start(z))}
