@@ -9,6 +9,7 @@ library and numpy only, so any layer may import it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -54,7 +55,7 @@ def atomic_write(
     Writes a temporary file in the same folder, flushes and ``fsync``\\ s it, renames it over
     ``path`` (``os.replace``: atomic on POSIX and Windows within one file system) and ``fsync``\\ s the
     folder. If anything fails before the rename, the temporary file is removed and ``path`` is
-    untouched. The folder must exist.
+    untouched. The folder must exist. An :class:`OSError` names ``path``, never the temporary file.
 
     Args:
       path: the file to (re)place.
@@ -70,6 +71,8 @@ def atomic_write(
     b'hello'
     """
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder; pass a file path", os.fspath(path))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
     try:
         with open(tmp, "xb") as f:
@@ -80,9 +83,11 @@ def atomic_write(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename == os.fspath(tmp):  # name the caller's path
+            raise OSError(err.errno, err.strerror, os.fspath(path)) from None
         raise
     fsync_dir(path.parent)
     return path

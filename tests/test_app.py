@@ -382,3 +382,26 @@ def test_page_callbacks(explorer, first, tmp_path):
         ui._safe(page.run)("seed", None, None, *values[:8], 9, *values[9:])
     demo = ui.build(explorer, files_root=str(tmp_path))
     assert isinstance(demo, gr.Blocks)
+
+
+def test_user_errors_reach_the_page_without_a_server_traceback(capsys):
+    """The server log printed a traceback per bad input (24 in one session; issue 40 K)."""
+    gr = pytest.importorskip("gradio")
+    from reds_jax.app import ui
+
+    def raising(err):
+        def fn():
+            raise err
+
+        return fn
+
+    for err in (E.AppError("upload an image file first."), ValueError("k=9 is out of range")):
+        with pytest.raises(gr.Error) as caught:
+            ui._safe(raising(err))()
+        assert caught.value.message == str(err)  # the message alone, not "the request failed"
+        assert capsys.readouterr().err == ""
+    for err in (ValueError(), RuntimeError("a bug")):  # bugs keep their server traceback
+        with pytest.raises(gr.Error, match=f"the request failed \\({type(err).__name__}"):
+            ui._safe(raising(err))()
+        log = capsys.readouterr().err
+        assert log.startswith("Traceback") and f"{type(err).__name__}" in log

@@ -152,10 +152,10 @@ def test_failed_first_run_leaves_the_folder_free(toy_dir, tmp_path):
     for over, words in bad:
         with pytest.raises(A.ConfigError, match=words):
             A.augment({**base, **over}, out, progress=False)
-        assert not (out / "config.json").exists()
-        assert not list(out.glob("manifest*")) and not list(out.glob("shard-*"))
+        assert not out.exists()  # a refused job leaves no folder behind
     # a folder whose job stopped before its first shard (e.g. written by an older version, which
     # wrote config.json first) is not locked either
+    out.mkdir()
     (out / "config.json").write_text(json.dumps({"config": {"k": 5}}))
     res = A.augment(base, out, progress=False)
     assert res.written == (0, 1) and A.load_dataset(out)["latents"].shape == (3, 4, 3, 4)
@@ -285,6 +285,40 @@ def test_shard_formats_round_trip_every_array(shape, tmp_path):
         for name, want in arrays.items():
             assert back[name].dtype == want.dtype and back[name].shape == want.shape, (fmt, name)
             np.testing.assert_array_equal(back[name], want, err_msg=f"{fmt} {name}")
+
+
+def test_webdataset_json_is_strict_and_non_finite_numbers_round_trip(tmp_path):
+    """Its .json members held bare NaN, which strict JSON parsers refuse (issue 40 K)."""
+    import io
+    import tarfile
+
+    from reds_jax.jobs.shards import encode_shard, load_shard, shard_name
+
+    arrays = _arrays(2, 1, 3, 1, 1)
+    arrays["values"][1, 0] = np.inf
+    arrays["vary_distances"][0, 0, 1, 2] = np.nan
+    arrays["fix_distances"][1, 0, 0, 1:] = [-np.inf, np.nan]
+
+    def refuse(name):
+        raise ValueError(f"bare {name} in the JSON")
+
+    data = encode_shard(arrays, "webdataset")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        metas = {
+            m.name: json.loads(tf.extractfile(m).read(), parse_constant=refuse)
+            for m in tf
+            if m.name.endswith(".json")
+        }
+    assert len(metas) == 4  # 2 latents x 2 paths
+    assert metas["0000000004_p001.json"]["value"] == "Infinity"
+    assert metas["0000000003_p001.json"]["vary_distances"][0][2] is None
+    assert metas["0000000004_p000.json"]["fix_distances"][0][1:] == ["-Infinity", None]
+    path = tmp_path / shard_name(0, "webdataset")
+    path.write_bytes(data)
+    back = load_shard(path)
+    for name, want in arrays.items():
+        assert back[name].dtype == want.dtype, name
+        np.testing.assert_array_equal(back[name], want, err_msg=name)  # NaN == NaN here
 
 
 def test_manifest_is_append_only_and_a_torn_line_is_cut(jobs, tmp_path, capsys):

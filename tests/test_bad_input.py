@@ -581,3 +581,12 @@ def test_load_dataset_reads_only_its_own_verified_shards(tmp_path):
     np.savez(out / "shard-00000.npz", seeds=np.arange(5))  # changed after the manifest
     with pytest.raises(AugmentError, match="sha256 does not match the manifest"):
         load_dataset(out)
+
+
+@pytest.mark.parametrize("command", ["traverse", "augment"])
+def test_non_utf8_toml_names_the_file(tmp_path, capsys, toy, command):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b'model = "caf\xe9"\n')  # Latin-1, not UTF-8
+    args = ["--out", str(tmp_path / "o")] if command == "augment" else []
+    assert cli.main([command, "--config", str(bad), *args]) == 2
+    _one_line_error(capsys, str(bad), "not UTF-8", "0xe9", "save it as UTF-8")

@@ -37,3 +37,15 @@ def test_mapping_lr_mul_must_be_finite_and_positive(tmp_path, capsys):
     for bad in (float("nan"), 0.0, -1.0, "0.01"):
         with pytest.raises(ValueError, match="mapping_lr_mul must be a finite number > 0"):
             load_stylegan2_rosinality(FIXTURE, mapping_lr_mul=bad)
+
+
+def test_convert_to_a_folder_names_the_folder_and_a_file_to_pass(tmp_path, capsys):
+    """It showed the temporary file '.out.<pid>.<hex>.tmp' of the write (issue 40 K)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert cli.main(["convert", "stylegan2", FIXTURE, f"{folder}/"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ".tmp" not in err, err
+    assert f"out '{folder}' is a folder" in err
+    assert f"'{folder / 'stylegan2_rosinality.msgpack'}'" in err
+    assert not any(folder.iterdir()) and sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -76,3 +76,32 @@ def test_validation_runs_once_per_config(monkeypatch):
     cfg.identity()
     cfg.starts()
     assert calls == ["rooms"]
+
+
+def test_official_preset_with_the_matrix_free_solver_names_the_preset(capsys):
+    """It blamed mode='fd_official', which the user never set (issue 40 K)."""
+    from reds_jax.jobs import cli
+
+    argv = ["traverse", "--model", "rooms", "--preset", "official", "--solver", "matrix_free"]
+    assert cli.main([*argv, "--seeds", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for words in (
+        "field 'solver' is 'matrix_free'",
+        "preset='official' uses finite differences with the dense solver",
+        "drop --solver matrix_free",
+        "drop --preset official",
+    ):
+        assert words in err, err
+    assert "is for solver='dense' only" not in err
+    for half in ({"options": {"mode": "auto"}}, {"method": "reds"}):  # the preset's other half
+        with pytest.raises(ConfigError, match="preset='official' uses finite differences"):
+            JobConfig(model="rooms", preset="official", solver="matrix_free", **half).resolved()
+    cfg = JobConfig(  # both overridden: the user's own choice, accepted
+        model="rooms",
+        preset="official",
+        solver="matrix_free",
+        method="reds",
+        options={"mode": "auto"},
+    ).resolved()
+    assert (cfg.method, cfg.options["mode"], cfg.options["beta_fix"]) == ("reds", "auto", 0.99)

@@ -47,6 +47,20 @@ def test_crash_in_the_rename_keeps_the_old_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
 
 
+def test_write_errors_name_the_callers_path_not_the_temp_file(tmp_path):
+    """A folder or a missing folder as the target named '.x.<pid>.<hex>.tmp' (issue 40 K)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError) as err:
+        _io.atomic_write(folder, b"x")
+    assert err.value.filename == str(folder) and "is a folder" in str(err.value)
+    with pytest.raises(FileNotFoundError) as err:
+        _io.atomic_write(tmp_path / "missing" / "f.bin", b"x")
+    assert err.value.filename == str(tmp_path / "missing" / "f.bin")
+    assert _io.TMP_SUFFIX not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not any(folder.iterdir())
+
+
 def test_sha256_file_equals_hashlib(tmp_path):
     data = np.random.default_rng(0).bytes(3 * 1000 + 17)
     (tmp_path / "f").write_bytes(data)

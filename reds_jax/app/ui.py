@@ -103,25 +103,37 @@ def overlay(
 
 
 def _safe(fn):
-    """Turns every failure into a message on the page (never a traceback); the server goes on."""
+    """Turns every failure into a message on the page (never a traceback); the server goes on.
+
+    A user's error (an :class:`~reds_jax.app.explorer.AppError` or another ``ValueError`` with a
+    message, e.g. the library's validation) is only shown on the page; anything else is a bug,
+    shown on the page and logged with its traceback on the server.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except ex.AppError as err:
-            raise gr.Error(str(err), print_exception=False) from None
         except gr.Error:
             raise
+        except ValueError as err:
+            if not str(err).strip():
+                raise _bug(err) from None
+            raise gr.Error(str(err), print_exception=False) from None
         except Exception as err:  # noqa: BLE001 - reported on the page, logged on the server
-            traceback.print_exc(file=sys.stderr)
-            raise gr.Error(
-                f"the request failed ({type(err).__name__}: {err}). The server keeps running: "
-                "change the settings and try again.",
-                print_exception=False,
-            ) from None
+            raise _bug(err) from None
 
     return wrapper
+
+
+def _bug(err: Exception) -> gr.Error:
+    """Logs ``err``'s traceback on the server; the page's message for it."""
+    traceback.print_exception(err, file=sys.stderr)
+    return gr.Error(
+        f"the request failed ({type(err).__name__}: {err}). The server keeps running: "
+        "change the settings and try again.",
+        print_exception=False,
+    )
 
 
 def _builder_fields(kind):

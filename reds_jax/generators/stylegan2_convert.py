@@ -311,6 +311,11 @@ def convert_stylegan2(
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {os.fspath(path)!r}.")
+    if out is not None and pathlib.Path(out).is_dir():  # refused before the conversion's work
+        raise IsADirectoryError(
+            f"out {os.fspath(out)!r} is a folder; pass a file path such as "
+            f"{os.fspath(pathlib.Path(out) / path.with_suffix('.msgpack').name)!r}."
+        )
     fmt = _detect_format(path) if format == "auto" else format
     if format != "auto" and fmt in ("rosinality", "ada") and _detect_format(path) != fmt:
         raise ValueError(

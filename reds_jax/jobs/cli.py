@@ -349,6 +349,11 @@ def _job_config(ns: argparse.Namespace, *, augment: bool):
             raise _UsageError(f"--config {ns.config}: cannot read it ({err}).") from None
         except tomllib.TOMLDecodeError as err:
             raise _UsageError(f"config file {ns.config} is not valid TOML: {err}.") from None
+        except UnicodeDecodeError as err:  # TOML is UTF-8 by definition
+            raise _UsageError(
+                f"config file {ns.config} is not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                f"offset {err.start}); save it as UTF-8."
+            ) from None
     out = data.pop("out", None)
     if out is not None and not isinstance(out, str):
         raise _UsageError(f"{where}: field 'out' must be a folder path string; got {out!r}.")

@@ -479,6 +479,18 @@ class JobConfig:
             method, options = presets.resolve(self.preset, self.method, self.options)
         except ValueError as err:
             raise bad("preset", f"is bad: {err}") from None
+        if (
+            self.preset is not None
+            and self.solver == "matrix_free"
+            and (self.method is None or "mode" not in self.options)
+        ):  # say what the preset brings, not the core's complaint about a mode never typed
+            raise bad(
+                "solver",
+                f"is 'matrix_free', but preset={self.preset!r} uses finite differences with the "
+                f"dense solver (the reference code's mode={options.get('mode')!r}, "
+                f"method={method!r}); drop --solver matrix_free (TOML: solver) to keep the "
+                f"preset, or drop --preset {self.preset} (TOML: preset) to solve matrix-free.",
+            )
         if self.preset is not None and "cap_k" not in self.options:
             options["cap_k"] = False  # fixed shapes: see the `preset` field
         if method not in METHODS:

@@ -16,7 +16,10 @@ frames ``0..T`` as PNG images, the path's latents ``[T+1, d]``, its feature dist
 
     0000000012_p003.000.png ... 0000000012_p003.008.png   frames (step 0..T)
     0000000012_p003.latents.npy                           [T+1, d]
-    0000000012_p003.json                                  everything else
+    0000000012_p003.json                                  everything else (strict JSON)
+
+The ``.json`` member is strict JSON: a NaN (a diverged path's distance) is ``null`` and an
+infinity the string ``"Infinity"`` / ``"-Infinity"``; :func:`load_shard` gives them back as floats.
 
 and in a Parquet shard the columns ``key, item, seed, path, direction, sign, value, frames``
 (a list of ``{bytes, path}`` PNG structs, which Hugging Face ``datasets`` reads as a list of
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pathlib
 import tarfile
@@ -151,6 +155,21 @@ def _columns(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], d
     return cols, facts
 
 
+def _strict_json(x: Any) -> Any:
+    """Non-finite floats (in lists too) -> ``None`` (NaN) or ``"Infinity"`` / ``"-Infinity"``.
+
+    ``np.asarray(..., float_dtype)`` reads both back: ``None`` as NaN, the strings as infinities.
+
+    >>> _strict_json([1.5, float("nan"), [float("-inf")]])
+    [1.5, None, ['-Infinity']]
+    """
+    if isinstance(x, list):
+        return [_strict_json(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+    return x
+
+
 def _tar_bytes(arrays: Mapping[str, np.ndarray], compress: bool) -> bytes:
     cols, facts = _columns(arrays)
     level = _PNG_LEVEL[compress]
@@ -169,11 +188,11 @@ def _tar_bytes(arrays: Mapping[str, np.ndarray], compress: bool) -> bytes:
                 add(f"{key}.{t:03d}.png", _png_bytes(frame, level))
             for name in ("latents", *facts["layout"]):
                 add(f"{key}.{name}.npy", _npy_bytes(cols[name][s]))
-            meta = {name: cols[name][s].item() for name in _SCALARS}
-            meta["vary_distances"] = cols["vary_distances"][s].tolist()
-            meta["fix_distances"] = cols["fix_distances"][s].tolist()
+            meta = {name: _strict_json(cols[name][s].item()) for name in _SCALARS}
+            meta["vary_distances"] = _strict_json(cols["vary_distances"][s].tolist())
+            meta["fix_distances"] = _strict_json(cols["fix_distances"][s].tolist())
             meta.update(facts)
-            add(f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+            add(f"{key}.json", json.dumps(meta, sort_keys=True, allow_nan=False).encode())
     return buf.getvalue()
 
 
