@@ -13,7 +13,7 @@ pairs (:func:`reds_jax.evaluation.metrics.pair_scale`); the score of a path is i
 its varied change first reaches ``δ`` (linear interpolation; never reaching it is a failure). The
 tuning criterion is the median score with failures ranked worst.
 
-Suites (``rooms_oracle``, ``rooms_gan``, ``faces``) and their experiments: :mod:`reds_jax.evaluation.suites`;
+Suites (``rooms_oracle``, ``rooms_gan``, ``faces``, ``rooms_flow``) and their experiments: :mod:`reds_jax.evaluation.suites`;
 figures and tables: :mod:`reds_jax.evaluation.report`.
 """
 
@@ -213,6 +213,8 @@ class _Runner:
             common.update(preset=PRESET_METHODS[name], eps=step)
         if cfg.chunk_size:
             common["chunk_size"] = cfg.chunk_size
+        if exp.solver != "dense":
+            common.update(solver=exp.solver, **exp.solver_options)
 
         def walk(z, key):
             kw = {**common, **opts, "key": key}

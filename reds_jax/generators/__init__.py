@@ -16,9 +16,11 @@ _EXPORTS = {
     "NUM_FACTORS": "reds_jax.generators.rooms",
     "OracleParams": "reds_jax.generators.rooms_oracle",
     "RoomScene": "reds_jax.generators.rooms",
+    "RoomsFlow": "reds_jax.generators.rooms_flow",
     "RoomsGAN": "reds_jax.generators.rooms_gan",
     "RoomsGANGenerator": "reds_jax.generators.rooms_gan",
     "RoomsOracle": "reds_jax.generators.rooms_oracle",
+    "RoomsVelocityUNet": "reds_jax.generators.rooms_flow",
     "StyleGAN2": "reds_jax.generators.stylegan2_nets",
     "StyleGAN2Checkpoint": "reds_jax.generators.stylegan2",
     "StyleGAN2Config": "reds_jax.generators.stylegan2_nets",
@@ -34,6 +36,7 @@ _EXPORTS = {
     "render": "reds_jax.generators.rooms",
     "render_masks": "reds_jax.generators.rooms",
     "render_scene": "reds_jax.generators.rooms",
+    "rooms_flow": "reds_jax.generators.rooms_flow",
     "rooms_gan": "reds_jax.generators.rooms_gan",
     "rooms_oracle": "reds_jax.generators.rooms_oracle",
     "sample_dataset": "reds_jax.generators.rooms",
@@ -43,7 +46,7 @@ _EXPORTS = {
 
 
 class _Package(_types.ModuleType):
-    """Keeps the functions ``rooms_oracle``, ``rooms_gan``, ``stylegan2`` and ``flow`` (public names that are
+    """Keeps the functions ``rooms_oracle``, ``rooms_gan``, ``rooms_flow``, ``stylegan2`` and ``flow`` (public names that are
     also submodules) when their submodule is imported: the import system then sets the package
     attribute to the module, which would shadow the function."""
 
@@ -94,6 +97,7 @@ __all__ += [
 ]
 __all__ += ["RoomsGAN", "RoomsGANGenerator", "rooms_gan"]
 __all__ += ["FLOW_METHODS", "epsilon_to_velocity", "flow"]
+__all__ += ["RoomsFlow", "RoomsVelocityUNet", "rooms_flow"]
 __all__ += [
     "StyleGAN2",
     "StyleGAN2Checkpoint",
