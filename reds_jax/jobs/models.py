@@ -301,13 +301,19 @@ def _load_rooms_gan(path: str | None = None):
     return gan, gan.generator, gan.latent_dim
 
 
-def _load_rooms_flow(path: str | None = None, steps: int | None = None, method: str | None = None):
+def _load_rooms_flow(
+    path: str | None = None,
+    steps: int | None = None,
+    method: str | None = None,
+    remat: bool = True,
+):
     rf = importlib.import_module("reds_jax.generators.rooms_flow")  # the module: defaults
 
     fm = rf.rooms_flow(
         path,
         steps=steps or rf.SAMPLER_STEPS,
         method=method or rf.SAMPLER_METHOD,
+        remat=remat,
         sha256=None if path else "shipped",
     )
     return fm, fm.generator, fm.latent_dim

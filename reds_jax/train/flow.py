@@ -65,7 +65,7 @@ def init_flow_state(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     module = _module(cfg)
     s = cfg["size"]
     params = module.init(
-        jax.random.PRNGKey(seed), jnp.zeros((1, s, s, 3), jnp.float32), jnp.zeros((1,))
+        jax.random.PRNGKey(seed), jnp.zeros((1, s, s, 3), jnp.float32), jnp.zeros((1,), jnp.float32)
     )
     return {
         "params": params,
