@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.what == "quality":
-        quality(out, a.n, [(2, "euler"), (4, "heun")])
+        quality(out, a.n, [(2, "euler"), (2, "heun"), (4, "heun")])
     else:
         agreement(out, a.latents, a.k)
     return 0
