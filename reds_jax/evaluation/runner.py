@@ -13,7 +13,7 @@ pairs (:func:`reds_jax.evaluation.metrics.pair_scale`); the score of a path is i
 its varied change first reaches ``δ`` (linear interpolation; never reaching it is a failure). The
 tuning criterion is the median score with failures ranked worst.
 
-Suites (``rooms_oracle``, ``rooms_gan``, ``faces``) and their experiments: :mod:`reds_jax.evaluation.suites`;
+Suites (``rooms_oracle``, ``rooms_gan``, ``faces``, ``rooms_flow``) and their experiments: :mod:`reds_jax.evaluation.suites`;
 figures and tables: :mod:`reds_jax.evaluation.report`.
 """
 
@@ -39,7 +39,7 @@ from reds_jax.core import baselines
 from reds_jax.core.api import directions, traverse
 from reds_jax.core.control import Corrector, FeatureStep, FixedStep
 from reds_jax.core.problem import Problem
-from reds_jax.core.solvers import Dense
+from reds_jax.core.solvers import Dense, MatrixFree
 from reds_jax.evaluation import metrics, runner_args
 from reds_jax.evaluation.report import image_grid, plot_drift, render_table
 from reds_jax.evaluation.runner_args import EVAL_METHODS
@@ -216,6 +216,8 @@ class _Runner:
         target = settings.get("step_target")
         control = FixedStep(step) if target is None else FeatureStep(target, max_size=step)
         corrector = Corrector(CONTROLLED[name]) if CONTROLLED.get(name) else None
+        if exp.solver == "matrix_free":  # the suite's own solver (rooms_flow: d = 3,072)
+            solver = MatrixFree(**exp.solver_options)
 
         def walk(z, key):
             problem = make(exp.generator, exp.vary, exp.fix, method=method, k=cfg.k, **fields)

@@ -10,7 +10,12 @@ import argparse
 
 __all__ = ["EVAL_METHODS", "SUITE_NAMES", "parser"]
 
-SUITE_NAMES = ("rooms_oracle", "rooms_gan", "faces")  # :data:`reds_jax.evaluation.suites.SUITES`
+SUITE_NAMES = (
+    "rooms_oracle",
+    "rooms_gan",
+    "faces",
+    "rooms_flow",
+)  # :data:`reds_jax.evaluation.suites.SUITES`
 
 # name -> (kind, core method, path, tuned settings beyond step_size)
 EVAL_METHODS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {

@@ -16,6 +16,8 @@ GANSpace, a first-layer weight for SeFa). Suites:
     segmenter's sofa mask), ``gan_sofa_look`` (the shipped regressor) and ``gan_frequency``; the
     factor groups are *judged* by the separately trained judge network
     (:func:`reds_jax.evaluation.judge.rooms_judge`), never by the networks being fixed.
+  * ``rooms_flow`` (the shipped rooms flow-matching model, ``d = 3072``, matrix-free): the three
+    ``rooms_gan`` experiments as ``flow_sofa_pixels``, ``flow_sofa_look``, ``flow_frequency``.
   * ``faces`` (the pretrained face DCGAN): ``faces_identity_hair`` (fix face-api identity and
     landmarks, vary the top-of-head box), ``faces_hair`` (fix the face box, vary the top-of-head
     box) and ``faces_frequency``.
@@ -24,6 +26,7 @@ GANSpace, a first-layer weight for SeFa). Suites:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable, Sequence
 
 import jax
@@ -36,7 +39,14 @@ from reds_jax.generators import rooms as rooms_lib
 
 Array = jax.Array
 
-__all__ = ["Case", "SUITES", "faces_suite", "rooms_gan_suite", "rooms_oracle_suite"]
+__all__ = [
+    "Case",
+    "SUITES",
+    "faces_suite",
+    "rooms_flow_suite",
+    "rooms_gan_suite",
+    "rooms_oracle_suite",
+]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -57,6 +67,8 @@ class Case:
       delta: target normalised varied change.
       step_scale: multiplies the config's step-size grid (latent norms grow like ``sqrt(d)``).
       notes: Markdown notes for the report.
+      solver: the REDs/maxc solver (``"dense"``, or ``"matrix_free"`` for large latents) and
+        solver_options: its options (e.g. ``{"cold_iters": 20}``).
     """
 
     name: str
@@ -73,6 +85,8 @@ class Case:
     delta: float = 0.5
     step_scale: float = 1.0
     notes: str = ""
+    solver: str = "dense"
+    solver_options: dict = dataclasses.field(default_factory=dict)
 
 
 def _unit_group(oracle, names: Sequence[str]) -> Callable[[Array], Array]:
@@ -267,48 +281,34 @@ def faces_suite():
     )
 
 
-def rooms_gan_suite():
-    """The rooms-GAN experiments (``gan_sofa_pixels``, ``gan_sofa_look``, ``gan_frequency``).
+def _judged_rooms_cases(prefix: str, what: str, generator, latent_dim: int, **common):
+    """The three judged rooms experiments on a learned rooms ``generator`` (``z -> [64, 64, 3]``).
 
-    The fixed and varied features come from the shipped segmenter and regressor; the factor
-    groups are judged by the separately trained judge network on the generated image.
+    ``{prefix}_sofa_pixels`` (the shipped segmenter's sofa mask), ``{prefix}_sofa_look`` (the
+    shipped regressor) and ``{prefix}_frequency``; the factor groups are judged by the separately
+    trained judge network on the generated image. ``common``: further :class:`Case` fields.
     """
     from reds_jax.evaluation.judge import rooms_judge
     from reds_jax.features import sofa_mask
-    from reds_jax.generators import rooms_gan
 
-    gan = rooms_gan()
     judge = rooms_judge()
-    params = gan.params["params"]
-    n_map = gan.module.mapping_layers
-
-    def mapped(z):  # GANSpace: PCA of the mapping network's output w
-        w = z / jnp.sqrt(jnp.mean(z**2) + 1e-8)
-        for i in range(n_map):
-            layer = params[f"map_{i}"]
-            w = jax.nn.leaky_relu(
-                w @ layer["kernel"].astype(z.dtype) + layer["bias"].astype(z.dtype), 0.2
-            )
-        return w
-
-    sefa = np.asarray(params["map_0"]["kernel"], np.float64).T  # [w_dim, d]: first layer on z
 
     def judged(names):
         idx = np.asarray([rooms_lib.FACTOR_NAMES.index(n) for n in names])
-        return lambda z: judge.predict(gan.generator(z))[idx]
+        return lambda z: judge.predict(generator(z))[idx]
 
     sofa = sofa_mask()
     room = [n for n in rooms_lib.FACTOR_NAMES if n not in ("sofa_x", *_SOFA_LOOK)]
-    common = dict(latent_dim=gan.latent_dim, pca_fn=mapped, sefa_weight=sefa)
+    common = dict(latent_dim=latent_dim, **common)
     judge_note = (
         "Truth columns: the judge network's predicted factors (a separate CNN trained on oracle "
         "renders), at matched varied change."
     )
     return (
         Case(
-            "gan_sofa_pixels",
-            "rooms GAN: fix sofa pixels (segmenter mask) / vary all other pixels",
-            gan.generator,
+            f"{prefix}_sofa_pixels",
+            f"{what}: fix sofa pixels (segmenter mask) / vary all other pixels",
+            generator,
             vary=(Feature(region(mask_fn=sofa, invert=True), "non-sofa pixels (segmenter)"),),
             fix=(Feature(region(mask_fn=sofa), "sofa pixels (segmenter)"),),
             truth=(
@@ -320,9 +320,9 @@ def rooms_gan_suite():
             **common,
         ),
         Case(
-            "gan_sofa_look",
-            "rooms GAN: fix sofa look / vary sofa position (regressor CNN)",
-            gan.generator,
+            f"{prefix}_sofa_look",
+            f"{what}: fix sofa look / vary sofa position (regressor CNN)",
+            generator,
             **_regressor_sofa(),
             truth=(
                 ("sofa position (judge)", judged(("sofa_x",)), "vary"),
@@ -333,9 +333,9 @@ def rooms_gan_suite():
             **common,
         ),
         _frequency(
-            "gan_frequency",
-            "rooms GAN",
-            gan.generator,
+            f"{prefix}_frequency",
+            what,
+            generator,
             truth=(
                 ("geometry (judge)", judged(_GEOMETRY), "fix"),
                 (
@@ -350,6 +350,63 @@ def rooms_gan_suite():
     )
 
 
+def rooms_gan_suite():
+    """The rooms-GAN experiments (``gan_sofa_pixels``, ``gan_sofa_look``, ``gan_frequency``).
+
+    The fixed and varied features come from the shipped segmenter and regressor; the factor
+    groups are judged by the separately trained judge network on the generated image.
+    """
+    from reds_jax.generators import rooms_gan
+
+    gan = rooms_gan()
+    params = gan.params["params"]
+    n_map = gan.module.mapping_layers
+
+    def mapped(z):  # GANSpace: PCA of the mapping network's output w
+        w = z / jnp.sqrt(jnp.mean(z**2) + 1e-8)
+        for i in range(n_map):
+            layer = params[f"map_{i}"]
+            w = jax.nn.leaky_relu(
+                w @ layer["kernel"].astype(z.dtype) + layer["bias"].astype(z.dtype), 0.2
+            )
+        return w
+
+    sefa = np.asarray(params["map_0"]["kernel"], np.float64).T  # [w_dim, d]: first layer on z
+    return _judged_rooms_cases(
+        "gan", "rooms GAN", gan.generator, gan.latent_dim, pca_fn=mapped, sefa_weight=sefa
+    )
+
+
+def rooms_flow_suite(*, steps: int | None = None, method: str | None = None):
+    """The rooms flow-model experiments (``flow_sofa_pixels``, ``flow_sofa_look``,
+    ``flow_frequency``): the rooms-GAN experiments on the shipped flow-matching model, whose latent
+    is the sampler's noise (``d = 3072``), solved matrix-free.
+
+    Peers: PCA of the latents (the sampler has no mapping network: GANSpace's activation PCA and
+    SeFa's first-layer weight do not apply), random, supervised.
+
+    Args:
+      steps: sampler steps.  method: sampler method (see :func:`reds_jax.generators.flow.flow`);
+        None: the model's defaults.
+    """
+    rf = importlib.import_module("reds_jax.generators.rooms_flow")  # the module: defaults
+
+    fm = rf.rooms_flow(steps=steps or rf.SAMPLER_STEPS, method=method or rf.SAMPLER_METHOD)
+    return _judged_rooms_cases(
+        "flow",
+        f"rooms flow ({fm.steps} {fm.method} steps)",
+        fm.generator,
+        fm.latent_dim,
+        solver="matrix_free",
+        solver_options=dict(rf.MATRIX_FREE_OPTIONS),
+        step_scale=8.0,  # latents of norm ~sqrt(3072) = 55 (the GAN's: 8)
+    )
+
+
 SUITES: dict[str, Callable[..., tuple[Case, ...]]] = dict(
-    zip(SUITE_NAMES, (rooms_oracle_suite, rooms_gan_suite, faces_suite), strict=True)
+    zip(
+        SUITE_NAMES,
+        (rooms_oracle_suite, rooms_gan_suite, faces_suite, rooms_flow_suite),
+        strict=True,
+    )
 )

@@ -9,28 +9,34 @@ import types as _types
 _EXPORTS = {
     "DCGANGenerator": "reds_jax.generators.dcgan",
     "FACTOR_NAMES": "reds_jax.generators.rooms",
+    "FLOW_METHODS": "reds_jax.generators.flow",
     "FACTOR_RANGES": "reds_jax.generators.rooms",
     "FaceDCGAN": "reds_jax.generators.dcgan",
     "MASK_NAMES": "reds_jax.generators.rooms",
     "NUM_FACTORS": "reds_jax.generators.rooms",
     "OracleParams": "reds_jax.generators.rooms_oracle",
     "RoomScene": "reds_jax.generators.rooms",
+    "RoomsFlow": "reds_jax.generators.rooms_flow",
     "RoomsGAN": "reds_jax.generators.rooms_gan",
     "RoomsGANGenerator": "reds_jax.generators.rooms_gan",
     "RoomsOracle": "reds_jax.generators.rooms_oracle",
+    "RoomsVelocityUNet": "reds_jax.generators.rooms_flow",
     "StyleGAN2": "reds_jax.generators.stylegan2_nets",
     "StyleGAN2Checkpoint": "reds_jax.generators.stylegan2",
     "StyleGAN2Config": "reds_jax.generators.stylegan2_nets",
     "StyleGAN2Generator": "reds_jax.generators.stylegan2",
     "convert_dcgan_state_dict": "reds_jax.generators.dcgan",
     "convert_stylegan2": "reds_jax.generators.stylegan2_convert",
+    "epsilon_to_velocity": "reds_jax.generators.flow",
     "face_dcgan": "reds_jax.generators.dcgan",
     "factors_to_unit": "reds_jax.generators.rooms",
+    "flow": "reds_jax.generators.flow",
     "load_torch_pickle": "reds_jax.formats.torch_zip",
     "load_torch_zip": "reds_jax.formats.torch_zip",
     "render": "reds_jax.generators.rooms",
     "render_masks": "reds_jax.generators.rooms",
     "render_scene": "reds_jax.generators.rooms",
+    "rooms_flow": "reds_jax.generators.rooms_flow",
     "rooms_gan": "reds_jax.generators.rooms_gan",
     "rooms_oracle": "reds_jax.generators.rooms_oracle",
     "sample_dataset": "reds_jax.generators.rooms",
@@ -40,7 +46,7 @@ _EXPORTS = {
 
 
 class _Package(_types.ModuleType):
-    """Keeps the functions ``rooms_oracle``, ``rooms_gan`` and ``stylegan2`` (public names that are
+    """Keeps the functions ``rooms_oracle``, ``rooms_gan``, ``rooms_flow``, ``stylegan2`` and ``flow`` (public names that are
     also submodules) when their submodule is imported: the import system then sets the package
     attribute to the module, which would shadow the function."""
 
@@ -90,6 +96,8 @@ __all__ += [
     "unit_to_factors",
 ]
 __all__ += ["RoomsGAN", "RoomsGANGenerator", "rooms_gan"]
+__all__ += ["FLOW_METHODS", "epsilon_to_velocity", "flow"]
+__all__ += ["RoomsFlow", "RoomsVelocityUNet", "rooms_flow"]
 __all__ += [
     "StyleGAN2",
     "StyleGAN2Checkpoint",

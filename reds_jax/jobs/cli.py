@@ -257,8 +257,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--model",
         default="faces",
-        help="faces (default; weights fetched once), rooms (procedural oracle) or rooms_gan "
-        "(the GAN trained in this repository; its weights ship with the package)",
+        help="faces (default; weights fetched once), rooms (procedural oracle), rooms_gan "
+        "(the GAN trained in this repository; its weights ship with the package) or rooms_flow "
+        "(the flow-matching model trained here; d=3072, matrix-free)",
     )
     d.add_argument("--out", help="PNG path (default ./reds_jax_demo_MODEL.png)")
     d.add_argument("--seed", type=_INDEX, default=0, help="start seed (default 0)")

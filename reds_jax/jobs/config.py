@@ -356,8 +356,8 @@ class JobConfig:
       step_target: feature-space steps: varied-feature change per step (None: fixed steps; see
         :mod:`reds_jax.core.control`).
       correct: drift-corrector iterations per step (0: none).
-      solver: ``dense`` (default) or ``matrix_free``: :class:`reds_jax.Dense` /
-        :class:`reds_jax.MatrixFree`.
+      solver: ``dense`` or ``matrix_free``: :class:`reds_jax.Dense` / :class:`reds_jax.MatrixFree`;
+        None: the model's default (``dense`` except for ``rooms_flow``).
       options: fields of :class:`reds_jax.Problem` (``ridge``, ``beta_fix``, ...) and of the
         solver (``mode``, ``iters``, ...) in one table (:meth:`traverse_args` splits them).
       dtype: ``float32`` or ``float64`` (the latter needs ``JAX_ENABLE_X64=1``).
@@ -384,7 +384,7 @@ class JobConfig:
     step_size: float | None = None
     step_target: float | None = None
     correct: int = 0
-    solver: str = "dense"
+    solver: str | None = None
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dtype: str = "float32"
     shard_size: int = 64
@@ -493,6 +493,10 @@ class JobConfig:
             )
         if self.preset is not None and "cap_k" not in self.options:
             options["cap_k"] = False  # fixed shapes: see the `preset` field
+        solver = self.solver
+        if solver is None:  # the model's default solver, with its default options
+            solver = entry.solver
+            options = {**entry.solver_options, **options}
         if method not in METHODS:
             raise bad("method", f"is {method!r}; pass one of {METHODS}.")
         if self.path not in PATHS:
@@ -520,8 +524,8 @@ class JobConfig:
             and self.step_size > 0
         ):
             raise bad("step_size", f"must be a finite number > 0; got {self.step_size!r}.")
-        if self.solver not in SOLVERS:
-            raise bad("solver", f"is {self.solver!r}; pass one of {tuple(SOLVERS)}.")
+        if solver not in SOLVERS:
+            raise bad("solver", f"is {solver!r}; pass one of {tuple(SOLVERS)}.")
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise bad("options", f"has unknown key(s) {unknown}; valid keys are {OPTIONS}.")
@@ -548,6 +552,7 @@ class JobConfig:
             vary=entry.vary if self.vary is None else tuple(self.vary),
             fix=entry.fix if self.fix is None else tuple(self.fix),
             step_size=entry.step_size if self.step_size is None else float(self.step_size),
+            solver=solver,
         )
         object.__setattr__(out, "_resolved", True)
         return out

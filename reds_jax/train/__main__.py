@@ -1,4 +1,4 @@
-"""``python -m reds_jax.train gan|regressor|segmenter|judge --out DIR --steps N --seed S``."""
+"""``python -m reds_jax.train gan|regressor|segmenter|judge|flow --out DIR --steps N --seed S``."""
 
 from reds_jax.train.cli import main
 

@@ -1,7 +1,7 @@
 """Copies trained weights into ``reds_jax/weights/`` and records their sha256.
 
-``python -m reds_jax.train.export gan|regressor|segmenter|judge RUN_DIR`` copies the run's
-``g_ema.msgpack`` (GAN) or ``weights.msgpack`` (feature nets) to the shipped file name and rewrites
+``python -m reds_jax.train.export gan|regressor|segmenter|judge|flow RUN_DIR`` copies the run's
+``g_ema.msgpack`` (GAN), ``ema.msgpack`` (flow) or ``weights.msgpack`` (feature nets) to the shipped file name and rewrites
 that file's entry of :data:`reds_jax.weights.SHA256` in ``reds_jax/weights/__init__.py``.
 """
 
@@ -20,6 +20,7 @@ FILES = {
     "regressor": ("weights.msgpack", "rooms_regressor.msgpack"),
     "segmenter": ("weights.msgpack", "rooms_segmenter.msgpack"),
     "judge": ("weights.msgpack", "rooms_judge.msgpack"),
+    "flow": ("ema.msgpack", "rooms_flow.msgpack"),
 }
 
 

@@ -6,6 +6,7 @@ Files (flax msgpack of ``{"params": ...}``, float32), each written by ``python -
 * ``rooms_regressor.msgpack``: factor regressor of :func:`reds_jax.features.room_factors`.
 * ``rooms_segmenter.msgpack``: sofa segmenter of :func:`reds_jax.features.sofa_mask`.
 * ``rooms_judge.msgpack``: evaluation-only judge of :func:`reds_jax.evaluation.judge.rooms_judge`.
+* ``rooms_flow.msgpack``: EMA velocity U-Net of :func:`reds_jax.generators.rooms_flow.rooms_flow`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SHA256: dict[str, str] = {
     "rooms_regressor.msgpack": "88eb1fef38b3affddb9191944757f758624540e3424d4702e1d882bc8b84a361",
     "rooms_segmenter.msgpack": "d5cc738552df7f37009f6b30f3908c49421414337d427df4267181682d905623",
     "rooms_judge.msgpack": "81bff1ed2a8084dfbcb24ea3fd850955186d15e235bbd30329c00bbc8a40700c",
+    "rooms_flow.msgpack": "f6fe507d78a2d94e67b9cf41ca74712218aee22ef2f0100f6e06a6ed74dc44ee",
 }
 """Expected sha256 hex digest of each shipped file (updated whenever a file is re-exported)."""
 
