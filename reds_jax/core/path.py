@@ -230,8 +230,12 @@ def traverse_one(
       problem: the :class:`~reds_jax.core.problem.Problem`.
       z0: ``[d]`` start latent.
       key: PRNG key of this latent.
-      solver, path, steps, step, corrector, distances: see :func:`reds_jax.traverse` (the step
-        controller's numbers may be traced).
+      solver: see :func:`reds_jax.traverse`.
+      path: see :func:`reds_jax.traverse`.
+      steps: see :func:`reds_jax.traverse`.
+      step: see :func:`reds_jax.traverse` (the step controller's numbers may be traced).
+      corrector: see :func:`reds_jax.traverse`.
+      distances: see :func:`reds_jax.traverse`.
 
     Returns:
       :class:`Trajectories` without the leading ``N``: ``latents [2k, T+1, d]``, distances

@@ -72,7 +72,7 @@ import numpy as np
 from reds_jax._io import TMP_SUFFIX, atomic_write, sha256_file
 
 from .config import ConfigError, JobConfig, parse_seeds
-from .distributed import Coordinator, initialize, owned_shards
+from .distributed import Coordinator, fatal_cause, initialize, owned_shards
 from .experiment import DIAGNOSTICS_PREFIX, Experiment, diagnostics_warning, get_experiment
 from .manifest import (
     MANIFEST_FILE,
@@ -476,6 +476,8 @@ def augment(
         try:
             coord.barrier("done", _DONE_TIMEOUT_S)
         except Exception as err:  # the runtime raises its own error types
+            if "heartbeat" in str(err):  # a peer died while this process waited for it
+                raise AugmentError(f"process {procs.index}: {fatal_cause(str(err), 1)}") from None
             raise AugmentError(
                 f"process {procs.index} finished its shards, but not every process of the job "
                 f"did ({type(err).__name__}: {err}); run the job again to complete it."

@@ -281,7 +281,7 @@ def supervise(
     if said:  # the job's own one-line error came first; the runtime's end is its echo
         return 2
     if _FATAL in text or (code < 0 and text):
-        print(f"{prog}: error: process {process}: {_fatal_cause(text, code)}", file=sys.stderr)
+        print(f"{prog}: error: process {process}: {fatal_cause(text, code)}", file=sys.stderr)
         return 2
     return 130 if code == -2 else (1 if code < 0 else code)
 
@@ -295,7 +295,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _fatal_cause(text: str, code: int) -> str:
+def fatal_cause(text: str, code: int) -> str:
+    """What stopped a process of the job, in one sentence, from the runtime's own message ``text``
+    (and the exit ``code``: a negative one is a signal)."""
     status = text.split("absl::Status:", 1)[-1] if "absl::Status:" in text else text
     lost = re.search(r"stopped sending heartbeats\):\s*([\d,\s]+?)\s*\n?The tasks", status)
     if lost is None:
