@@ -88,7 +88,7 @@ def test_site_renders_traverse_api_offline(site):
             browser.close()
     # the API page of traverse: its signature, rendered from the code, and its docstring's text
     assert any(s.strip().startswith("traverse(") for s in signatures), signatures
-    assert "Trajectories" in text and "step_size" in text, text[:2000]
+    assert "Trajectories" in text and "FixedStep" in text, text[:2000]
     # a guide's measurement table, read from benchmarks/results at build time
     assert tables >= 1
     outside = [r for r in requests if not r.startswith(LOCAL)]
