@@ -68,7 +68,7 @@ only how the top-``k`` eigenvectors are found differs (``maxc``: ``B = 0``):
   feature would see (whole-path |cos| to dense 0.26–0.67 in the benchmark, d = 64).
 
 Accuracy: with a well-conditioned ``B`` (fixed features that see every latent direction) the
-tracked directions agree with the dense ones to |cos| ≈ 0.997 per step on average (README, Speed).
+tracked directions agree with the dense ones to |cos| ≈ 0.997 per step on average (docs/guides/performance.md).
 When ``B`` is (nearly) singular on the answer (``μ₁·λ`` not small), the quotient is hypersensitive,
 ``T`` misleads as the null space turns, and one iteration per step is not enough; use the dense
 solver there or raise ``iters``/``ridge``.

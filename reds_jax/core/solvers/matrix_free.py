@@ -77,7 +77,7 @@ class MatrixFree(Solver):
         neither rule below stops a step and the cap decides: whole paths agree with dense at
         |cos| 0.982 with 8, 0.995 with 16 on the rooms oracle, while at paper scale 16 doubles a
         W+ step that 8 already leaves at |cos| 0.993 to exact (``benchmarks/results/turn_rule.md``,
-        README "At paper scale").
+        the performance guide, docs/guides/performance.md).
       turn_tol: with ``tol``, a tracking step also stops once two iterations in a row each turned
         the top-``k`` Ritz vectors by at most this sine (:func:`reds_jax.core.lobpcg.turned`), for
         when the relative residual overstates the direction's error (in float32 at paper scale
