@@ -83,6 +83,8 @@ def test_registry_defaults_to_matrix_free_with_its_options():
     assert cfg.solver == "matrix_free" and dict(cfg.options) == MATRIX_FREE_OPTIONS
     own = JobConfig(model="rooms_flow", seeds="0:1", options={"cold_iters": 7}).resolved()
     assert own.options["cold_iters"] == 7 and own.options["max_iters"] == 4
+    named = JobConfig(model="rooms_flow", seeds="0:1", solver="matrix_free").resolved()
+    assert dict(named.options) == MATRIX_FREE_OPTIONS  # the page names the solver it shows
     dense = JobConfig(model="rooms_flow", seeds="0:1", solver="dense").resolved()
     assert dense.solver == "dense" and not dense.options
     assert JobConfig(model="rooms", seeds="0:1").resolved().solver == "dense"

@@ -194,6 +194,7 @@ class _Page:
             entry.step_size,
             gr.update(choices=kinds[1:]),
             gr.update(choices=kinds),
+            entry.solver,  # rooms_flow (d = 3,072) is matrix-free
         )
 
     @staticmethod
@@ -449,7 +450,7 @@ def build(
             kind.change(_builder_fields, kind, [sigma, high])
         model_in.change(
             _safe(page.model_defaults), model_in,
-            [sides["vary"][6], sides["fix"][6], step, sides["vary"][0], sides["fix"][0]],
+            [sides["vary"][6], sides["fix"][6], step, sides["vary"][0], sides["fix"][0], solver],
         ).then(show, view, start_img)  # fmt: skip
         for comp in (seed, key, start):
             comp.change(show, view, start_img)

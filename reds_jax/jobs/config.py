@@ -357,7 +357,7 @@ class JobConfig:
         :mod:`reds_jax.core.control`).
       correct: drift-corrector iterations per step (0: none).
       solver: ``dense`` or ``matrix_free``: :class:`reds_jax.Dense` / :class:`reds_jax.MatrixFree`;
-        None: the model's default (``dense`` except for ``rooms_flow``).
+        None: the model's default (``dense`` except for ``rooms_flow``), whose options apply whenever the job uses that solver.
       options: fields of :class:`reds_jax.Problem` (``ridge``, ``beta_fix``, ...) and of the
         solver (``mode``, ``iters``, ...) in one table (:meth:`traverse_args` splits them).
       dtype: ``float32`` or ``float64`` (the latter needs ``JAX_ENABLE_X64=1``).
@@ -493,9 +493,8 @@ class JobConfig:
             )
         if self.preset is not None and "cap_k" not in self.options:
             options["cap_k"] = False  # fixed shapes: see the `preset` field
-        solver = self.solver
-        if solver is None:  # the model's default solver, with its default options
-            solver = entry.solver
+        solver = entry.solver if self.solver is None else self.solver
+        if solver == entry.solver:  # the model's default solver comes with its default options
             options = {**entry.solver_options, **options}
         if method not in METHODS:
             raise bad("method", f"is {method!r}; pass one of {METHODS}.")

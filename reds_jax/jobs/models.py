@@ -140,8 +140,8 @@ def register_model(
       available: optional ``() -> None | reason``; a reason hides the model from
         :func:`available_models` and is shown when someone asks for it.
       solver: the solver a job uses when it names none (``"dense"`` or ``"matrix_free"``).
-      solver_options: options of that default solver (e.g. ``{"cold_iters": 20}``), applied only
-        when a job names no solver; the job's own ``options`` override them.
+      solver_options: options of that default solver (e.g. ``{"cold_iters": 20}``), applied when
+        a job uses that solver (named or not); the job's own ``options`` override them.
 
     >>> import jax.numpy as jnp
     >>> register_model("toy", lambda: (None, lambda z: jnp.tile(z, (2, 2, 1))[:, :, :3], 3),
